@@ -1,0 +1,53 @@
+# kubirun: the two commands of the README.
+#   make run   install what is missing, build the demo image, run the demo
+#   make test  install what is missing (test tools too), run the whole suite
+# Both are idempotent and meant to be run as root on Debian/Ubuntu.
+
+PYTHON ?= /usr/bin/python3
+VENV   := .venv
+PIP    := $(VENV)/bin/pip
+PY     := $(VENV)/bin/python
+
+# What the runtime needs to build and run (the cffi module, python-prctl,
+# the demo image, `ps` for the demo's host half).
+APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev libffi-dev libcap-dev \
+            busybox-static procps make tar gzip
+# What the tests need besides: runc as the peer runtime, iproute2 for netns checks.
+APT_TEST := runc iproute2 util-linux
+
+.PHONY: run test deps test-deps apt-run apt-test image clean
+
+run: deps image
+	$(VENV)/bin/kubirun demo ps
+
+test: test-deps image
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+deps: apt-run $(VENV)/.installed
+
+test-deps: apt-run apt-test $(VENV)/.installed-test
+
+image:
+	$(MAKE) -C rootfs
+
+apt-run:
+	@sh tools/apt-install.sh $(APT_RUN)
+
+apt-test:
+	@sh tools/apt-install.sh $(APT_TEST)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(VENV)/bin/python setup.py pyproject.toml kubirun/_native/build.py
+	$(PIP) install -q --upgrade pip setuptools wheel cffi
+	$(PIP) install -q --no-build-isolation -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -q -e '.[test]' --no-build-isolation
+	touch $@
+
+clean:
+	rm -rf $(VENV) build *.egg-info kubirun/_native/_kernel*.so
+	$(MAKE) -C rootfs clean

@@ -1,0 +1,185 @@
+"""The kernel boundary: every system call kubirun makes that Python's
+standard library does not offer goes through this package.
+
+Each wrapper raises ``OSError`` carrying the errno, the system call's name and
+its path argument(s), e.g. ``[Errno 2] mount: No such file or directory:
+'proc' -> '/x/proc'``.  ``Kernel`` bundles the calls the mount and namespace
+plan needs behind one small interface, so that plan can be checked against a
+recording fake (see ``tests/unit``) without root.
+"""
+from __future__ import annotations
+
+import os
+from kubirun._native._kernel import ffi, lib
+
+# clone(2)/unshare(2) flags.
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+CLONE_NEWTIME = 0x00000080
+
+# mount(2) flags.
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_MOVE = 0x2000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+MS_SLAVE = 0x80000
+MS_STRICTATIME = 0x1000000
+MNT_DETACH = 0x2
+
+# openat2(2) resolve flags.
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+CLOSE_RANGE_CLOEXEC = 0x4
+
+# prctl(2) options.
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+
+
+def _fail(syscall: str, *paths: str) -> OSError:
+    err = ffi.errno
+    message = f"{syscall}: {os.strerror(err)}"
+    if len(paths) >= 2:
+        return OSError(err, message, paths[0], None, paths[1])
+    if paths:
+        return OSError(err, message, paths[0])
+    return OSError(err, message)
+
+
+def _enc(value: str | None):
+    return ffi.NULL if value is None else os.fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    if lib.unshare(flags) < 0:
+        raise _fail("unshare")
+
+
+def setns(fd: int, nstype: int = 0) -> None:
+    if lib.setns(fd, nstype) < 0:
+        raise _fail("setns")
+
+
+def mount(source: str | None, target: str, fstype: str | None = None,
+          flags: int = 0, data: str | None = None) -> None:
+    if lib.mount(_enc(source), _enc(target), _enc(fstype), flags, _enc(data)) < 0:
+        raise _fail("mount", source or fstype or "none", target)
+
+
+def umount2(target: str, flags: int = 0) -> None:
+    if lib.umount2(_enc(target), flags) < 0:
+        raise _fail("umount2", target)
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    if lib.kubi_pivot_root(_enc(new_root), _enc(put_old)) < 0:
+        raise _fail("pivot_root", new_root, put_old)
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    if lib.sethostname(raw, len(raw)) < 0:
+        raise _fail("sethostname", name)
+
+
+def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
+    if lib.kubi_close_range(first, last, flags) < 0:
+        raise _fail("close_range")
+
+
+def pidfd_open(pid: int) -> int:
+    fd = lib.kubi_pidfd_open(pid, 0)
+    if fd < 0:
+        raise _fail("pidfd_open", str(pid))
+    return fd
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    if lib.kubi_pidfd_send_signal(pidfd, sig, 0) < 0:
+        raise _fail("pidfd_send_signal")
+
+
+def openat2(dirfd: int, path: str, flags: int, mode: int = 0, resolve: int = 0) -> int:
+    fd = lib.kubi_openat2(dirfd, _enc(path), flags, mode, resolve)
+    if fd < 0:
+        raise _fail("openat2", path)
+    return fd
+
+
+def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> int:
+    rc = lib.kubi_prctl(option, a2, a3, a4, a5)
+    if rc < 0:
+        raise _fail(f"prctl({option})")
+    return rc
+
+
+def link_up(ifname: str) -> None:
+    if lib.kubi_link_up(_enc(ifname)) < 0:
+        raise _fail("ioctl(SIOCSIFFLAGS)", ifname)
+
+
+class Kernel:
+    """The operations the rootfs plan performs, as one object.
+
+    The real one calls the kernel; tests pass a recording fake with the same
+    methods.  File descriptors returned here are the caller's to close.
+    """
+
+    def mount(self, source, target, fstype=None, flags=0, data=None) -> None:
+        mount(source, target, fstype, flags, data)
+
+    def umount2(self, target: str, flags: int = 0) -> None:
+        umount2(target, flags)
+
+    def pivot_root(self, new_root: str, put_old: str) -> None:
+        pivot_root(new_root, put_old)
+
+    def open_in_root(self, root_fd: int, path: str, flags: int, resolve: int) -> int:
+        return openat2(root_fd, path, flags | os.O_CLOEXEC, 0, resolve)
+
+    def open(self, path: str, flags: int) -> int:
+        return os.open(path, flags | os.O_CLOEXEC)
+
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
+    def fstat(self, fd: int) -> os.stat_result:
+        return os.fstat(fd)
+
+    def mkdirat(self, dirfd: int, name: str, mode: int) -> None:
+        os.mkdir(name, mode, dir_fd=dirfd)
+
+    def mknodat(self, dirfd: int, name: str, mode: int, device: int) -> None:
+        os.mknod(name, mode, device, dir_fd=dirfd)
+
+    def chmodat(self, dirfd: int, name: str, mode: int) -> None:
+        os.chmod(name, mode, dir_fd=dirfd)
+
+    def symlinkat(self, target: str, dirfd: int, name: str) -> None:
+        os.symlink(target, name, dir_fd=dirfd)
+
+    def chdir(self, path: str) -> None:
+        os.chdir(path)
+
+    def fchdir(self, fd: int) -> None:
+        os.fchdir(fd)
+
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,55 @@
+"""The click application, built from ``spec``: help texts, error messages
+and every command line the fast path passes on."""
+from __future__ import annotations
+
+import click
+
+from kubirun import __version__
+from kubirun.cli.spec import COMMANDS, GROUPS, Command
+from kubirun.cli import dispatch, version_text
+
+
+def _click_command(command: Command) -> click.Command:
+    params: list[click.Parameter] = []
+    for opt in command.options:
+        if opt.kind == "flag":
+            params.append(click.Option([*opt.names, opt.dest], is_flag=True, help=opt.help))
+        else:
+            params.append(click.Option(
+                [*opt.names, opt.dest], metavar=opt.metavar, help=opt.help,
+                multiple=opt.kind == "multiple",
+                default=opt.default if opt.default is not None else (() if opt.kind == "multiple" else None),
+            ))
+    for arg in command.arguments:
+        params.append(click.Argument(
+            [arg.dest], nargs=-1 if arg.variadic else 1, required=arg.required and not arg.variadic,
+            metavar=(f"[{arg.dest.upper()}...]" if arg.variadic else arg.dest.upper()),
+        ))
+
+    def callback(**kwargs):
+        raise SystemExit(dispatch(command, kwargs))
+
+    return click.Command(
+        command.name, params=params, callback=callback, help=command.help, epilog=command.epilog,
+        context_settings={"allow_interspersed_args": not any(a.variadic for a in command.arguments),
+                          "help_option_names": ["-h", "--help"]},
+    )
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(message=version_text(), version=__version__)
+def cli() -> None:
+    """kubirun: a low-level Linux container runtime.
+
+    Try `kubirun demo ps`, then `kubirun run rootfs/busybox.tar.gz -- ps aux`.
+    """
+
+
+for _command in COMMANDS.values():
+    cli.add_command(_click_command(_command))
+
+for _group_name, (_group_help, _members) in GROUPS.items():
+    _group = click.Group(_group_name, help=_group_help)
+    for _command in _members.values():
+        _group.add_command(_click_command(_command))
+    cli.add_command(_group)

@@ -1,0 +1,112 @@
+"""A small parser for the everyday forms of ``kubirun`` commands.
+
+It understands long options (``--opt value``, ``--opt=value``), short ones
+(``-e X``, ``-eX``, clusters such as ``-it``), ``--`` and positional
+arguments, all as declared in ``spec``.  Anything else (``--help``, an
+unknown option, a missing value or argument) returns ``None`` and the caller
+hands the command line to click, which explains the problem properly.
+"""
+from __future__ import annotations
+
+from kubirun.cli.spec import COMMANDS, GROUPS, Command, Option
+
+
+def find_command(argv: list[str]) -> tuple[Command | None, list[str]]:
+    if not argv:
+        return None, argv
+    if argv[0] in COMMANDS:
+        return COMMANDS[argv[0]], argv[1:]
+    if argv[0] in GROUPS and len(argv) > 1 and argv[1] in GROUPS[argv[0]][1]:
+        return GROUPS[argv[0]][1][argv[1]], argv[2:]
+    return None, argv
+
+
+def parse(command: Command, words: list[str]) -> dict | None:
+    """Parse the words after the command's name into handler keywords."""
+    by_name = {name: opt for opt in command.options for name in opt.names}
+    params: dict = {opt.dest: _initial(opt) for opt in command.options}
+    positional: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        i += 1
+        if positional or word == "-" or not word.startswith("-"):
+            positional.append(word)
+            if _variadic_reached(command, positional):
+                positional.extend(words[i:])
+                break
+            continue
+        if word == "--":
+            positional.extend(words[i:])
+            break
+        if word.startswith("--"):
+            name, eq, value = word.partition("=")
+            opt = by_name.get(name)
+            if opt is None or name == "--help":
+                return None
+            if opt.kind == "flag":
+                if eq:
+                    return None
+                params[opt.dest] = True
+                continue
+            if not eq:
+                if i >= len(words):
+                    return None
+                value = words[i]
+                i += 1
+            _store(params, opt, value)
+            continue
+        # A cluster of short options: -it, -eFOO=1, -e FOO=1.
+        for pos in range(1, len(word)):
+            opt = by_name.get("-" + word[pos])
+            if opt is None:
+                return None
+            if opt.kind == "flag":
+                params[opt.dest] = True
+                continue
+            value = word[pos + 1:]
+            if not value:
+                if i >= len(words):
+                    return None
+                value = words[i]
+                i += 1
+            _store(params, opt, value)
+            break
+    return _bind_arguments(command, positional, params)
+
+
+def _initial(opt: Option):
+    if opt.kind == "flag":
+        return False
+    if opt.kind == "multiple":
+        return list(opt.default or ())
+    return opt.default
+
+
+def _store(params: dict, opt: Option, value: str) -> None:
+    if opt.kind == "multiple":
+        params[opt.dest].append(value)
+    else:
+        params[opt.dest] = value
+
+
+def _variadic_reached(command: Command, positional: list[str]) -> bool:
+    fixed = [a for a in command.arguments if not a.variadic]
+    has_variadic = any(a.variadic for a in command.arguments)
+    return has_variadic and len(positional) >= len(fixed)
+
+
+def _bind_arguments(command: Command, positional: list[str], params: dict) -> dict | None:
+    for arg in command.arguments:
+        if arg.variadic:
+            params[arg.dest] = tuple(positional)
+            positional = []
+        elif positional:
+            params[arg.dest] = positional.pop(0)
+        elif arg.required:
+            return None
+        else:
+            params[arg.dest] = None
+    if positional:
+        return None
+    return params

@@ -1,0 +1,164 @@
+"""The container's terminal (``-t``): a pty made *inside* the container.
+
+The pty pair comes from the container's own devpts instance, so ``tty``
+inside prints ``/dev/pts/0`` and ``/dev/console`` is that pty (runc does the
+same).  The init sends the master end to the runtime over a unix socket
+(SCM_RIGHTS) and keeps the slave as its controlling terminal; the runtime
+relays bytes and window size between the caller's terminal and the master.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import termios
+import tty
+from kubirun._native import MS_BIND, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, Kernel
+from kubirun.ns.mounts import open_dir_in_root, proc_fd_path
+
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+
+PTY_MESSAGE = b"pty"
+
+
+# --- inside the container's init -----------------------------------------
+
+def open_pty_inside(kernel: Kernel, root_fd: int) -> tuple[int, int]:
+    """Open a (master, slave) pair from the root's ``/dev/pts`` instance.
+
+    ``TIOCGPTPEER`` opens the slave from the master itself, with no path
+    lookup of ``/dev/pts/N`` that an image could redirect.
+    """
+    master = kernel.open_in_root(root_fd, "dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY,
+                                 RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    return master, slave
+
+
+def bind_console(kernel: Kernel, root_fd: int, slave: int) -> None:
+    """``/dev/console`` is the container's pty, bound over an empty file."""
+    dev = open_dir_in_root(kernel, root_fd, "/dev")
+    try:
+        fd = os.open("console", os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dev)
+        try:
+            kernel.mount(proc_fd_path(slave), proc_fd_path(fd), None, MS_BIND)
+        finally:
+            os.close(fd)
+    finally:
+        kernel.close(dev)
+
+
+def send_master(channel: socket.socket, master: int) -> None:
+    socket.send_fds(channel, [PTY_MESSAGE], [master])
+    os.close(master)
+
+
+def receive_master(channel: socket.socket) -> int | None:
+    """The pty master the init sent, or None if it failed before sending."""
+    with channel:
+        message, fds, _flags, _addr = socket.recv_fds(channel, len(PTY_MESSAGE), 1)
+    if message == PTY_MESSAGE and fds:
+        return fds[0]
+    for fd in fds:
+        os.close(fd)
+    return None
+
+
+def become_controlling_terminal(slave: int) -> None:
+    """New session, the pty as its controlling terminal, and stdio on it."""
+    os.setsid()
+    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    for target in (0, 1, 2):
+        os.dup2(slave, target)
+    os.close(slave)
+
+
+# --- in the runtime, the caller's side -----------------------------------
+
+def copy_window_size(source_fd: int, master: int) -> None:
+    try:
+        size = fcntl.ioctl(source_fd, termios.TIOCGWINSZ, b"\0" * 8)
+    except OSError:
+        return
+    fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
+
+
+class TerminalRelay:
+    """Relays the caller's terminal and the container's pty until the
+    container's init exits; the caller's terminal is restored on the way out."""
+
+    def __init__(self, master: int, pidfd: int, forward_stdin: bool,
+                 stdin: int = 0, stdout: int = 1) -> None:
+        self.master = master
+        self.pidfd = pidfd
+        self.forward_stdin = forward_stdin
+        self.stdin = stdin
+        self.stdout = stdout
+        self._saved_mode: list | None = None
+
+    def __enter__(self) -> "TerminalRelay":
+        size_source = self.stdin if os.isatty(self.stdin) else self.stdout
+        copy_window_size(size_source, self.master)
+        signal.signal(signal.SIGWINCH, lambda *_: copy_window_size(size_source, self.master))
+        if self.forward_stdin and os.isatty(self.stdin):
+            self._saved_mode = termios.tcgetattr(self.stdin)
+            tty.setraw(self.stdin)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        signal.signal(signal.SIGWINCH, signal.SIG_DFL)
+        if self._saved_mode is not None:
+            termios.tcsetattr(self.stdin, termios.TCSADRAIN, self._saved_mode)
+        os.close(self.master)
+
+    def run(self) -> None:
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN)
+        poller.register(self.pidfd, select.POLLIN)
+        if self.forward_stdin:
+            poller.register(self.stdin, select.POLLIN)
+        while True:
+            for fd, events in poller.poll():
+                if fd == self.master:
+                    if not self._pump_output():
+                        return
+                elif fd == self.pidfd:
+                    self._drain_output()
+                    return
+                elif fd == self.stdin:
+                    data = os.read(self.stdin, 65536) if events & (select.POLLIN | select.POLLHUP) else b""
+                    if not data:
+                        # End of input: send EOF as a terminal would (^D).
+                        poller.unregister(self.stdin)
+                        _write_all(self.master, b"\x04")
+                    else:
+                        _write_all(self.master, data)
+
+    def _pump_output(self) -> bool:
+        try:
+            data = os.read(self.master, 65536)
+        except OSError:  # EIO: every slave is closed
+            return False
+        if not data:
+            return False
+        _write_all(self.stdout, data)
+        return True
+
+    def _drain_output(self) -> None:
+        os.set_blocking(self.master, False)
+        try:
+            while self._pump_output():
+                pass
+        except BlockingIOError:
+            pass

@@ -1,0 +1,1 @@
+"""Images: turning an image argument into a root filesystem on disk."""

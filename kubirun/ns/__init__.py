@@ -1,0 +1,1 @@
+"""Namespaces, mounts and the container's root filesystem."""
