@@ -81,11 +81,16 @@ def become_controlling_terminal(slave: int) -> None:
 
 # --- in the runtime, the caller's side -----------------------------------
 
+def caller_terminal(stdin: int = 0, stdout: int = 1) -> int:
+    """The caller's fd whose window size the container's pty follows."""
+    return stdin if os.isatty(stdin) else stdout
+
+
 def copy_window_size(source_fd: int, master: int) -> None:
     try:
         size = fcntl.ioctl(source_fd, termios.TIOCGWINSZ, b"\0" * 8)
     except OSError:
-        return
+        return  # the caller has no terminal: the pty keeps its default size
     fcntl.ioctl(master, termios.TIOCSWINSZ, size)
 
 
@@ -108,8 +113,7 @@ class TerminalRelay:
         self._saved_mode: list | None = None
 
     def __enter__(self) -> "TerminalRelay":
-        size_source = self.stdin if os.isatty(self.stdin) else self.stdout
-        copy_window_size(size_source, self.master)
+        size_source = caller_terminal(self.stdin, self.stdout)
         signal.signal(signal.SIGWINCH, lambda *_: copy_window_size(size_source, self.master))
         if self.forward_stdin and os.isatty(self.stdin):
             self._saved_mode = termios.tcgetattr(self.stdin)

@@ -124,6 +124,9 @@ def start_and_wait(config: InitConfig) -> int:
 
                 console_theirs.close()
                 master = console.receive_master(console_ours)
+                if master is not None:
+                    # Before the program starts: it may ask for its size at once.
+                    console.copy_window_size(console.caller_terminal(), master)
             try:
                 read_report(report_r)
             except ContainerStartError:

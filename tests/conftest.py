@@ -1,0 +1,206 @@
+"""Shared fixtures: the demo image, a private store, runtimes to compare,
+and a session-wide check that the host is left exactly as it was found."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+KUBIRUN = [sys.executable, "-m", "kubirun"]
+KUBIRUN_SCRIPT = Path(sys.executable).parent / "kubirun"
+BUSYBOX_IMAGE = REPO / "rootfs" / "busybox.tar.gz"
+
+
+# --- the host must be left as it was -------------------------------------
+
+def _mount_table() -> list[tuple[str, ...]]:
+    rows = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            # mount point, options, fs type, source: ids may be reused, so skip them
+            rows.append((fields[4], fields[5], fields[sep + 1], fields[sep + 2]))
+    return sorted(rows)
+
+
+def _our_cgroups() -> set[str]:
+    found = set()
+    for base, dirs, _ in os.walk("/sys/fs/cgroup"):
+        for d in dirs:
+            if "kubirun" in d:
+                found.add(os.path.join(base, d))
+    return found
+
+
+def _dev_null() -> tuple[int, int, int, int]:
+    st = os.stat("/dev/null")
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_rdev)
+
+
+def _namespaces_in_use() -> dict[str, set[str]]:
+    """Every pid/mnt/net namespace some process is in."""
+    seen: dict[str, set[str]] = {"pid": set(), "mnt": set(), "net": set()}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        for kind in seen:
+            try:
+                seen[kind].add(os.readlink(f"/proc/{pid}/ns/{kind}"))
+            except OSError:
+                pass
+    return seen
+
+
+def _host_snapshot() -> dict:
+    return {
+        "mounts": _mount_table(),
+        "cgroups": _our_cgroups(),
+        "dev_null": _dev_null(),
+        "net_links": sorted(os.listdir("/sys/class/net")),
+        "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def host_left_as_found():
+    before = _host_snapshot()
+    namespaces_before = _namespaces_in_use()
+    yield
+    after = _host_snapshot()
+    for key in before:
+        assert after[key] == before[key], f"the test session changed the host's {key}"
+    leaked = {kind: ids - namespaces_before[kind] for kind, ids in _namespaces_in_use().items()}
+    assert not any(leaked.values()), f"processes left running in namespaces made by tests: {leaked}"
+
+
+# --- images and store ----------------------------------------------------
+
+@pytest.fixture(scope="session")
+def busybox_tarball() -> Path:
+    if not BUSYBOX_IMAGE.exists():
+        subprocess.run(["make", "-C", str(REPO / "rootfs")], check=True, capture_output=True)
+    return BUSYBOX_IMAGE
+
+
+@pytest.fixture(scope="session")
+def busybox_dir(busybox_tarball, tmp_path_factory) -> Path:
+    """The demo image unpacked once (with GNU tar) for runs in place."""
+    root = tmp_path_factory.mktemp("busybox") / "rootfs"
+    root.mkdir()
+    subprocess.run(["tar", "--numeric-owner", "-xzf", str(busybox_tarball), "-C", str(root)], check=True)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def private_store(tmp_path, monkeypatch) -> Path:
+    """Every test gets its own KUBIRUN_STORE, checked empty afterwards."""
+    store = tmp_path / "store"
+    monkeypatch.setenv("KUBIRUN_STORE", str(store))
+    yield store
+    containers = store / "containers"
+    if containers.exists():
+        assert os.listdir(containers) == [], "a container directory was left behind"
+
+
+def kubirun(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run the kubirun CLI the way users do (the installed console script)."""
+    kwargs.setdefault("capture_output", True)
+    kwargs.setdefault("text", True)
+    kwargs.setdefault("timeout", 60)
+    return subprocess.run([str(KUBIRUN_SCRIPT), *args], **kwargs)
+
+
+# --- runtimes: kubirun and, where installed, runc --------------------------
+
+class KubirunRuntime:
+    name = "kubirun"
+
+    def run(self, rootfs: Path, args: list[str], *, hostname: str | None = None,
+            env: list[str] = (), cwd: str | None = None, user: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        cli = ["run"]
+        if hostname:
+            cli += ["--hostname", hostname]
+        for item in env:
+            cli += ["-e", item]
+        if cwd:
+            cli += ["-w", cwd]
+        if user:
+            cli += ["-u", user]
+        return kubirun(*cli, str(rootfs), "--", *args, timeout=timeout)
+
+
+class RuncRuntime:
+    """runc on an equivalent bundle: if runc fails a behaviour test, the test
+    is wrong."""
+
+    name = "runc"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def run(self, rootfs: Path, args: list[str], *, hostname: str | None = None,
+            env: list[str] = (), cwd: str | None = None, user: str | None = None,
+            timeout: float = 60) -> subprocess.CompletedProcess:
+        bundle = self.workdir / uuid.uuid4().hex[:12]
+        bundle.mkdir()
+        subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+        config = json.loads((bundle / "config.json").read_text())
+        config["root"] = {"path": str(rootfs), "readonly": False}
+        process = config["process"]
+        process["terminal"] = False
+        process["args"] = list(args)
+        process["env"] = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", *env]
+        process["cwd"] = cwd or "/"
+        if user:
+            uid, _, gid = user.partition(":")
+            process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
+        config["hostname"] = hostname or bundle.name
+        (bundle / "config.json").write_text(json.dumps(config))
+        try:
+            return subprocess.run(["runc", "--root", str(self.workdir / "state"), "run",
+                                   "--bundle", str(bundle), bundle.name],
+                                  capture_output=True, text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
+        finally:
+            shutil.rmtree(bundle, ignore_errors=True)
+
+
+def _runtime_params():
+    params = [pytest.param("kubirun", id="kubirun")]
+    params.append(pytest.param("runc", id="runc", marks=pytest.mark.skipif(
+        shutil.which("runc") is None, reason="runc is not installed")))
+    return params
+
+
+@pytest.fixture(params=_runtime_params())
+def runtime(request, tmp_path):
+    if request.param == "runc":
+        return RuncRuntime(tmp_path)
+    return KubirunRuntime()
+
+
+def make_tar(path: Path, entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]],
+             compression: str = "gz") -> Path:
+    """Write a tar archive from TarInfo entries (with data for files)."""
+    import io
+
+    mode = f"w:{compression}" if compression else "w"
+    with tarfile.open(path, mode) as tar:
+        for entry in entries:
+            info, data = entry if isinstance(entry, tuple) else (entry, None)
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return path

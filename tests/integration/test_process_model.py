@@ -1,0 +1,110 @@
+"""The process model: one fork from the CLI's own interpreter, a
+non-dumpable init, nothing heavy imported on the way to ``execve``."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from kubirun import _native
+from kubirun.ns.namespaces import fork_into_new_pid_namespace
+from tests.conftest import KUBIRUN_SCRIPT, kubirun
+
+PR_GET_DUMPABLE = 3
+
+
+def test_child_is_pid_1_and_born_non_dumpable():
+    read_end, write_end = os.pipe()
+    dumpable_before = _native.prctl(PR_GET_DUMPABLE)
+    pid = fork_into_new_pid_namespace()
+    if pid == 0:
+        os.write(write_end, f"{os.getpid()} {_native.prctl(PR_GET_DUMPABLE)}".encode())
+        os._exit(0)
+    os.close(write_end)
+    try:
+        own_pid, dumpable = os.read(read_end, 100).decode().split()
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+        _native.prctl(4, dumpable_before)  # PR_SET_DUMPABLE: restore pytest's own state
+    assert own_pid == "1"
+    assert dumpable == "0"
+
+
+def test_runtime_returns_to_its_own_pid_namespace():
+    before = os.readlink("/proc/self/ns/pid_for_children")
+    dumpable_before = _native.prctl(PR_GET_DUMPABLE)
+    pid = fork_into_new_pid_namespace()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    _native.prctl(4, dumpable_before)
+    assert os.readlink("/proc/self/ns/pid_for_children") == before
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
+def test_no_second_interpreter_is_started(busybox_dir, tmp_path):
+    log = tmp_path / "strace.log"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-o", str(log),
+                    str(KUBIRUN_SCRIPT), "run", str(busybox_dir), "--", "/bin/true"],
+                   check=True, capture_output=True)
+    execs = [line for line in log.read_text().splitlines() if "execve(" in line and "= 0" in line]
+    assert len(execs) == 2, execs  # the kubirun script, then the container's program
+    assert '"/bin/true"' in execs[1]
+
+
+def test_start_path_imports_neither_click_nor_pyroute2(busybox_dir):
+    result = subprocess.run([sys.executable, "-X", "importtime", str(KUBIRUN_SCRIPT), "run",
+                             str(busybox_dir), "--", "/bin/true"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "pyroute2" not in imported
+    assert "click" not in imported
+    assert "tarfile" not in imported  # a directory root unpacks nothing
+
+
+def test_console_script_works_with_an_empty_environment(busybox_dir, private_store):
+    result = subprocess.run([str(KUBIRUN_SCRIPT), "run", str(busybox_dir), "--", "/bin/echo", "ok"],
+                            env={"KUBIRUN_STORE": str(private_store)}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
+
+
+def test_shebang_is_an_absolute_interpreter():
+    first_line = KUBIRUN_SCRIPT.read_text().splitlines()[0]
+    assert first_line.startswith("#!/")
+    assert os.access(first_line[2:].split()[0], os.X_OK)
+
+
+def test_help_on_every_command():
+    for args in (["--help"], ["run", "--help"], ["demo", "--help"], ["demo", "ps", "--help"]):
+        result = kubirun(*args)
+        assert result.returncode == 0, (args, result.stderr)
+        assert result.stdout.startswith("Usage: kubirun")
+
+
+def test_version_is_runc_like():
+    result = kubirun("--version")
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("kubirun version ")
+    assert lines[1].startswith("spec: 1.")
+
+
+def test_sigpipe_is_default_again_in_the_container(busybox_dir):
+    # Python ignores SIGPIPE; the container's program must not inherit that.
+    result = kubirun("run", str(busybox_dir), "--", "sh", "-c", "grep SigIgn /proc/self/status")
+    ignored = int(result.stdout.split()[1], 16)
+    assert not ignored & (1 << (13 - 1)), "SIGPIPE is ignored inside the container"
+
+
+def test_demo_ps_shows_both_sides(busybox_tarball):
+    result = kubirun("demo", "ps", "--image", str(busybox_tarball))
+    assert result.returncode == 0, result.stderr
+    host, _, inside = result.stdout.partition("=== ps aux inside a container")
+    assert "=== ps aux on the host ===" in host
+    inside_rows = [line for line in inside.splitlines() if line.strip()[:1].isdigit()]
+    assert inside_rows and inside_rows[0].split()[0] == "1"
+    assert "ps aux" in inside_rows[0]

@@ -1,0 +1,61 @@
+"""The fast-path parser must mean exactly what click means for every command
+line it accepts, and hand everything else to click."""
+from __future__ import annotations
+
+import pytest
+
+from kubirun.cli import fastpath
+from kubirun.cli.spec import RUN
+
+click = pytest.importorskip("click")
+
+
+def _click_params(words: list[str]) -> dict:
+    from kubirun.cli.app import cli
+
+    ctx = cli.make_context("kubirun", ["run", *words], resilient_parsing=False)
+    sub = cli.get_command(ctx, "run")
+    sub_ctx = sub.make_context("run", list(words))
+    params = dict(sub_ctx.params)
+    params["env"] = list(params["env"])
+    return params
+
+
+ACCEPTED = [
+    ["img"],
+    ["img", "--", "ls", "-l"],
+    ["img", "ls", "-l", "--name", "x"],
+    ["--name", "c1", "--hostname=h", "img", "sh"],
+    ["-it", "img"],
+    ["-e", "A=1", "-eB=2", "--env", "C=3", "--env=D=4", "img"],
+    ["-w", "/tmp", "-u", "1000:1000", "--keep", "img", "id"],
+    ["-tiw/etc", "img", "pwd"],
+    ["--", "img", "cmd"],
+]
+
+
+@pytest.mark.parametrize("words", ACCEPTED, ids=[" ".join(w) for w in ACCEPTED])
+def test_fast_path_agrees_with_click(words):
+    fast = fastpath.parse(RUN, words)
+    assert fast is not None
+    assert fast == _click_params(words)
+
+
+@pytest.mark.parametrize("words", [
+    [], ["--help"], ["--help", "img"], ["--bogus", "img"], ["-x", "img"],
+    ["--name"], ["-e"], ["--keep=yes", "img"],
+])
+def test_fast_path_hands_the_rest_to_click(words):
+    assert fastpath.parse(RUN, words) is None
+
+
+def test_options_after_the_image_belong_to_the_command():
+    params = fastpath.parse(RUN, ["img", "--name", "x"])
+    assert params["name"] is None
+    assert params["command"] == ("--name", "x")
+
+
+def test_find_command_reaches_group_members():
+    command, rest = fastpath.find_command(["demo", "ps", "--image", "x"])
+    assert command.name == "ps" and rest == ["--image", "x"]
+    assert fastpath.find_command(["nope"])[0] is None

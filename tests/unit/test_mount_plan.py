@@ -1,0 +1,153 @@
+"""The rootfs plan checked against a recording fake of the kernel: no root
+and no namespaces needed, every call visible."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from kubirun._native import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MNT_DETACH, MS_SLAVE
+from kubirun.ns import mounts, rootfs
+
+
+class RecordingKernel:
+    """Records every call; pretends every path exists unless told otherwise."""
+
+    def __init__(self, missing: set[str] = frozenset(), symlinks: set[str] = frozenset()) -> None:
+        self.calls: list[tuple] = []
+        self.fds: dict[int, str] = {}
+        self.missing = set(missing)
+        self.symlinks = set(symlinks)
+        self._next_fd = 100
+
+    def _fd(self, path: str) -> int:
+        self._next_fd += 1
+        self.fds[self._next_fd] = path
+        return self._next_fd
+
+    def open_in_root(self, root_fd, path, flags, resolve):
+        if path in self.symlinks:
+            raise OSError(errno.ELOOP, "openat2: Too many levels of symbolic links", path)
+        if path in self.missing:
+            raise FileNotFoundError(errno.ENOENT, "openat2: No such file or directory", path)
+        self.calls.append(("open_in_root", path))
+        return self._fd(path)
+
+    def open(self, path, flags):
+        self.calls.append(("open", path))
+        return self._fd(path)
+
+    def close(self, fd):
+        self.fds.pop(fd)
+
+    def mount(self, source, target, fstype=None, flags=0, data=None):
+        if target.startswith("/proc/self/fd/"):
+            target = "fd:" + self.fds[int(target.rsplit("/", 1)[1])]
+        self.calls.append(("mount", source, target, fstype, flags, data))
+
+    def umount2(self, target, flags=0):
+        self.calls.append(("umount2", target, flags))
+
+    def pivot_root(self, new_root, put_old):
+        self.calls.append(("pivot_root", new_root, put_old))
+
+    def mkdirat(self, dirfd, name, mode):
+        path = os.path.join(self.fds[dirfd], name).lstrip("./") if self.fds[dirfd] != "." else name
+        self.missing.discard(path)
+        self.calls.append(("mkdir", path, mode))
+
+    def mknodat(self, dirfd, name, mode, device):
+        self.calls.append(("mknod", f"{self.fds[dirfd]}/{name}", mode, os.major(device), os.minor(device)))
+
+    def chmodat(self, dirfd, name, mode):
+        self.calls.append(("chmod", f"{self.fds[dirfd]}/{name}", mode))
+
+    def symlinkat(self, target, dirfd, name):
+        self.calls.append(("symlink", f"{self.fds[dirfd]}/{name}", target))
+
+    def chdir(self, path):
+        self.calls.append(("chdir", path))
+
+    def fchdir(self, fd):
+        self.calls.append(("fchdir", self.fds[fd]))
+
+
+def _mounted(kernel: RecordingKernel) -> dict[str, tuple]:
+    return {c[2]: c for c in kernel.calls if c[0] == "mount"}
+
+
+def test_standard_plan_mounts_proc_sys_dev_like_runc():
+    kernel = RecordingKernel()
+    mounts.apply(kernel, 3, mounts.standard_plan())
+    mounted = _mounted(kernel)
+    assert mounted["fd:proc"][3] == "proc"
+    assert mounted["fd:sys"][3] == "sysfs" and mounted["fd:sys"][4] & MS_RDONLY
+    assert mounted["fd:dev"][3] == "tmpfs"
+    assert "newinstance" in mounted["fd:dev/pts"][5]
+    assert mounted["fd:dev/shm"][3] == "tmpfs"
+    assert mounted["fd:dev/mqueue"][3] == "mqueue"
+
+
+def test_every_mount_goes_through_an_fd_resolved_in_the_root():
+    kernel = RecordingKernel()
+    mounts.apply(kernel, 3, mounts.standard_plan())
+    targets = [c[2] for c in kernel.calls if c[0] == "mount"]
+    assert targets and all(t.startswith("fd:") for t in targets)
+    assert not kernel.fds, "file descriptors were leaked"
+
+
+def test_devices_have_verified_numbers_and_modes():
+    kernel = RecordingKernel()
+    mounts.apply(kernel, 3, mounts.standard_plan())
+    nodes = {c[1]: (c[3], c[4]) for c in kernel.calls if c[0] == "mknod"}
+    assert nodes == {"dev/null": (1, 3), "dev/zero": (1, 5), "dev/full": (1, 7),
+                     "dev/random": (1, 8), "dev/urandom": (1, 9), "dev/tty": (5, 0)}
+    chmods = {c[1]: c[2] for c in kernel.calls if c[0] == "chmod"}
+    assert all(chmods[path] == 0o666 for path in nodes)
+
+
+def test_dev_links_point_into_proc_and_pts():
+    kernel = RecordingKernel()
+    mounts.apply(kernel, 3, mounts.standard_plan())
+    links = {c[1]: c[2] for c in kernel.calls if c[0] == "symlink"}
+    assert links["dev/ptmx"] == "pts/ptmx"
+    assert links["dev/fd"] == "/proc/self/fd"
+    assert [links[f"dev/std{n}"] for n in ("in", "out", "err")] == [
+        "/proc/self/fd/0", "/proc/self/fd/1", "/proc/self/fd/2"]
+
+
+def test_missing_mount_points_are_created():
+    kernel = RecordingKernel(missing={"proc", "sys"})
+    mounts.apply(kernel, 3, mounts.standard_plan())
+    made = [c[1] for c in kernel.calls if c[0] == "mkdir"]
+    assert "proc" in made and "sys" in made
+
+
+def test_a_symlinked_proc_in_the_image_is_refused():
+    kernel = RecordingKernel(symlinks={"proc"})
+    with pytest.raises(OSError) as info:
+        mounts.apply(kernel, 3, mounts.standard_plan())
+    assert info.value.errno == errno.ELOOP
+    assert "/proc" in str(info.value) and "symlink" in str(info.value)
+    assert not any(c[0] == "mount" for c in kernel.calls)
+
+
+def test_root_is_made_private_before_the_bind():
+    kernel = RecordingKernel()
+    rootfs.make_mounts_private(kernel)
+    rootfs.bind_root(kernel, "/var/lib/kubirun/containers/x/rootfs")
+    assert kernel.calls[0] == ("mount", None, "/", None, MS_REC | MS_PRIVATE, None)
+    assert kernel.calls[1][1:5] == ("/var/lib/kubirun/containers/x/rootfs",) * 2 + (None, MS_BIND | MS_REC)
+
+
+def test_pivot_root_detaches_the_old_root_through_a_slave_mount():
+    kernel = RecordingKernel()
+    rootfs.pivot_into(kernel, "/r")
+    names = [c[0] for c in kernel.calls]
+    assert names == ["open", "open", "fchdir", "pivot_root", "fchdir", "mount", "umount2", "chdir"]
+    assert kernel.calls[3] == ("pivot_root", ".", ".")
+    assert kernel.calls[5][4] == MS_SLAVE | MS_REC
+    assert kernel.calls[6] == ("umount2", ".", MNT_DETACH)
+    assert kernel.calls[-1] == ("chdir", "/")
+    assert not kernel.fds
