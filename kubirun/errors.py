@@ -27,3 +27,17 @@ class ContainerStartError(KubirunError):
 
 class ExecError(ContainerStartError):
     """The user's program could not be executed (126 or 127, as shells do)."""
+
+
+def describe(err: BaseException) -> str:
+    """One line for any error: an OSError as "syscall: reason: path"."""
+    if isinstance(err, OSError) and err.strerror:
+        text = err.strerror
+        if err.filename is not None:
+            text += f": {err.filename}"
+        if err.filename2 is not None:
+            text += f" -> {err.filename2}"
+        return text
+    if isinstance(err, KubirunError):
+        return str(err)
+    return f"{type(err).__name__}: {err}"

@@ -15,7 +15,7 @@ import _signal as signal  # the public module costs ~3 ms of enum set-up per sta
 
 from kubirun import _native, process
 from kubirun._native import CLONE_NEWPID, CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
-from kubirun.errors import ContainerStartError, ExecError, KubirunError
+from kubirun.errors import ContainerStartError, ExecError, KubirunError, describe
 from kubirun.ns import mounts, network, rootfs
 
 
@@ -42,7 +42,7 @@ def container_init(config: InitConfig, report_fd: int, console_socket=None) -> "
     except KubirunError as err:
         write_report(report_fd, err.exit_code, str(err))
     except BaseException as err:  # noqa: BLE001 - the child must never unwind into the CLI
-        write_report(report_fd, 1, str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}")
+        write_report(report_fd, 1, describe(err))
     os._exit(1)
 
 

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
 def dispatch(command: Command, params: dict) -> int:
     """Call the command's handler; a ``KubirunError`` becomes one line on
     stderr and the error's exit code."""
-    from kubirun.errors import KubirunError
+    from kubirun.errors import KubirunError, describe
 
     module, _, function = command.handler.partition(":")
     handler = getattr(__import__(module, fromlist=[function]), function)
@@ -42,6 +42,9 @@ def dispatch(command: Command, params: dict) -> int:
     except KubirunError as err:
         print(f"kubirun: {err}", file=sys.stderr)
         return err.exit_code
+    except OSError as err:  # a system call of the runtime itself failed
+        print(f"kubirun: {describe(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -274,3 +274,28 @@ def _wait_for_child_running(pid: int, comm: str, timeout: float = 20) -> int:
                 pass
         time.sleep(0.02)
     raise AssertionError(f"no child of {pid} became {comm!r}")
+
+
+def test_without_privileges_one_clear_error_and_nothing_left():
+    import shutil
+    import tempfile
+
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    if subprocess.run([*as_nobody, str(KUBIRUN_SCRIPT), "--version"], capture_output=True).returncode:
+        pytest.skip("this checkout is not readable by the unprivileged user")
+    top = tempfile.mkdtemp(prefix="kubirun-nobody-", dir="/tmp")  # reachable by nobody
+    try:
+        os.chmod(top, 0o755)
+        store, image = os.path.join(top, "store"), os.path.join(top, "root")
+        os.mkdir(store)
+        os.mkdir(image)
+        os.chown(store, 65534, 65534)
+        result = subprocess.run(
+            [*as_nobody, str(KUBIRUN_SCRIPT), "run", "--name", "unprivileged", image, "--", "true"],
+            env={"KUBIRUN_STORE": store}, capture_output=True, text=True, timeout=30)
+        assert result.returncode != 0
+        lines = result.stderr.strip().splitlines()
+        assert lines == ["kubirun: unshare: Operation not permitted"]
+        assert os.listdir(os.path.join(store, "containers")) == []
+    finally:
+        shutil.rmtree(top)

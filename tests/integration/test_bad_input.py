@@ -1,0 +1,143 @@
+"""`kubirun run` on bad images: one line on stderr that names the problem,
+a failing exit status, nothing written outside, nothing left behind (no
+container directory, no mount)."""
+from __future__ import annotations
+
+import os
+import random
+import stat
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import kubirun, make_tar
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="kubirun run needs root")
+
+
+def mount_points() -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return sorted(line.split()[4] for line in f)
+
+
+def snapshot(top: Path, skip: Path) -> dict[str, tuple]:
+    """Everything under ``top`` but ``skip``: types, link counts, contents."""
+    seen = {}
+    for base, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(base, d) != str(skip)]
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            content = Path(path).read_bytes() if stat.S_ISREG(st.st_mode) else None
+            seen[os.path.relpath(path, top)] = (st.st_mode, st.st_nlink, st.st_size, st.st_mtime_ns, content)
+    return seen
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A sentinel directory a hostile image aims at: must stay empty."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def host_file(tmp_path) -> Path:
+    path = tmp_path / "host-file"
+    path.write_bytes(b"host data\n")
+    return path
+
+
+@pytest.fixture
+def bad_run(tmp_path, private_store):
+    """Run ``kubirun run IMAGE -- true``, check everything a refused image
+    must leave as it was, and return the one line on stderr."""
+    def run(image: Path) -> str:
+        mounts_before = mount_points()
+        files_before = snapshot(tmp_path, skip=private_store)
+        result = kubirun("run", str(image), "--", "true")
+        assert result.returncode != 0
+        assert result.stdout == ""
+        assert result.stderr.startswith("kubirun: "), result.stderr
+        assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, result.stderr
+        assert snapshot(tmp_path, skip=private_store) == files_before
+        assert mount_points() == mounts_before
+        containers = private_store / "containers"
+        assert not containers.exists() or os.listdir(containers) == []
+        return result.stderr.rstrip("\n")
+    return run
+
+
+def entry(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = 0o777 if kind == tarfile.SYMTYPE else 0o644
+    info.linkname = linkname
+    return info
+
+
+def test_missing_image_is_reported(bad_run, tmp_path):
+    image = tmp_path / "no-such-image.tar.gz"
+    line = bad_run(image)
+    assert str(image) in line and "no such file" in line
+
+
+def test_file_that_is_not_a_tar_is_reported(bad_run, tmp_path):
+    image = tmp_path / "random.bin"
+    image.write_bytes(b"\x00" + random.Random(3).randbytes(8191))
+    line = bad_run(image)
+    assert str(image) in line and "not a directory or a tar archive" in line
+
+
+def test_corrupt_gzip_is_reported(bad_run, tmp_path):
+    image = tmp_path / "corrupt.tar.gz"
+    image.write_bytes(b"\x1f\x8b\x08\x00" + random.Random(4).randbytes(8192))
+    line = bad_run(image)
+    assert str(image) in line and "cannot unpack" in line
+
+
+def test_truncated_gzip_is_reported(bad_run, tmp_path, busybox_tarball):
+    image = tmp_path / "half.tar.gz"
+    data = busybox_tarball.read_bytes()
+    image.write_bytes(data[: len(data) // 2])
+    line = bad_run(image)
+    assert str(image) in line and "cannot unpack" in line
+
+
+def test_gzip_header_cut_short_is_reported_on_one_line(bad_run, tmp_path):
+    image = tmp_path / "short-header.tar.gz"
+    image.write_bytes(b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\x00")  # FEXTRA, then nothing
+    line = bad_run(image)
+    assert str(image) in line
+
+
+def test_dotdot_entry_is_refused(bad_run, tmp_path, outside):
+    # the unpack root is STORE/containers/ID/rootfs: this aims at tmp_path/outside
+    name = "../../../../outside/x"
+    image = make_tar(tmp_path / "dotdot.tar.gz", [(entry(name), b"pwned")])
+    line = bad_run(image)
+    assert name in line
+    assert os.listdir(outside) == []
+
+
+def test_plain_dotdot_entry_is_refused(bad_run, tmp_path):
+    image = make_tar(tmp_path / "dotdot.tar.gz", [(entry("../x"), b"pwned")])
+    line = bad_run(image)
+    assert "'../x'" in line
+
+
+def test_write_through_absolute_symlink_is_refused(bad_run, tmp_path, outside):
+    image = make_tar(tmp_path / "symlink.tar.gz", [
+        entry("evil", tarfile.SYMTYPE, linkname=str(outside)), (entry("evil/pwned"), b"pwned")])
+    line = bad_run(image)
+    assert "evil/pwned" in line and "symlink" in line
+    assert os.listdir(outside) == []
+
+
+def test_hardlink_to_host_file_is_refused(bad_run, tmp_path, host_file):
+    image = make_tar(tmp_path / "hardlink.tar.gz", [entry("h", tarfile.LNKTYPE, linkname=str(host_file))])
+    line = bad_run(image)
+    assert "'h'" in line and str(host_file) in line
+    assert os.lstat(host_file).st_nlink == 1
+    assert host_file.read_bytes() == b"host data\n"

@@ -1,0 +1,497 @@
+"""kubirun.image.extract: a root filesystem unpacked as GNU tar would (as
+root), and nothing ever written outside it.  Runs as root on tmp_path."""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import random
+import stat
+import subprocess
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from kubirun.errors import ImageError, UnsafeArchiveError
+from kubirun.image.extract import entry_parts, extract_tar
+from tests.conftest import make_tar
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction keeps owners and makes devices: needs root")
+
+T0 = 1_600_000_000  # a fixed mtime base, far from "now"
+
+
+def entry(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, uid: int = 0, gid: int = 0,
+          mtime: int = T0, linkname: str = "", dev: tuple[int, int] = (0, 0)) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = mode
+    info.uid, info.gid = uid, gid
+    info.mtime = mtime
+    info.linkname = linkname
+    info.devmajor, info.devminor = dev
+    return info
+
+
+def directory(name: str, mode: int = 0o755, **kw) -> tarfile.TarInfo:
+    return entry(name, tarfile.DIRTYPE, mode, **kw)
+
+
+def symlink(name: str, target: str) -> tarfile.TarInfo:
+    return entry(name, tarfile.SYMTYPE, 0o777, linkname=target)
+
+
+def hardlink(name: str, target: str) -> tarfile.TarInfo:
+    return entry(name, tarfile.LNKTYPE, 0o644, linkname=target)
+
+
+def file(name: str, data: bytes, mode: int = 0o644, **kw) -> tuple[tarfile.TarInfo, bytes]:
+    return entry(name, tarfile.REGTYPE, mode, **kw), data
+
+
+# --- a normal root filesystem ------------------------------------------------
+
+NORMAL = [
+    directory("./", mtime=T0 + 1),
+    directory("./bin/", mtime=T0 + 2),
+    file("./bin/busybox", b"#!busybox\n" * 100, 0o755, mtime=T0 + 3),
+    symlink("./bin/sh", "/bin/busybox"),
+    hardlink("./bin/busybox.hard", "./bin/busybox"),
+    directory("./usr/"),
+    directory("./usr/bin/"),
+    file("./usr/bin/su", b"su", 0o4755),
+    file("./usr/bin/wall", b"wall", 0o2755, gid=5),
+    directory("./srv/", 0o2755, mtime=T0 + 4),
+    directory("./tmp/", 0o1777, mtime=T0 + 5),
+    directory("./home/"),
+    directory("./home/user/", 0o750, uid=1234, gid=5678, mtime=T0 + 6),
+    file("./home/user/notes.txt", b"hello\n", 0o640, uid=1234, gid=5678, mtime=T0 + 7),
+    directory("./a/"),
+    directory("./a/b/"),
+    directory("./a/b/c/", mtime=T0 + 8),
+    file("./a/b/c/deep.txt", b"deep\n", mtime=T0 + 9),
+    directory("./dev/"),
+    entry("./dev/null", tarfile.CHRTYPE, 0o666, dev=(1, 3)),
+    entry("./dev/loop0", tarfile.BLKTYPE, 0o660, gid=6, dev=(7, 0)),
+    directory("./run/"),
+    entry("./run/initctl", tarfile.FIFOTYPE, 0o600),
+    file("noprefix.txt", b"no ./ prefix\n"),
+]
+
+
+@pytest.fixture
+def normal_tar(tmp_path) -> Path:
+    return make_tar(tmp_path / "normal.tar.gz", NORMAL)
+
+
+@pytest.fixture
+def root(tmp_path) -> Path:
+    path = tmp_path / "root"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def extracted(normal_tar, root) -> Path:
+    extract_tar(str(normal_tar), str(root))
+    return root
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def test_file_content_is_extracted(extracted):
+    assert (extracted / "bin/busybox").read_bytes() == b"#!busybox\n" * 100
+    assert (extracted / "home/user/notes.txt").read_bytes() == b"hello\n"
+
+
+def test_nested_directories_are_created(extracted):
+    assert (extracted / "a/b/c").is_dir()
+    assert (extracted / "a/b/c/deep.txt").read_bytes() == b"deep\n"
+
+
+def test_dot_slash_prefix_and_bare_names_land_in_the_root(extracted):
+    assert sorted(os.listdir(extracted)) == ["a", "bin", "dev", "home", "noprefix.txt", "run", "srv", "tmp", "usr"]
+    assert (extracted / "noprefix.txt").read_bytes() == b"no ./ prefix\n"
+
+
+def test_plain_file_mode_is_exact(extracted):
+    assert mode_of(extracted / "bin/busybox") == 0o755
+    assert mode_of(extracted / "home/user/notes.txt") == 0o640
+
+
+def test_setuid_bit_is_kept(extracted):
+    assert mode_of(extracted / "usr/bin/su") == 0o4755
+
+
+def test_setgid_bit_is_kept_on_a_file_with_a_group(extracted):
+    st = os.lstat(extracted / "usr/bin/wall")
+    assert stat.S_IMODE(st.st_mode) == 0o2755
+    assert st.st_gid == 5
+
+
+def test_setgid_bit_is_kept_on_a_directory(extracted):
+    assert mode_of(extracted / "srv") == 0o2755
+
+
+def test_sticky_tmp_is_kept(extracted):
+    assert mode_of(extracted / "tmp") == 0o1777
+
+
+def test_numeric_owner_is_kept_on_files_and_directories(extracted):
+    for path in (extracted / "home/user", extracted / "home/user/notes.txt"):
+        st = os.lstat(path)
+        assert (st.st_uid, st.st_gid) == (1234, 5678), path
+
+
+def test_file_mtime_is_kept(extracted):
+    assert os.lstat(extracted / "bin/busybox").st_mtime == T0 + 3
+    assert os.lstat(extracted / "a/b/c/deep.txt").st_mtime == T0 + 9
+
+
+def test_directory_mtime_is_kept_after_its_entries_are_written(extracted):
+    assert os.lstat(extracted / "bin").st_mtime == T0 + 2
+    assert os.lstat(extracted / "a/b/c").st_mtime == T0 + 8
+    assert os.lstat(extracted / "home/user").st_mtime == T0 + 6
+    assert os.lstat(extracted / "tmp").st_mtime == T0 + 5
+
+
+def test_root_entry_mtime_is_kept(extracted):
+    # GNU tar applies the "./" entry's mtime to the directory it extracts into
+    assert os.lstat(extracted).st_mtime == T0 + 1
+
+
+def test_absolute_symlink_is_kept_verbatim(extracted):
+    link = extracted / "bin/sh"
+    assert stat.S_ISLNK(os.lstat(link).st_mode)
+    assert os.readlink(link) == "/bin/busybox"
+
+
+def test_hardlink_shares_the_inode_of_its_target(extracted):
+    a = os.lstat(extracted / "bin/busybox")
+    b = os.lstat(extracted / "bin/busybox.hard")
+    assert (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+    assert a.st_nlink == 2
+
+
+def test_character_device_has_its_numbers(extracted):
+    st = os.lstat(extracted / "dev/null")
+    assert stat.S_ISCHR(st.st_mode)
+    assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (1, 3)
+    assert stat.S_IMODE(st.st_mode) == 0o666
+
+
+def test_block_device_has_its_numbers(extracted):
+    st = os.lstat(extracted / "dev/loop0")
+    assert stat.S_ISBLK(st.st_mode)
+    assert (os.major(st.st_rdev), os.minor(st.st_rdev)) == (7, 0)
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, 6)
+
+
+def test_fifo_is_created(extracted):
+    st = os.lstat(extracted / "run/initctl")
+    assert stat.S_ISFIFO(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+
+
+@pytest.mark.parametrize("compression", ["", "gz", "bz2", "xz"])
+def test_every_supported_compression_is_detected(tmp_path, root, compression):
+    archive = make_tar(tmp_path / "img.tar", [file("./hello", b"hi\n")], compression=compression)
+    extract_tar(str(archive), str(root))
+    assert (root / "hello").read_bytes() == b"hi\n"
+
+
+def test_a_file_object_is_accepted_as_source(normal_tar, root):
+    with open(normal_tar, "rb") as f:
+        extract_tar(f, str(root))
+    assert (root / "bin/busybox").read_bytes() == b"#!busybox\n" * 100
+
+
+def test_a_later_file_entry_replaces_an_earlier_hardlink_without_writing_through_it(tmp_path, root):
+    archive = make_tar(tmp_path / "t.tar.gz", [
+        file("a", b"first\n"), hardlink("b", "a"), file("b", b"second\n")])
+    extract_tar(str(archive), str(root))
+    assert (root / "a").read_bytes() == b"first\n"
+    assert (root / "b").read_bytes() == b"second\n"
+    assert os.lstat(root / "a").st_nlink == 1
+
+
+
+def test_a_file_replacing_an_earlier_directory_keeps_its_own_mtime(tmp_path, root):
+    # GNU tar gives the file its own mtime, not the replaced directory's
+    archive = make_tar(tmp_path / "t.tar.gz", [directory("d/", mtime=T0), file("d", b"hi", mtime=T0 + 50)])
+    extract_tar(str(archive), str(root))
+    assert (root / "d").read_bytes() == b"hi"
+    assert os.lstat(root / "d").st_mtime == T0 + 50
+
+# --- the same result as GNU tar ------------------------------------------------
+
+def tree(top: Path) -> dict[str, tuple]:
+    """Every path under ``top`` with (mode, uid, gid, type, link target, rdev)."""
+    found = {}
+    for base, dirs, files in os.walk(top):
+        for name in dirs + files + ["."]:
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+            rel = os.path.normpath(os.path.relpath(path, top))
+            found[rel] = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, stat.S_IFMT(st.st_mode),
+                          target, st.st_rdev)
+    return found
+
+
+def test_result_matches_gnu_tar(normal_tar, extracted, tmp_path):
+    gnu = tmp_path / "gnu"
+    gnu.mkdir()
+    subprocess.run(["tar", "--numeric-owner", "-xpf", str(normal_tar), "-C", str(gnu)], check=True)
+    ours, theirs = tree(extracted), tree(gnu)
+    assert len(ours) == len(NORMAL)  # every entry (and "." for "./") is there
+    assert ours == theirs
+
+
+def test_busybox_image_matches_gnu_tar(busybox_tarball, root, tmp_path):
+    gnu = tmp_path / "gnu"
+    gnu.mkdir()
+    subprocess.run(["tar", "--numeric-owner", "-xpf", str(busybox_tarball), "-C", str(gnu)], check=True)
+    extract_tar(str(busybox_tarball), str(root))
+    assert tree(root) == tree(gnu)
+
+
+# --- hostile archives: refused, and nothing written outside --------------------
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A sentinel directory next to the root: must stay empty."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def host_file(tmp_path) -> Path:
+    path = tmp_path / "host-file"
+    path.write_bytes(b"host data\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def snapshot(top: Path, skip: Path) -> dict[str, tuple]:
+    """Everything under ``top`` but ``skip``: names, types, sizes, contents, links."""
+    seen = {}
+    for base, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(base, d) != str(skip)]
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            content = Path(path).read_bytes() if stat.S_ISREG(st.st_mode) else None
+            seen[os.path.relpath(path, top)] = (st.st_mode, st.st_nlink, st.st_uid, st.st_size,
+                                                st.st_mtime_ns, content)
+    return seen
+
+
+def refuse(tmp_path: Path, root: Path, entries: list, error=UnsafeArchiveError) -> str:
+    """Extract ``entries``: it must raise ``error`` and leave everything
+    outside ``root`` exactly as it was.  Returns the error message."""
+    archive = make_tar(tmp_path / "hostile.tar.gz", entries)
+    before = snapshot(tmp_path, skip=root)
+    with pytest.raises(error) as info:
+        extract_tar(str(archive), str(root))
+    assert snapshot(tmp_path, skip=root) == before
+    return str(info.value)
+
+
+def test_dotdot_entry_is_refused(tmp_path, root, outside):
+    message = refuse(tmp_path, root, [file("../outside/x", b"pwned")])
+    assert "../outside/x" in message
+    assert os.listdir(outside) == []
+
+
+def test_dotdot_in_the_middle_is_refused(tmp_path, root, outside):
+    message = refuse(tmp_path, root, [file("a/../../outside/x", b"pwned")])
+    assert "a/../../outside/x" in message
+    assert os.listdir(outside) == []
+
+
+def test_absolute_entry_is_refused(tmp_path, root, outside):
+    name = f"{outside}/x"
+    message = refuse(tmp_path, root, [file(name, b"pwned")])
+    assert name in message
+    assert os.listdir(outside) == []
+
+
+def test_write_through_absolute_symlink_is_refused(tmp_path, root, outside):
+    message = refuse(tmp_path, root, [symlink("evil", str(outside)), file("evil/pwned", b"pwned")])
+    assert "evil/pwned" in message and "symlink" in message
+    assert os.listdir(outside) == []
+
+
+def test_write_through_relative_symlink_is_refused(tmp_path, root, outside):
+    message = refuse(tmp_path, root, [symlink("up", "../outside"), file("up/pwned", b"pwned")])
+    assert "up/pwned" in message
+    assert os.listdir(outside) == []
+
+
+def test_write_through_relative_symlink_to_grandparent_is_refused(tmp_path, root, outside):
+    refuse(tmp_path, root, [symlink("up", "../.."), file("up/pwned", b"pwned")])
+    assert os.listdir(outside) == []
+    assert not (tmp_path.parent / "pwned").exists()
+
+
+def test_symlink_through_a_symlink_is_refused(tmp_path, root, outside):
+    refuse(tmp_path, root, [symlink("evil", str(outside)), symlink("evil/link", "/etc/shadow")])
+    assert os.listdir(outside) == []
+
+
+def test_directory_through_a_symlink_is_refused(tmp_path, root, outside):
+    refuse(tmp_path, root, [symlink("evil", str(outside)), directory("evil/sub/")])
+    assert os.listdir(outside) == []
+
+
+def test_file_entry_replaces_a_symlink_instead_of_writing_through_it(tmp_path, root, host_file):
+    archive = make_tar(tmp_path / "t.tar.gz", [symlink("f", str(host_file)), file("f", b"pwned")])
+    extract_tar(str(archive), str(root))
+    assert host_file.read_bytes() == b"host data\n"
+    assert not os.path.islink(root / "f")
+    assert (root / "f").read_bytes() == b"pwned"
+
+
+def test_hardlink_to_absolute_host_file_is_refused(tmp_path, root, host_file):
+    message = refuse(tmp_path, root, [hardlink("h", str(host_file))])
+    assert "'h'" in message and str(host_file) in message
+    assert os.lstat(host_file).st_nlink == 1
+    assert not os.path.lexists(root / "h")
+
+
+def test_hardlink_to_dotdot_is_refused(tmp_path, root, host_file):
+    refuse(tmp_path, root, [hardlink("h", "../host-file")])
+    assert os.lstat(host_file).st_nlink == 1
+    assert not os.path.lexists(root / "h")
+
+
+def test_hardlink_through_an_archive_symlink_is_refused(tmp_path, root, host_file):
+    refuse(tmp_path, root, [symlink("evil", str(tmp_path)), hardlink("h", "evil/host-file")])
+    assert os.lstat(host_file).st_nlink == 1
+    assert not os.path.lexists(root / "h")
+
+
+def test_hardlink_to_a_name_not_in_the_archive_is_refused(tmp_path, root):
+    message = refuse(tmp_path, root, [hardlink("h", "missing")], error=ImageError)
+    assert "'h'" in message and "missing" in message
+    assert not os.path.lexists(root / "h")
+
+
+def test_directory_replaced_by_symlink_cannot_be_written_through(tmp_path, root, outside):
+    message = refuse(tmp_path, root, [
+        directory("d/"), symlink("d", str(outside)), file("d/pwned", b"pwned")])
+    assert "d/pwned" in message
+    assert os.listdir(outside) == []
+    assert os.path.islink(root / "d")  # the link was made, but never followed
+
+
+def test_non_empty_directory_is_not_replaced_by_a_symlink(tmp_path, root, outside):
+    message = refuse(tmp_path, root, [
+        directory("d/"), file("d/keep", b"keep"), symlink("d", str(outside))], error=ImageError)
+    assert "'d'" in message
+    assert (root / "d/keep").read_bytes() == b"keep"
+    assert os.listdir(outside) == []
+
+
+# --- entry_parts --------------------------------------------------------------
+
+@pytest.mark.parametrize("name, parts", [
+    ("a", ["a"]),
+    ("a/b/c", ["a", "b", "c"]),
+    ("./a//b/", ["a", "b"]),
+    ("a/./b", ["a", "b"]),
+    ("./", []),
+    (".", []),
+    ("", []),
+    ("...", ["..."]),
+    ("..a/b..", ["..a", "b.."]),
+])
+def test_entry_parts_splits_names(name, parts):
+    assert entry_parts(name) == parts
+
+
+@pytest.mark.parametrize("name", ["/", "/etc/passwd", "//etc"])
+def test_entry_parts_refuses_absolute_names(name):
+    with pytest.raises(UnsafeArchiveError, match="absolute"):
+        entry_parts(name)
+
+
+@pytest.mark.parametrize("name", ["..", "../x", "a/../../x", "a/..", "./../x", "a/b/../../.."])
+def test_entry_parts_refuses_dotdot(name):
+    with pytest.raises(UnsafeArchiveError, match=r"'\.\.'"):
+        entry_parts(name)
+
+
+# --- corrupt archives: ImageError with a readable one-line message -------------
+
+def corrupt(tmp_path: Path, root: Path, data: bytes) -> str:
+    archive = tmp_path / "corrupt.tar.gz"
+    archive.write_bytes(data)
+    with pytest.raises(ImageError) as info:
+        extract_tar(str(archive), str(root))
+    message = str(info.value)
+    assert message.startswith(f"cannot unpack image {archive}: ")
+    assert "\n" not in message
+    assert message.split(f"{archive}: ", 1)[1].strip()  # a reason is given
+    return message
+
+
+def test_truncated_gzip_is_an_image_error(tmp_path, busybox_tarball, root):
+    data = busybox_tarball.read_bytes()  # the cut lands inside the busybox binary
+    message = corrupt(tmp_path, root, data[: len(data) // 2])
+    assert "end of data" in message or "truncated" in message
+
+
+def test_random_bytes_after_gzip_magic_is_an_image_error(tmp_path, root):
+    garbage = random.Random(1).randbytes(4096)
+    message = corrupt(tmp_path, root, b"\x1f\x8b\x08\x00" + garbage)
+    assert "invalid" in message or "corrupt" in message
+
+
+def test_gzip_magic_with_unknown_method_is_an_image_error(tmp_path, root):
+    corrupt(tmp_path, root, b"\x1f\x8b\x63" + random.Random(2).randbytes(4096))
+
+
+def test_empty_file_is_an_image_error(tmp_path, root):
+    message = corrupt(tmp_path, root, b"")
+    assert "empty" in message
+
+
+def test_text_file_is_an_image_error(tmp_path, root):
+    corrupt(tmp_path, root, b"this is not a tar archive\n" * 100)
+
+
+def test_gzip_header_cut_inside_its_extra_field_is_an_image_error(tmp_path, root):
+    # FLG.FEXTRA set, then the file ends before the extra field's length
+    corrupt(tmp_path, root, b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x00\x00")
+
+
+def test_gzip_stream_cut_between_members_is_an_image_error(tmp_path, root):
+    """A download cut short right after a complete member: no gzip trailer,
+    no end-of-archive blocks.  GNU tar fails; a partial root must not pass."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in ("first", "second", "third"):
+            info, data = file(name, name.encode() * 100)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    one_member = 512 + 512  # header + 500 bytes of data, padded
+    deflate = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip framing
+    cut = deflate.compress(raw.getvalue()[:one_member]) + deflate.flush(zlib.Z_SYNC_FLUSH)
+    assert gzip.GzipFile(fileobj=io.BytesIO(cut)).read(one_member) == raw.getvalue()[:one_member]
+    (tmp_path / "gnu").mkdir()
+    gnu = subprocess.run(["tar", "-xzf", "-", "-C", str(tmp_path / "gnu")], input=cut, capture_output=True)
+    assert gnu.returncode != 0  # GNU tar refuses it: so must we
+    corrupt(tmp_path, root, cut)
+
+
+def test_gzip_stream_missing_its_tail_is_an_image_error(tmp_path, normal_tar, root):
+    """The last bytes of a .tar.gz lost: the tail entries are gone."""
+    data = normal_tar.read_bytes()
+    corrupt(tmp_path, root, data[:-100])
