@@ -39,40 +39,41 @@ def parse(command: Command, words: list[str]) -> dict | None:
         if word == "--":
             positional.extend(words[i:])
             break
-        if word.startswith("--"):
-            name, eq, value = word.partition("=")
-            opt = by_name.get(name)
-            if opt is None or name == "--help":
-                return None
+        items = _split_option_word(word, by_name)
+        if items is None:
+            return None
+        for opt, value in items:
             if opt.kind == "flag":
-                if eq:
+                if value is not None:
                     return None
                 params[opt.dest] = True
                 continue
-            if not eq:
+            if value is None:  # the value is the next word
                 if i >= len(words):
                     return None
                 value = words[i]
                 i += 1
             _store(params, opt, value)
-            continue
-        # A cluster of short options: -it, -eFOO=1, -e FOO=1.
-        for pos in range(1, len(word)):
-            opt = by_name.get("-" + word[pos])
-            if opt is None:
-                return None
-            if opt.kind == "flag":
-                params[opt.dest] = True
-                continue
-            value = word[pos + 1:]
-            if not value:
-                if i >= len(words):
-                    return None
-                value = words[i]
-                i += 1
-            _store(params, opt, value)
-            break
     return _bind_arguments(command, positional, params)
+
+
+def _split_option_word(word: str, by_name: dict) -> list | None:
+    """``--name=x`` -> [(name, "x")]; ``-it`` -> [(i, None), (t, None)];
+    ``-eFOO=1`` -> [(e, "FOO=1")]; None for an option we do not declare."""
+    if word.startswith("--"):
+        name, eq, value = word.partition("=")
+        opt = by_name.get(name)
+        return None if opt is None else [(opt, value if eq else None)]
+    items = []
+    for pos in range(1, len(word)):
+        opt = by_name.get("-" + word[pos])
+        if opt is None:
+            return None
+        if opt.kind != "flag":  # takes the rest of the word, or the next word
+            items.append((opt, word[pos + 1:] or None))
+            break
+        items.append((opt, None))
+    return items
 
 
 def _initial(opt: Option):

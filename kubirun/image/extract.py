@@ -89,6 +89,7 @@ class RootWriter:
                     self._set_dir_attrs(fd, member)
                 finally:
                     os.close(fd)
+                self._deferred_mtimes.append((parts, member.mtime))
             return
         parent = self.open_dir(parts[:-1], member.name, create=True)
         name = parts[-1]
@@ -204,34 +205,78 @@ class RootWriter:
         os.utime(name, (member.mtime, member.mtime), dir_fd=parent, follow_symlinks=False)
 
     def finish(self) -> None:
-        """Directory mtimes last: creating their entries changed them."""
+        """Directory mtimes last: creating their entries changed them.  A
+        directory a later entry replaced keeps that entry's own mtime."""
         for parts, mtime in reversed(self._deferred_mtimes):
             parent = self.open_dir(parts[:-1], "/".join(parts), create=False)
+            name = parts[-1] if parts else "."
             try:
-                os.utime(parts[-1], (mtime, mtime), dir_fd=parent, follow_symlinks=False)
+                if stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                    os.utime(name, (mtime, mtime), dir_fd=parent, follow_symlinks=False)
             finally:
                 os.close(parent)
+
+
+def _decompressed(raw: BinaryIO) -> BinaryIO:
+    """The archive's bytes, decompressed by the module its magic names.
+
+    These modules raise EOFError on a truncated stream, where tarfile's own
+    stream reader would take the cut for the archive's end and leave a
+    partial root behind.
+    """
+    head = raw.peek(6)[:6] if hasattr(raw, "peek") else b""
+    if head.startswith(b"\x1f\x8b"):
+        import gzip
+
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if head.startswith(b"BZh"):
+        import bz2
+
+        return bz2.BZ2File(raw, mode="rb")
+    if head.startswith(b"\xfd7zXZ\x00"):
+        import lzma
+
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw
 
 
 def extract_tar(source: Union[str, BinaryIO], dest: str) -> None:
     """Extract the tar archive ``source`` (path or file object; plain, gzip,
     bzip2 or xz) into the existing directory ``dest``."""
+    import io
+
     label = source if isinstance(source, str) else getattr(source, "name", "archive")
-    writer = RootWriter(dest)
+    writer = None
     try:
-        if isinstance(source, str):
-            tar = tarfile.open(source, mode="r|*")
-        else:
-            tar = tarfile.open(fileobj=source, mode="r|*")
-        with tar:
-            for member in tar:
-                data = tar.extractfile(member) if member.isreg() else None
-                writer.add(member, data)
-        writer.finish()
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
+        raw = open(source, "rb") if isinstance(source, str) else source
+        try:
+            stream = _decompressed(raw if hasattr(raw, "peek") else io.BufferedReader(raw))
+            writer = RootWriter(dest)
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    data = tar.extractfile(member) if member.isreg() else None
+                    writer.add(member, data)
+            # Read to the end: a cut or corrupt stream fails here, not silently.
+            while stream.read(1 << 20):
+                pass
+            writer.finish()
+        finally:
+            if isinstance(source, str):
+                raw.close()
+    except Exception as err:
+        if isinstance(err, ImageError) or not _is_corruption(err):
+            raise
         raise ImageError(f"cannot unpack image {label}: {_reason(err)}") from err
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
+
+
+def _is_corruption(err: Exception) -> bool:
+    """An error of the archive's data (or of writing it), not a kubirun bug."""
+    if isinstance(err, (tarfile.TarError, EOFError, zlib.error, OSError)):
+        return True
+    return type(err).__name__ == "LZMAError"  # lzma is imported only for xz archives
 
 
 def _reason(err: BaseException) -> str:
