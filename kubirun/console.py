@@ -55,16 +55,23 @@ def bind_console(kernel: Kernel, root_fd: int, slave: int) -> None:
 
 
 def send_master(channel: socket.socket, master: int) -> None:
+    """Hand the master to the runtime and wait until it has sized the pty:
+    the program may ask for its window size as soon as it starts."""
     socket.send_fds(channel, [PTY_MESSAGE], [master])
     os.close(master)
+    channel.recv(1)  # the runtime's go-ahead (or end-of-file if it died)
+    channel.close()
 
 
-def receive_master(channel: socket.socket) -> int | None:
-    """The pty master the init sent, or None if it failed before sending."""
+def receive_master(channel: socket.socket, size_from: int) -> int | None:
+    """Take the pty master the init sent (None if it failed before sending),
+    give it the caller's window size, and let the init go on."""
     with channel:
         message, fds, _flags, _addr = socket.recv_fds(channel, len(PTY_MESSAGE), 1)
-    if message == PTY_MESSAGE and fds:
-        return fds[0]
+        if message == PTY_MESSAGE and fds:
+            copy_window_size(size_from, fds[0])
+            channel.send(b"\0")
+            return fds[0]
     for fd in fds:
         os.close(fd)
     return None
@@ -160,9 +167,14 @@ class TerminalRelay:
         return True
 
     def _drain_output(self) -> None:
-        os.set_blocking(self.master, False)
-        try:
-            while self._pump_output():
-                pass
-        except BlockingIOError:
+        """After the init exited: read until every slave is closed (EIO).
+
+        Not until EAGAIN: the tty layer hands written bytes to the master
+        asynchronously, so the last output may arrive a moment after the
+        writer is gone.  The timeout only guards against a slave some
+        process still holds (none should: the PID namespace is gone).
+        """
+        poller = select.poll()
+        poller.register(self.master, select.POLLIN)
+        while poller.poll(1000) and self._pump_output():
             pass

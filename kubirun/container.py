@@ -123,10 +123,7 @@ def start_and_wait(config: InitConfig) -> int:
                 from kubirun import console
 
                 console_theirs.close()
-                master = console.receive_master(console_ours)
-                if master is not None:
-                    # Before the program starts: it may ask for its size at once.
-                    console.copy_window_size(console.caller_terminal(), master)
+                master = console.receive_master(console_ours, console.caller_terminal())
             try:
                 read_report(report_r)
             except ContainerStartError:
