@@ -76,3 +76,33 @@ def test_interactive_input_reaches_the_container_and_terminal_is_restored(busybo
     assert code == 3
     assert b"typed-42" in output
     assert after == before, "the caller's terminal was not restored"
+
+
+def test_window_resize_reaches_the_container(busybox_dir):
+    import signal
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    script = "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.1; done"
+    proc = subprocess.Popen([str(KUBIRUN_SCRIPT), "run", "-t", str(busybox_dir), "--", "sh", "-c", script],
+                            stdin=slave, stdout=slave, stderr=slave)
+    try:
+        output = b""
+        deadline = time.monotonic() + 20
+        while b"ready" not in output and time.monotonic() < deadline:
+            output += os.read(master, 4096)
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        proc.send_signal(signal.SIGWINCH)  # what the terminal would send us
+        assert proc.wait(timeout=20) == 0
+        os.set_blocking(master, False)
+        try:
+            output += os.read(master, 4096)
+        except BlockingIOError:
+            pass
+        assert b"40 120" in output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+        os.close(slave)
