@@ -111,6 +111,24 @@ def private_store(tmp_path, monkeypatch) -> Path:
         assert os.listdir(containers) == [], "a container directory was left behind"
 
 
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A sentinel directory next to a root, that hostile images aim at: it
+    must stay empty."""
+    path = tmp_path / "outside"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def host_file(tmp_path) -> Path:
+    """A file standing for the host's: it must keep its content and links."""
+    path = tmp_path / "host-file"
+    path.write_bytes(b"host data\n")
+    os.chmod(path, 0o600)
+    return path
+
+
 def kubirun(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run the kubirun CLI the way users do (the installed console script)."""
     kwargs.setdefault("capture_output", True)

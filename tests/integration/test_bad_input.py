@@ -35,21 +35,6 @@ def snapshot(top: Path, skip: Path) -> dict[str, tuple]:
 
 
 @pytest.fixture
-def outside(tmp_path) -> Path:
-    """A sentinel directory a hostile image aims at: must stay empty."""
-    path = tmp_path / "outside"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def host_file(tmp_path) -> Path:
-    path = tmp_path / "host-file"
-    path.write_bytes(b"host data\n")
-    return path
-
-
-@pytest.fixture
 def bad_run(tmp_path, private_store):
     """Run ``kubirun run IMAGE -- true``, check everything a refused image
     must leave as it was, and return the one line on stderr."""

@@ -262,22 +262,6 @@ def test_busybox_image_matches_gnu_tar(busybox_tarball, root, tmp_path):
 
 # --- hostile archives: refused, and nothing written outside --------------------
 
-@pytest.fixture
-def outside(tmp_path) -> Path:
-    """A sentinel directory next to the root: must stay empty."""
-    path = tmp_path / "outside"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
-def host_file(tmp_path) -> Path:
-    path = tmp_path / "host-file"
-    path.write_bytes(b"host data\n")
-    os.chmod(path, 0o600)
-    return path
-
-
 def snapshot(top: Path, skip: Path) -> dict[str, tuple]:
     """Everything under ``top`` but ``skip``: names, types, sizes, contents, links."""
     seen = {}
