@@ -87,6 +87,10 @@ def make_bundle(runtime: str, rootfs: Path, tmp: Path) -> Path:
     config["root"] = {"path": str(rootfs), "readonly": False}
     config["process"]["terminal"] = False
     config["process"]["args"] = ["/bin/true"]
+    # A cgroup of the benchmark's own: left to itself runc nests its cgroup
+    # under the caller's, which may belong to someone else.  Runs are
+    # sequential, and each removes it when its container is deleted.
+    config["linux"]["cgroupsPath"] = "/kubirun-bench-oci"
     config_path.write_text(json.dumps(config, indent=2))
     return bundle
 

@@ -157,6 +157,18 @@ class KubirunRuntime:
         return kubirun(*cli, str(rootfs), "--", *args, timeout=timeout)
 
 
+RUNC_CGROUP_PARENT = "kubirun-test-runc"
+
+
+def _remove_runc_cgroup_parents() -> None:
+    """runc removes its container's cgroup, not the parent we named."""
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        try:
+            os.rmdir(os.path.join("/sys/fs/cgroup", hierarchy, RUNC_CGROUP_PARENT))
+        except OSError:
+            pass  # absent (or, if runc failed, not empty: the session check reports it)
+
+
 class RuncRuntime:
     """runc on an equivalent bundle: if runc fails a behaviour test, the test
     is wrong."""
@@ -183,6 +195,9 @@ class RuncRuntime:
             uid, _, gid = user.partition(":")
             process["user"] = {"uid": int(uid), "gid": int(gid or 0)}
         config["hostname"] = hostname or bundle.name
+        # Left to itself runc nests its cgroups under this process's own
+        # (here, a cgroup of the machine's); give it a parent of ours instead.
+        config["linux"]["cgroupsPath"] = f"/{RUNC_CGROUP_PARENT}/{bundle.name}"
         (bundle / "config.json").write_text(json.dumps(config))
         try:
             return subprocess.run(["runc", "--root", str(self.workdir / "state"), "run",
@@ -191,6 +206,7 @@ class RuncRuntime:
                                   stdin=subprocess.DEVNULL)
         finally:
             shutil.rmtree(bundle, ignore_errors=True)
+            _remove_runc_cgroup_parents()
 
 
 def _runtime_params():
