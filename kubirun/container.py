@@ -70,7 +70,7 @@ def run(options: RunOptions) -> int:
     try:
         from kubirun.image.source import materialize
 
-        rootfs, _unpacked = materialize(options.image, os.path.join(container_dir, "rootfs"))
+        rootfs = materialize(options.image, os.path.join(container_dir, "rootfs"))
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         config = InitConfig(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -127,6 +128,20 @@ def host_file(tmp_path) -> Path:
     path.write_bytes(b"host data\n")
     os.chmod(path, 0o600)
     return path
+
+
+def snapshot(top: Path, skip: Path) -> dict[str, tuple]:
+    """Everything under ``top`` but ``skip``: names, types, sizes, contents, links."""
+    seen = {}
+    for base, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if os.path.join(base, d) != str(skip)]
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            content = Path(path).read_bytes() if stat.S_ISREG(st.st_mode) else None
+            seen[os.path.relpath(path, top)] = (st.st_mode, st.st_nlink, st.st_uid, st.st_size,
+                                                st.st_mtime_ns, content)
+    return seen
 
 
 def kubirun(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -23,12 +23,12 @@ def looks_like_tar(path: str) -> bool:
     return len(head) == 512 and head[257:262] == b"ustar"
 
 
-def materialize(image: str, unpack_dir: str) -> tuple[str, bool]:
-    """Return (root directory, whether it was unpacked into ``unpack_dir``)."""
+def materialize(image: str, unpack_dir: str) -> str:
+    """The root directory: ``image`` itself, or ``unpack_dir`` filled from it."""
     if not os.path.exists(image):
         raise ImageError(f"image {image}: no such file or directory")
     if os.path.isdir(image):
-        return os.path.abspath(image), False
+        return os.path.abspath(image)
     try:
         is_tar = looks_like_tar(image)
     except OSError as err:
@@ -39,4 +39,4 @@ def materialize(image: str, unpack_dir: str) -> tuple[str, bool]:
 
     os.mkdir(unpack_dir, 0o755)
     extract_tar(image, unpack_dir)
-    return unpack_dir, True
+    return unpack_dir

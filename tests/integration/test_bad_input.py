@@ -5,33 +5,14 @@ from __future__ import annotations
 
 import os
 import random
-import stat
 import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import kubirun, make_tar
+from tests.conftest import _mount_table, kubirun, make_tar, snapshot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="kubirun run needs root")
-
-
-def mount_points() -> list[str]:
-    with open("/proc/self/mountinfo") as f:
-        return sorted(line.split()[4] for line in f)
-
-
-def snapshot(top: Path, skip: Path) -> dict[str, tuple]:
-    """Everything under ``top`` but ``skip``: types, link counts, contents."""
-    seen = {}
-    for base, dirs, files in os.walk(top):
-        dirs[:] = [d for d in dirs if os.path.join(base, d) != str(skip)]
-        for name in dirs + files:
-            path = os.path.join(base, name)
-            st = os.lstat(path)
-            content = Path(path).read_bytes() if stat.S_ISREG(st.st_mode) else None
-            seen[os.path.relpath(path, top)] = (st.st_mode, st.st_nlink, st.st_size, st.st_mtime_ns, content)
-    return seen
 
 
 @pytest.fixture
@@ -39,7 +20,7 @@ def bad_run(tmp_path, private_store):
     """Run ``kubirun run IMAGE -- true``, check everything a refused image
     must leave as it was, and return the one line on stderr."""
     def run(image: Path) -> str:
-        mounts_before = mount_points()
+        mounts_before = _mount_table()
         files_before = snapshot(tmp_path, skip=private_store)
         result = kubirun("run", str(image), "--", "true")
         assert result.returncode != 0
@@ -47,7 +28,7 @@ def bad_run(tmp_path, private_store):
         assert result.stderr.startswith("kubirun: "), result.stderr
         assert result.stderr.endswith("\n") and result.stderr.count("\n") == 1, result.stderr
         assert snapshot(tmp_path, skip=private_store) == files_before
-        assert mount_points() == mounts_before
+        assert _mount_table() == mounts_before
         containers = private_store / "containers"
         assert not containers.exists() or os.listdir(containers) == []
         return result.stderr.rstrip("\n")

@@ -16,7 +16,7 @@ import pytest
 
 from kubirun.errors import ImageError, UnsafeArchiveError
 from kubirun.image.extract import entry_parts, extract_tar
-from tests.conftest import make_tar
+from tests.conftest import make_tar, snapshot
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction keeps owners and makes devices: needs root")
 
@@ -261,20 +261,6 @@ def test_busybox_image_matches_gnu_tar(busybox_tarball, root, tmp_path):
 
 
 # --- hostile archives: refused, and nothing written outside --------------------
-
-def snapshot(top: Path, skip: Path) -> dict[str, tuple]:
-    """Everything under ``top`` but ``skip``: names, types, sizes, contents, links."""
-    seen = {}
-    for base, dirs, files in os.walk(top):
-        dirs[:] = [d for d in dirs if os.path.join(base, d) != str(skip)]
-        for name in dirs + files:
-            path = os.path.join(base, name)
-            st = os.lstat(path)
-            content = Path(path).read_bytes() if stat.S_ISREG(st.st_mode) else None
-            seen[os.path.relpath(path, top)] = (st.st_mode, st.st_nlink, st.st_uid, st.st_size,
-                                                st.st_mtime_ns, content)
-    return seen
-
 
 def refuse(tmp_path: Path, root: Path, entries: list, error=UnsafeArchiveError) -> str:
     """Extract ``entries``: it must raise ``error`` and leave everything
