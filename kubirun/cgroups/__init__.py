@@ -1,0 +1,275 @@
+"""kubirun's cgroup manager: the interface, the path rules and the choice of
+driver.
+
+``open_cgroup(path, state)`` reads /proc/self/mountinfo and returns a
+driver for the host's layout:
+
+- ``v2.V2Cgroup``: pure cgroup v2 (one unified hierarchy);
+- ``v1.V1Cgroup``: cgroup v1 only (one hierarchy per controller or group of
+  comounted controllers, plus name=systemd);
+- ``hybrid.HybridCgroup``: v1 for every controller mounted as v1, and the
+  unified hierarchy for the rest (on systemd hosts that is typically only
+  hugetlb); like runc, the process joins the unified hierarchy too.
+
+Every driver implements the ``Cgroup`` interface below. The common parts
+(making and removing directories, moving pids, walking pids, killing) live
+here; the per-version file formats live in the driver modules, the stats
+parsing in ``stats``, the OCI value conversions in ``convert`` and the
+device rules in ``devices``.
+
+What a driver may touch: the directories it created (recorded in
+``to_state()`` so that another process can remove exactly those) and files
+inside them. It never writes to a cgroup it did not create, with one
+exception on v2: a controller that a requested limit needs is enabled in a
+pre-existing ancestor's cgroup.subtree_control when it is not yet (runc
+enables everything there unconditionally; we do it only when needed).
+
+Importing this package is cheap: only ``os`` at module level, the drivers
+are imported by ``open_cgroup``.
+"""
+from __future__ import annotations
+
+import os
+
+# Where relative OCI cgroupsPaths go.
+DEFAULT_PARENT = "/kubirun"
+
+# How long destroy() waits for a cgroup whose last processes are exiting.
+DESTROY_TIMEOUT = 2.0
+
+
+class CgroupError(Exception):
+    """A cgroup operation failed. The message names the cgroup path, the
+    file and the errno text; the same are in ``path``, ``file`` and
+    ``errno`` (None when not applicable)."""
+
+    def __init__(self, message: str, *, path: str | None = None, file: str | None = None,
+                 errno: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.file = file
+        self.errno = errno
+
+
+def normalise_path(path: str) -> str:
+    """The OCI linux.cgroupsPath as an absolute cgroup path.
+
+    Relative paths go under /kubirun/ (runc puts them under its own cgroup;
+    we prefer a fixed, findable place). ".." is refused rather than
+    resolved: a path that climbs is a mistake or an attack.
+    """
+    if not isinstance(path, str) or not path.strip("/ "):
+        raise CgroupError(f"cgroup path {path!r}: empty or the root cgroup; refusing", path=str(path))
+    if "\0" in path or "\n" in path:
+        raise CgroupError(f"cgroup path {path!r}: contains NUL or newline", path=path)
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise CgroupError(f"cgroup path {path!r}: '..' is not allowed", path=path)
+    if not path.startswith("/"):
+        parts = DEFAULT_PARENT.strip("/").split("/") + parts
+    return "/" + "/".join(parts)
+
+
+def detect_layout(mountinfo: str = "/proc/self/mountinfo"):
+    """The host's cgroup layout (a ``mountinfo.Layout``)."""
+    from .mountinfo import read_layout
+
+    try:
+        return read_layout(mountinfo)
+    except (OSError, ValueError) as e:
+        raise CgroupError(f"cannot find the cgroup filesystems in {mountinfo}: {e}", file=mountinfo) from None
+
+
+def open_cgroup(path: str, state: dict | None = None, *, layout=None) -> Cgroup:
+    """A driver for the cgroup at ``path`` (the OCI linux.cgroupsPath).
+
+    ``state`` is what ``Cgroup.to_state()`` returned earlier, possibly in
+    another process: it tells which directories we created. ``layout``
+    (a ``mountinfo.Layout``) is for tests; by default it is detected.
+    """
+    norm = normalise_path(path)
+    if layout is None:
+        layout = detect_layout()
+    if state:
+        if state.get("driver") != layout.kind:
+            raise CgroupError(f"cgroup {norm}: the state was made by the {state.get('driver')!r} driver, "
+                              f"but this host's cgroups are {layout.kind}", path=norm)
+        if state.get("path") not in (None, norm):
+            raise CgroupError(f"cgroup {norm}: the state is for another cgroup, {state.get('path')}", path=norm)
+    if layout.kind == "v2":
+        from .v2 import V2Cgroup as driver
+    elif layout.kind == "hybrid":
+        from .hybrid import HybridCgroup as driver
+    else:
+        from .v1 import V1Cgroup as driver
+    return driver(norm, layout, state)
+
+
+class Cgroup:
+    """One cgroup, in every hierarchy it lives in.
+
+    ``path`` is the normalised absolute cgroup path; its directory in a
+    hierarchy mounted at M is M + path.
+    """
+
+    kind = ""
+
+    def __init__(self, path: str, layout, state: dict | None = None) -> None:
+        self.path = path
+        self.layout = layout
+        state = state or {}
+        # Directories we made, in creation order; only these are removed.
+        self._created: list[str] = list(state.get("created", ()))
+        # v2: controllers we enabled in pre-existing ancestors, [dir, name].
+        self._enabled: list[list[str]] = [list(e) for e in state.get("enabled", ())]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.path}>"
+
+    # --- to be provided by drivers ---------------------------------------
+
+    def _roots(self) -> list[str]:
+        """The mount points of every hierarchy this cgroup lives in."""
+        raise NotImplementedError
+
+    def _setup_dir(self, root: str, dirpath: str, new: bool) -> None:
+        """Called for each level of the path once it exists, top down."""
+
+    def _procs_dir(self) -> str:
+        """The directory whose cgroup.procs (recursively) lists our pids."""
+        raise NotImplementedError
+
+    def freeze(self) -> None:
+        raise NotImplementedError
+
+    def thaw(self) -> None:
+        raise NotImplementedError
+
+    def is_frozen(self) -> bool:
+        raise NotImplementedError
+
+    def can_freeze(self) -> bool:
+        raise NotImplementedError
+
+    def apply(self, resources: dict) -> list[str]:
+        raise NotImplementedError
+
+    def stats(self) -> dict:
+        raise NotImplementedError
+
+    def oom_kills(self) -> int:
+        raise NotImplementedError
+
+    # --- common ------------------------------------------------------------
+
+    def dirs(self) -> list[str]:
+        """The cgroup's directory in every hierarchy."""
+        return [root + self.path for root in self._roots()]
+
+    def to_state(self) -> dict:
+        return {
+            "version": 1,
+            "driver": self.kind,
+            "path": self.path,
+            "dirs": self.dirs(),
+            "created": list(self._created),
+            "enabled": [list(e) for e in self._enabled],
+        }
+
+    def create(self) -> None:
+        """Make the directories, parents as needed, in every hierarchy.
+
+        On failure, the directories made by this call are removed again.
+        """
+        from . import fs
+
+        made: list[str] = []
+        try:
+            for root in self._roots():
+                fs.make_path(self.path, root, made, self._setup_dir)
+        except BaseException:
+            fs.remove_dirs(made)
+            raise
+        finally:
+            # Whatever we made and could not take back is still ours.
+            self._created.extend(d for d in made if d not in self._created and os.path.isdir(d))
+
+    def add(self, pid: int) -> None:
+        """Move ``pid`` (the whole thread group) into the cgroup everywhere."""
+        from . import fs
+
+        for d in self.dirs():
+            fs.write(self.path, d, "cgroup.procs", str(int(pid)))
+
+    def pids(self) -> list[int]:
+        """Every pid in the cgroup and its descendants, sorted; [] when the
+        cgroup does not exist."""
+        from . import fs
+
+        return fs.pids_below(self.path, self._procs_dir())
+
+    def kill_all(self, sig: int) -> None:
+        """Send ``sig`` to every process in the cgroup.
+
+        Freezing first means no process can fork a child we would miss;
+        afterwards the cgroup is thawed again, unless it was frozen before
+        and the signal is not SIGKILL (a paused container stays paused; a
+        killed one must be thawed to die on v1).
+        """
+        import signal
+
+        if sig == signal.SIGKILL and self._cgroup_kill():
+            return
+        froze = was_frozen = False
+        if self.can_freeze():
+            was_frozen = self.is_frozen()
+            if not was_frozen:
+                try:
+                    self.freeze()
+                    froze = True
+                except CgroupError:
+                    pass  # signal anyway: a kill that misses a fork beats no kill
+        try:
+            for pid in self.pids():
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        finally:
+            if froze or (was_frozen and sig == signal.SIGKILL):
+                self.thaw()
+
+    def _cgroup_kill(self) -> bool:
+        """v2's cgroup.kill; False when the driver has none."""
+        return False
+
+    def destroy(self) -> None:
+        """Remove the directories we created, deepest first.
+
+        Our leaf's own sub-cgroups (made by the container) go first. A busy
+        cgroup (EBUSY: processes still exiting) is retried for up to
+        DESTROY_TIMEOUT seconds in all; this does not kill anything. A parent
+        we created that now holds another cgroup (someone else's container)
+        is left in place.
+        """
+        from . import fs
+
+        leaves = set(self.dirs())
+        deadline = fs.monotonic() + DESTROY_TIMEOUT
+        failures = []
+        remaining = []
+        for d in sorted(self._created, key=lambda p: p.count("/"), reverse=True):
+            if d in leaves:
+                err = fs.remove_tree(d, deadline)
+            else:
+                err = fs.remove_parent(d)
+            if err is not None:
+                remaining.append(d)
+                if err is not fs.IN_USE:
+                    failures.append((d, err))
+        self._created = [d for d in self._created if d in remaining]
+        if failures:
+            d, err = failures[0]
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise CgroupError(f"cgroup {self.path}: cannot remove {d}: {fs.describe(err)}{more}",
+                              path=self.path, file=d, errno=err.errno)
