@@ -40,6 +40,15 @@ def open_pty_inside(kernel: Kernel, root_fd: int) -> tuple[int, int]:
     return master, slave
 
 
+def open_pty_in_current_root() -> tuple[int, int]:
+    """``exec -t``: a pty from the container's devpts, after joining its
+    mount namespace (our root is the container's now)."""
+    master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    return master, slave
+
+
 def bind_console(kernel: Kernel, root_fd: int, slave: int) -> None:
     """``/dev/console`` is the container's pty, bound over an empty file."""
     dev = open_dir_in_root(kernel, root_fd, "/dev")
@@ -52,6 +61,32 @@ def bind_console(kernel: Kernel, root_fd: int, slave: int) -> None:
             os.close(fd)
     finally:
         kernel.close(dev)
+
+
+def hand_over_master(channel: socket.socket, master: int, size: tuple[int, int] | None,
+                     wait_for_ack: bool) -> None:
+    """Send the master over ``channel``: to our own relay (which sizes the
+    pty and acks), or to an engine's ``--console-socket`` (conmon, the
+    containerd shim), which expects just the fd, as runc sends it."""
+    if size is not None and any(size):
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+    if wait_for_ack:
+        send_master(channel, master)
+        return
+    socket.send_fds(channel, [b"/dev/ptmx"], [master])
+    os.close(master)
+    channel.close()
+
+
+def connect_console_socket(path: str) -> socket.socket:
+    """The engine's ``--console-socket``: a unix stream socket it listens on."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as err:
+        sock.close()
+        raise OSError(err.errno, f"cannot connect to console socket: {err.strerror}", path) from None
+    return sock
 
 
 def send_master(channel: socket.socket, master: int) -> None:

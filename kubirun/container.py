@@ -1,147 +1,444 @@
-"""Running a container in the foreground (``kubirun run``): the runtime's
-side of the story.
+"""A container's lifecycle, as the OCI runtime spec defines it
+(runtime.md): create -> created -> start -> running -> stopped -> delete.
 
-    1. the container gets a directory of its own (``$KUBIRUN_STORE/containers/ID``)
-    2. the image becomes a root filesystem (in place, or unpacked there)
-    3. one fork makes the container's init, PID 1 of a new PID namespace
-       (its steps, up to ``execve``, are in ``kubirun.init``)
-    4. the runtime waits on a socket: an error report, the pty master, or
-       end-of-file when ``execve`` succeeded
-    5. it relays the terminal and forwards signals until the init exits
-    6. the exit status becomes ours (128+N for death by signal N)
-    7. the container's directory is removed, unless ``--keep``
+``Container`` is the library API; every CLI command is a thin call into it.
+
+    create   claim the id, make the cgroup, fork the init; the init sets up
+             the namespaces and mounts and waits on the exec fifo; the
+             hooks run at their points; returns once the container is
+             ``created``
+    start    open the exec fifo: the init goes on to ``execve``
+    state    derived from the kernel (is the init alive, the same process,
+             frozen, still waiting?), never trusted from the file alone
+    kill     a signal through a pidfd (never a recycled PID), or to every
+             process of the cgroup (``--all``)
+    delete   kill what is left (``--force``), poststop hooks, remove the
+             cgroup and the state directory
 """
 from __future__ import annotations
 
 import os
-import _signal as signal  # the public module costs ~3 ms of enum set-up per start
-import sys
+import time
 
-from kubirun import _native
+from kubirun import _native, jsonio, log
 from kubirun.errors import ContainerStartError, KubirunError
-from kubirun.ids import new_id, validate_id
-from kubirun.init import InitConfig, container_init, read_report
-from kubirun.ns.namespaces import RUN_NAMESPACES, fork_into_new_pid_namespace
-from kubirun.process import ProcessSpec
-from kubirun.signals import SignalForwarder
+from kubirun.spec import Spec, SpecError
+from kubirun.state import NotFound, StateDir, default_root, list_ids, process_start_time
 
-DEFAULT_STORE = "/var/lib/kubirun"
+DEFAULT_CGROUP_PARENT = "/kubirun"
 
 
-def store_dir() -> str:
-    return os.environ.get("KUBIRUN_STORE") or DEFAULT_STORE
+class CreateOptions:
+    """How ``create`` (or ``run``) was called, beyond the bundle."""
+
+    def __init__(self, pid_file: str | None = None, console_socket: str | None = None,
+                 no_pivot: bool = False, preserve_fds: int = 0, foreground: bool = False,
+                 remove_on_delete: str | None = None) -> None:
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.no_pivot = no_pivot
+        self.preserve_fds = preserve_fds
+        self.foreground = foreground  # `run` without -d: we relay and wait
+        self.remove_on_delete = remove_on_delete  # an unpacked image root of ours
 
 
-class RunOptions:
-    """What ``kubirun run`` was asked for."""
+class Container:
+    """One container of a state root; its id is checked with runc's rules."""
 
-    def __init__(self, image: str, name: str | None = None, hostname: str | None = None,
-                 process: ProcessSpec | None = None, keep: bool = False) -> None:
-        self.image = image
-        self.name = name
-        self.hostname = hostname
-        self.process = process or ProcessSpec()
-        self.keep = keep
+    def __init__(self, container_id: str, root: str | None = None) -> None:
+        self.dir = StateDir(root or default_root(), container_id)
+        self.id = self.dir.id
+        self._init_pid: int | None = None  # set when this process forked the init
+        self._channel = None
+        self._master: int | None = None
 
+    # --- reading ---------------------------------------------------------
 
-class _Terminated(BaseException):
-    """SIGTERM/SIGHUP while preparing: unwind so nothing is left behind."""
+    def load(self) -> dict:
+        return self.dir.read()
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.exit_code = 128 + signum
+    def status(self, state: dict | None = None) -> str:
+        state = state or self.load()
+        pid = state.get("pid") or 0
+        if state.get("status") == "creating":
+            creator = state.get("creator") or [0, 0]
+            alive = creator[0] and process_start_time(creator[0]) == creator[1]
+            return "creating" if alive else "stopped"
+        if not pid or process_start_time(pid) != state.get("pid_start"):
+            return "stopped"
+        if state.get("cgroup") and self._cgroup(state).is_frozen():
+            return "paused"
+        if os.path.exists(self.dir.fifo):
+            return "created"
+        return "running"
 
+    def state(self) -> dict:
+        """The OCI state (runtime.md#state)."""
+        state = self.load()
+        status = self.status(state)
+        result = {
+            "ociVersion": state["ociVersion"],
+            "id": self.id,
+            "status": status,
+            "pid": state.get("pid", 0) if status != "stopped" else 0,
+            "bundle": state["bundle"],
+            "rootfs": state.get("rootfs", ""),
+            "created": state.get("created", ""),
+            "owner": "",
+        }
+        if state.get("annotations"):
+            result["annotations"] = state["annotations"]
+        return result
 
-def _raise_terminated(signum: int, _frame: object) -> None:
-    raise _Terminated(signum)
+    def _hook_state(self, state: dict, status: str) -> dict:
+        hook_state = {"ociVersion": state["ociVersion"], "id": self.id, "status": status,
+                      "pid": state.get("pid", 0), "bundle": state["bundle"]}
+        if state.get("annotations"):
+            hook_state["annotations"] = state["annotations"]
+        return hook_state
 
+    @staticmethod
+    def _cgroup(state: dict):
+        from kubirun.cgroups import open_cgroup
 
-def run(options: RunOptions) -> int:
-    """Run a container to completion and return its exit status."""
-    name = validate_id(options.name or new_id())
-    container_dir = os.path.join(store_dir(), "containers", name)
-    os.makedirs(os.path.dirname(container_dir), 0o700, exist_ok=True)
-    try:
-        os.mkdir(container_dir, 0o700)
-    except FileExistsError:
-        raise KubirunError(f"container name {name!r} is already in use ({container_dir})") from None
+        cg = state["cgroup"]
+        return open_cgroup(cg["path"], cg)
 
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        from kubirun.image.source import materialize
+    # --- create ----------------------------------------------------------
 
-        rootfs = materialize(options.image, os.path.join(container_dir, "rootfs"))
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        config = InitConfig(
-            rootfs=rootfs,
-            hostname=options.hostname or name,
-            process=options.process,
-            namespaces=RUN_NAMESPACES,
-        )
-        return start_and_wait(config)
-    except _Terminated as err:
-        return err.exit_code
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if not options.keep:
-            remove_container_dir(container_dir)
+    @classmethod
+    def create(cls, container_id: str, spec: Spec, root: str | None = None,
+               options: CreateOptions | None = None) -> "Container":
+        options = options or CreateOptions()
+        if spec.process is None:
+            raise SpecError("config.json: process: missing (nothing to run)")
+        container = cls(container_id, root)
+        container.dir.make()
+        try:
+            with container.dir:
+                container._create(spec, options)
+        except BaseException:
+            container._abort_create()
+            raise
+        return container
 
+    def _create(self, spec: Spec, options: CreateOptions) -> None:
+        from kubirun import creation
 
-def remove_container_dir(path: str) -> None:
-    try:
-        os.rmdir(path)  # a root used in place leaves the directory empty
-    except FileNotFoundError:
-        pass
-    except OSError:
-        import shutil  # rmtree never follows symlinks out of the tree
+        state = {
+            "ociVersion": spec.version, "id": self.id, "status": "creating",
+            "pid": 0, "pid_start": 0,
+            "creator": [os.getpid(), process_start_time(os.getpid())],
+            "bundle": spec.bundle, "rootfs": spec.root,
+            "created": _now(), "annotations": spec.annotations,
+            "hooks": {phase: [h.to_json() for h in spec.hooks.get(phase, [])]
+                      for phase in ("poststart", "poststop")},
+            "namespaces": {ns.type: ns.path for ns in spec.namespaces},
+            "remove_on_delete": options.remove_on_delete,
+        }
+        self.dir.write(state)
+        self._state = state
+        os.mkfifo(self.dir.fifo, 0o600)
 
-        shutil.rmtree(path, ignore_errors=True)
+        cgroup = creation.make_cgroup(spec, self.id)
+        state["cgroup"] = cgroup.to_state()
+        self.dir.write(state)
 
+        run = creation.start_init(self.id, spec, cgroup, self.dir.fifo, options)
+        self._init_pid, self._channel, self._master = run.pid, run.channel, run.master
+        state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
+        self.dir.write(state)
 
-def start_and_wait(config: InitConfig) -> int:
-    """Fork the container's init, wait for its ``execve``, relay, reap."""
-    report_r, report_w = os.pipe2(os.O_CLOEXEC)
-    console_ours = console_theirs = None
-    if config.process.terminal:
-        import socket
+        creation.complete(run, cgroup, spec,
+                          lambda phase: self._hook_state(state, "creating"))
+        state["status"] = "created"
+        self.dir.write(state)
+        if options.pid_file:
+            write_pid_file(options.pid_file, run.pid)
 
-        console_ours, console_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = fork_into_new_pid_namespace()
-    if pid == 0:
-        os.close(report_r)
-        container_init(config, report_w, console_theirs)  # never returns
-    os.close(report_w)
-    pidfd = _native.pidfd_open(pid)
-    try:
-        with SignalForwarder(pidfd):
-            master = None
-            if console_ours is not None:
-                from kubirun import console
-
-                console_theirs.close()
-                master = console.receive_master(console_ours, console.caller_terminal())
+    def _abort_create(self) -> None:
+        """Undo a failed create: the init, the cgroup, the state directory."""
+        if self._init_pid:
             try:
-                read_report(report_r)
-            except ContainerStartError:
-                if master is not None:
-                    os.close(master)
-                wait_for_exit(pid)
+                os.kill(self._init_pid, 9)  # our own child: its PID cannot be recycled before we reap it
+            except ProcessLookupError:
+                pass
+            _reap(self._init_pid)
+            self._init_pid = None
+        if self._channel is not None:
+            self._channel.close()
+        if self._master is not None:
+            os.close(self._master)
+        try:
+            state = self.dir.read()
+        except KubirunError:
+            state = {}
+        if state.get("cgroup"):
+            try:
+                self._cgroup(state).destroy()
+            except Exception as err:  # noqa: BLE001 - report, and still remove the state
+                log.warning(f"container {self.id}: cannot remove its cgroup: {err}")
+        self.dir.remove()
+
+    # --- start -----------------------------------------------------------
+
+    def start(self) -> None:
+        with self.dir:
+            state = self.load()
+            status = self.status(state)
+            if status != "created":
+                raise KubirunError(f"cannot start container {self.id}: it is {status}, not created")
+            _release_init(self.dir.fifo, state)
+            os.unlink(self.dir.fifo)
+        from kubirun.spec import Hook
+
+        hooks = [Hook(h["path"], h["args"], h["env"], h.get("timeout"))
+                 for h in state["hooks"].get("poststart", [])]
+        if hooks:
+            from kubirun.hooks import run_hooks
+
+            run_hooks("poststart", hooks, self._hook_state(state, "running"), log.warning)
+
+    # --- foreground run (the caller forked the init) ---------------------
+
+    def start_and_wait(self, interactive: bool = False) -> int:
+        """``run`` in the foreground: start and wait, forwarding our signals
+        from before the start on (the program may be ready at once)."""
+        return self.wait(interactive, start=True)
+
+    def wait(self, interactive: bool = False, start: bool = False) -> int:
+        """Wait for the init we forked: relay its terminal, forward our
+        signals, report an ``execve`` failure; its exit status (128+N for
+        death by signal N)."""
+        if self._init_pid is None:
+            raise KubirunError(f"container {self.id}: wait needs the process that created it")
+        from kubirun.signals import SignalForwarder
+
+        pid = self._init_pid
+        pidfd = _native.pidfd_open(pid)
+        try:
+            with SignalForwarder(pidfd):
+                if start:
+                    self.start()
+                try:
+                    self._channel.expect(b"", "running")
+                except ContainerStartError:
+                    _reap(pid)
+                    self._init_pid = None
+                    raise
+                if self._master is not None:
+                    from kubirun import console
+
+                    master, self._master = self._master, None
+                    with console.TerminalRelay(master, pidfd, interactive) as relay:
+                        relay.run()
+                code = _reap(pid)
+                self._init_pid = None
+                return code
+        finally:
+            os.close(pidfd)
+            self._channel.close()
+
+    # --- kill, delete ----------------------------------------------------
+
+    def kill(self, signal: int, all_processes: bool = False) -> None:
+        with self.dir:
+            state = self.load()
+            status = self.status(state)
+            if status == "stopped":
+                raise KubirunError(f"container {self.id} is not running")
+            if all_processes:
+                self._cgroup(state).kill_all(signal)
+            else:
+                _signal_init(state, signal)
+            if signal == 9 and status == "paused":
+                self._cgroup(state).thaw()  # a frozen process cannot die
+
+    def delete(self, force: bool = False) -> None:
+        try:
+            self.dir.lock()
+        except NotFound:
+            if force:
+                return
+            raise
+        try:
+            try:
+                state = self.load()
+            except NotFound:
+                if force:
+                    return
                 raise
-            if master is not None:
-                with console.TerminalRelay(master, pidfd, config.process.interactive) as relay:
-                    relay.run()
-            return wait_for_exit(pid)
-    finally:
-        os.close(pidfd)
-        os.close(report_r)
+            status = self.status(state)
+            if status in ("running", "paused") and not force:
+                raise KubirunError(f"cannot delete container {self.id}: it is {status}"
+                                   " (stop it first, or use --force)")
+            if status != "stopped":
+                self._kill_and_wait(state, status)
+            self._destroy(state)
+        finally:
+            self.dir.unlock()
+
+    def _kill_and_wait(self, state: dict, status: str) -> None:
+        cgroup = self._cgroup(state) if state.get("cgroup") else None
+        _signal_init(state, 9)
+        if cgroup is not None:
+            cgroup.kill_all(9)  # processes outside the init's PID namespace too
+            if status == "paused":
+                cgroup.thaw()
+        _wait_gone(state)
+
+    def _destroy(self, state: dict) -> None:
+        from kubirun.spec import Hook
+
+        hooks = [Hook(h["path"], h["args"], h["env"], h.get("timeout"))
+                 for h in state.get("hooks", {}).get("poststop", [])]
+        if hooks:
+            from kubirun.hooks import run_hooks
+
+            run_hooks("poststop", hooks, self._hook_state(state, "stopped"), log.warning)
+        if state.get("cgroup"):
+            self._cgroup(state).destroy()
+        if state.get("remove_on_delete"):
+            from kubirun.imagerun import remove_container_dir
+
+            remove_container_dir(state["remove_on_delete"])
+        self.dir.remove()
+
+    # --- what runs inside ------------------------------------------------
+
+    def processes(self) -> list[int]:
+        """Host PIDs of every process of the container."""
+        state = self.load()
+        if self.status(state) == "stopped":
+            return []
+        return self._cgroup(state).pids()
+
+    def pause(self) -> None:
+        with self.dir:
+            state = self.load()
+            status = self.status(state)
+            if status not in ("running", "created"):
+                raise KubirunError(f"cannot pause container {self.id}: it is {status}")
+            self._cgroup(state).freeze()
+
+    def resume(self) -> None:
+        with self.dir:
+            state = self.load()
+            status = self.status(state)
+            if status != "paused":
+                raise KubirunError(f"cannot resume container {self.id}: it is {status}, not paused")
+            self._cgroup(state).thaw()
+
+    def stats(self) -> dict:
+        return self._cgroup(self.load()).stats()
+
+    def oom_kills(self) -> int:
+        return self._cgroup(self.load()).oom_kills()
+
+    def update(self, resources: dict) -> list[str]:
+        with self.dir:
+            state = self.load()
+            if self.status(state) == "stopped":
+                raise KubirunError(f"cannot update container {self.id}: it is stopped")
+            return self._cgroup(state).apply(resources)
 
 
-def wait_for_exit(pid: int) -> int:
-    """Reap ``pid``; its exit status, or 128+N if signal N killed it."""
-    _, status = os.waitpid(pid, 0)
+def list_containers(root: str | None = None) -> list[Container]:
+    root = root or default_root()
+    return [Container(cid, root) for cid in list_ids(root)]
+
+
+# --- helpers ---------------------------------------------------------------
+
+def _now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """Bare digits, no newline (as runc); written atomically."""
+    path = os.path.abspath(path)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _reap(pid: int) -> int:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return 0
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
+
+
+def _open_init(state: dict) -> int | None:
+    """A pidfd of the container's init, or None if that process is gone
+    (checked by start time, so a recycled PID is never signalled)."""
+    pid = state.get("pid") or 0
+    if not pid:
+        return None
+    try:
+        pidfd = _native.pidfd_open(pid)
+    except ProcessLookupError:
+        return None
+    if process_start_time(pid) != state.get("pid_start"):
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _signal_init(state: dict, signal: int) -> None:
+    pidfd = _open_init(state)
+    if pidfd is None:
+        return
+    try:
+        _native.pidfd_send_signal(pidfd, signal)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(pidfd)
+
+
+def _wait_gone(state: dict, timeout: float = 10.0) -> None:
+    import select
+
+    pidfd = _open_init(state)
+    if pidfd is None:
+        return
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        if not poller.poll(int(timeout * 1000)):
+            raise KubirunError(f"container {state['id']}: init {state['pid']} did not die"
+                               f" within {timeout:.0f}s of SIGKILL")
+    finally:
+        os.close(pidfd)
+
+
+def _release_init(fifo: str, state: dict) -> None:
+    """``start``: open the fifo for reading; the init, blocked opening it
+    for writing, writes one byte and goes on to ``execve``."""
+    import select
+
+    pidfd = _open_init(state)
+    if pidfd is None:
+        raise KubirunError(f"cannot start container {state['id']}: its init has exited")
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        poller.register(pidfd, select.POLLIN)
+        while True:
+            for ready, _ in poller.poll():
+                if ready == fd:
+                    if os.read(fd, 1):
+                        return
+                    raise KubirunError(f"cannot start container {state['id']}: its init"
+                                       " closed the exec fifo without starting")
+                if ready == pidfd:
+                    raise KubirunError(f"cannot start container {state['id']}: its init has exited")
+    finally:
+        os.close(fd)
+        os.close(pidfd)

@@ -23,7 +23,7 @@ def _heading(text: str) -> None:
 
 
 def ps(image: str | None = None) -> int:
-    from kubirun import container
+    from kubirun import imagerun as container
     from kubirun.process import ProcessSpec
 
     image = image or DEMO_IMAGE

@@ -1,12 +1,13 @@
 """The container's init: everything between ``fork`` and ``execve``, in
 order, as you would write it on a whiteboard.
 
-This code runs in the forked child, which the runtime made PID 1 of a new
-PID namespace (``ns.namespaces.fork_into_new_pid_namespace``).  It never
-returns: it either becomes the container's program through ``execve`` or
-writes why it could not to the report pipe and exits.  A successful
-``execve`` closes that pipe (close-on-exec): end-of-file is how the runtime
-learns that the container's program is running.
+This code runs in the forked child, already in the container's PID
+namespace (``ns.namespaces.fork_init``).  It never returns: it either
+becomes the container's program through ``execve`` or reports why it could
+not on the channel to the runtime (``kubirun.channel``) and exits.  At
+three points it stops and waits for the runtime: to let it run the
+prestart/createRuntime hooks, to be moved into its cgroup, and (for
+``create``) until ``start`` opens the exec fifo.
 """
 from __future__ import annotations
 
@@ -14,57 +15,77 @@ import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 
 from kubirun import _native, process
-from kubirun._native import CLONE_NEWPID, CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
-from kubirun.errors import ContainerStartError, ExecError, KubirunError, describe
-from kubirun.ns import mounts, network, rootfs
+from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
+from kubirun.channel import CGROUP, HOOKS, READY, InitChannel
+from kubirun.errors import ExecError, KubirunError, describe
+from kubirun.ns import mounts, namespaces, network, rootfs
 
 
 class InitConfig:
     """Everything the init needs, decided by the runtime before the fork."""
 
-    def __init__(self, rootfs: str, hostname: str, process: process.ProcessSpec,
-                 namespaces: int, die_with_runtime: bool = True) -> None:
+    def __init__(self, rootfs: str, process: process.ProcessSpec, channel: InitChannel,
+                 plan: list, hostname: str | None = None) -> None:
         self.rootfs = rootfs
-        self.hostname = hostname
         self.process = process
-        self.namespaces = namespaces
-        self.die_with_runtime = die_with_runtime
+        self.channel = channel
+        self.plan = plan  # mount steps (ns.mounts), made from config.json
+        self.hostname = hostname
+        self.domainname: str | None = None
+        self.join: list[tuple[int, str]] = []  # (CLONE_NEW*, path) to setns into
+        self.unshare = 0  # CLONE_NEW* flags to create, except pid and cgroup
+        self.new_cgroupns = False
+        self.new_netns = False
+        self.rootfs_propagation = _native.MS_PRIVATE | _native.MS_REC
+        self.root_readonly = False
+        self.masked_paths: list[str] = []
+        self.readonly_paths: list[str] = []
+        self.sysctl: dict[str, str] = {}
+        self.no_pivot = False
+        self.exec_fifo: str | None = None  # wait here for `start`
+        self.die_with_runtime = False  # keep PDEATHSIG after `created` (foreground run)
+        self.console_socket = None  # a unix socket for the pty master
+        self.console_ack = False  # our own relay sizes the pty, then acks
+        self.preserve_fds = 0
+        self.hooks_create_container: list = []
+        self.hooks_start_container: list = []
+        self.hook_state: dict = {}
 
 
-def container_init(config: InitConfig, report_fd: int, console_socket=None) -> "NoReturn":  # noqa: F821
-    """Set up the container and ``execve`` its program; never returns.
-
-    ``console_socket`` (a unix socket) receives the pty master when the
-    process asked for a terminal.
-    """
+def container_init(config: InitConfig) -> "NoReturn":  # noqa: F821
+    """Set up the container and ``execve`` its program; never returns."""
+    channel = config.channel
     try:
-        _setup_and_exec(config, console_socket)
+        channel.child_side()
+        _setup_and_exec(config)
     except KubirunError as err:
-        write_report(report_fd, err.exit_code, str(err))
+        channel.report_error(err.exit_code, str(err))
     except BaseException as err:  # noqa: BLE001 - the child must never unwind into the CLI
-        write_report(report_fd, 1, describe(err))
+        channel.report_error(1, describe(err))
     os._exit(1)
 
 
-def _setup_and_exec(config: InitConfig, console_socket) -> None:
+def _setup_and_exec(config: InitConfig) -> None:
     kernel = Kernel()
     spec = config.process
+    channel = config.channel
 
-    # 1. Die with the runtime: a foreground container must not outlive it.
-    if config.die_with_runtime:
-        _native.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # 1. Die with the runtime while it sets us up: a half-made container
+    #    must not outlive a killed `kubirun create`.
+    _native.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
-    # 2. Our own mount, UTS, IPC, network and cgroup namespaces (we are
-    #    already PID 1 of our PID namespace).
-    _native.unshare(config.namespaces & ~CLONE_NEWPID)
+    # 2. Namespaces: join those given by path, make the new ones (the PID
+    #    namespace is already ours; the cgroup one comes after step 9).
+    namespaces.join(config.join)
+    _native.unshare(config.unshare)
 
     # 3. Nothing we mount from here on reaches the host.
-    rootfs.make_mounts_private(kernel)
+    rootfs.set_propagation(kernel, config.rootfs_propagation)
     rootfs.bind_root(kernel, config.rootfs)
 
-    # 4. /proc, /sys and /dev inside the new root, resolved inside it.
+    # 4. The spec's mounts and devices, resolved inside the new root.
     root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
-    mounts.apply(kernel, root_fd, mounts.standard_plan())
+    mounts.apply(kernel, root_fd, config.plan)
 
     # 5. The terminal, if asked for: made from the container's devpts.
     slave = None
@@ -73,55 +94,109 @@ def _setup_and_exec(config: InitConfig, console_socket) -> None:
 
         master, slave = console.open_pty_inside(kernel, root_fd)
         console.bind_console(kernel, root_fd, slave)
-        console.send_master(console_socket, master)
+        console.hand_over_master(config.console_socket, master, spec.console_size,
+                                 config.console_ack)
     kernel.close(root_fd)
+    fifo = _open_exec_fifo(config.exec_fifo)
 
-    # 6. Switch root: the host's filesystem is gone from view.
-    rootfs.pivot_into(kernel, config.rootfs)
+    # 6. Hooks: prestart and createRuntime (run by the runtime), then
+    #    createContainer (ours: in the container's namespaces, before the
+    #    host's filesystem leaves our view).
+    channel.ask(HOOKS)
+    # Our PID as the host sees it, for the hooks' state: /proc is still
+    # the host's here.
+    config.hook_state["pid"] = int(os.readlink("/proc/self"))
+    _run_hooks("createContainer", config.hooks_create_container, config.hook_state)
 
-    # 7. Name the host and bring up loopback.
-    _native.sethostname(config.hostname)
-    network.bring_up_loopback()
+    # 7. Switch root: the host's filesystem is gone from view (and with it
+    #    Python's own modules: import now what the steps below need).
+    process.preload(spec)
+    if config.hooks_start_container:
+        import kubirun.hooks  # noqa: F401
+    if config.no_pivot:
+        rootfs.move_into(kernel, config.rootfs)
+    else:
+        rootfs.pivot_into(kernel, config.rootfs)
 
-    # 8. Who runs, where, with which environment (read from the image).
-    identity = process.resolve_user(spec.user)
-    env = process.build_env(spec.env, config.hostname, identity.home, spec.terminal)
-    _make_workdir(spec.cwd)
-    process.switch_user(identity)
-    _enter_workdir(spec.cwd)
-    program = process.find_executable(spec.args[0], env.get("PATH", process.DEFAULT_PATH))
+    # 8. Finish the root: masked and read-only paths, sysctls, ro root.
+    rootfs.mask_paths(kernel, config.masked_paths)
+    rootfs.make_paths_readonly(kernel, config.readonly_paths)
+    rootfs.write_sysctls(config.sysctl)
+    if config.root_readonly:
+        rootfs.remount_root_readonly(kernel)
 
-    # 9. Standard streams: the pty, or the caller's own.
+    # 9. Name the host, bring up loopback.
+    if config.hostname is not None:
+        _native.sethostname(config.hostname)
+    if config.domainname is not None:
+        _native.setdomainname(config.domainname)
+    if config.new_netns:
+        network.bring_up_loopback()
+
+    # 10. Into the container's cgroup, as late as possible so that the
+    #     interpreter's memory stays charged to the runtime; then a cgroup
+    #     namespace rooted there.
+    channel.ask(CGROUP)
+    if config.new_cgroupns:
+        _native.unshare(_native.CLONE_NEWCGROUP)
+
+    # 11. What runs, found in the container's PATH, with which environment.
+    identity, program, env = process.prepare(spec, config.hostname or "")
     if slave is not None:
         console.become_controlling_terminal(slave)
 
-    # 10. Leave nothing of the runtime behind: signal dispositions Python
-    #     changed, and every fd but 0, 1 and 2 (close-on-exec, so the report
-    #     pipe still carries an ``execve`` failure).
+    # 12. Created: wait for `start` (it opens the exec fifo), then run the
+    #     startContainer hooks.
+    if not config.die_with_runtime:
+        _native.prctl(PR_SET_PDEATHSIG, 0)
+    channel.tell(READY)
+    if fifo is not None:
+        _wait_for_start(fifo)
+    _run_hooks("startContainer", config.hooks_start_container, config.hook_state)
+
+    # 13. Who runs: limits, capabilities, user, no_new_privs, working dir.
+    process.become(spec, identity)
+
+    # 14. Leave nothing of the runtime behind: signal dispositions Python
+    #     changed, and every fd but stdio and the preserved ones
+    #     (close-on-exec, so the channel still carries an execve failure).
     _reset_signals()
-    _native.close_range(3, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
+    for fd in range(3, 3 + config.preserve_fds):
+        os.set_inheritable(fd, True)
+    _native.close_range(3 + config.preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
 
-    # 11. Become the container's program.
-    process.exec_program(program, spec.args, env)
-
-
-def _make_workdir(cwd: str) -> None:
-    """Create a missing working directory (as root, before the user switch),
-    as docker and podman do."""
-    if not os.path.isdir(cwd):
-        os.makedirs(cwd, 0o755, exist_ok=True)
-
-
-def _enter_workdir(cwd: str) -> None:
-    """``chdir`` and verify that the result is inside the new root: a cwd
-    reached through a leaked host fd would be "unreachable" (CVE-2024-21626)."""
-    os.chdir(cwd)
+    # 15. Become the container's program.
     try:
-        here = os.getcwd()
-    except FileNotFoundError:
-        here = ""
-    if not here.startswith("/"):
-        raise ExecError(f"working directory {cwd!r} is outside the container's root", 1)
+        process.exec_program(program, spec.args, env)
+    except ExecError as err:
+        # `start` has returned already: nobody reads the channel any more
+        # (unless this is a foreground run), so say it where the user looks.
+        os.write(2, f"kubirun: {err}\n".encode(errors="replace"))
+        raise
+
+
+def _open_exec_fifo(path: str | None) -> int | None:
+    """Open the fifo as O_PATH now: after pivot_root it is out of reach."""
+    if path is None:
+        return None
+    return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+
+def _wait_for_start(fifo: int) -> None:
+    """Block until `start` opens the fifo for reading, then tell it we are
+    going (one byte).  Reopened through /proc/self/fd: the O_PATH fd
+    cannot be written to."""
+    fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo)
+
+
+def _run_hooks(phase: str, hooks: list, state: dict) -> None:
+    if hooks:
+        from kubirun.hooks import run_hooks
+
+        run_hooks(phase, hooks, state)
 
 
 def _reset_signals() -> None:
@@ -129,26 +204,3 @@ def _reset_signals() -> None:
     for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
         signal.signal(sig, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-
-
-# --- the report pipe: one message, or end-of-file on success --------------
-
-def write_report(fd: int, code: int, message: str) -> None:
-    try:
-        os.write(fd, f"{code}\0{message}".encode(errors="replace"))
-    except OSError:
-        pass
-
-
-def read_report(fd: int) -> None:
-    """Block until the init's ``execve`` (end-of-file) or its failure report,
-    which is raised as ``ContainerStartError`` with the init's exit code."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        chunks.append(chunk)
-    if chunks:
-        code, _, message = b"".join(chunks).partition(b"\0")
-        raise ContainerStartError(message.decode(errors="replace"), int(code or 1))

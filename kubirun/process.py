@@ -28,6 +28,17 @@ class ProcessSpec:
         self.user = user  # "UID[:GID]" or "NAME[:GROUP]"
         self.terminal = terminal
         self.interactive = interactive
+        # OCI fields (config.json's process); image runs leave the defaults.
+        self.oci = False  # environment exactly as given, user as numbers
+        self.uid = 0
+        self.gid = 0
+        self.additional_gids: tuple[int, ...] = ()
+        self.umask: int | None = None
+        self.no_new_privileges = False
+        self.capabilities: dict[str, list[str]] | None = None  # None: leave them as they are
+        self.rlimits: list[tuple[str, int, int]] = []
+        self.oom_score_adj: int | None = None
+        self.console_size: tuple[int, int] | None = None
 
 
 class Identity:
@@ -64,6 +75,28 @@ def build_env(spec_env: list[str], hostname: str, home: str, terminal: bool) -> 
         key, _, value = item.partition("=")
         env[key] = value
     return env
+
+
+def oci_env(spec_env: list[str], home: str) -> dict[str, str]:
+    """An OCI process's environment: exactly its ``env``, plus ``HOME`` from
+    the image's passwd when unset (as runc does)."""
+    env = {}
+    for item in spec_env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    env.setdefault("HOME", home)
+    return env
+
+
+def oci_identity(spec: "ProcessSpec") -> Identity:
+    """The numeric user of an OCI process; the home directory from the
+    image's ``/etc/passwd`` when the uid is listed there."""
+    home = "/"
+    for entry in _read_db("/etc/passwd"):
+        if len(entry) >= 7 and entry[2] == str(spec.uid):
+            home = entry[5] or "/"
+            break
+    return Identity(spec.uid, spec.gid, spec.additional_gids, home)
 
 
 def _read_db(path: str) -> list[list[str]]:
@@ -134,6 +167,15 @@ def find_executable(name: str, search_path: str) -> str:
     if not name:
         raise ExecError('exec: "": executable file not found in $PATH', 127)
     if "/" in name:
+        # As Go's exec.LookPath (runc): a path must name an executable file.
+        try:
+            st = os.stat(name)
+        except FileNotFoundError:
+            raise ExecError(f'exec: "{name}": no such file or directory', 127) from None
+        except OSError as err:
+            raise ExecError(f'exec: "{name}": {err.strerror.lower()}', 126) from None
+        if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
+            raise ExecError(f'exec: "{name}": permission denied', 126)
         return name
     for directory in search_path.split(":"):
         candidate = os.path.join(directory or ".", name)
@@ -152,3 +194,77 @@ def exec_program(path: str, args: list[str], env: dict[str, str]) -> None:
         raise ExecError(f'exec: "{args[0]}": no such file or directory', 127) from err
     except OSError as err:
         raise ExecError(f'exec: "{args[0]}": {err.strerror}', 126) from err
+
+
+def preload(spec: ProcessSpec) -> None:
+    """Import now what ``become`` will need: after ``pivot_root`` (or
+    ``setns`` into the container's mount namespace) Python's own files are
+    out of reach, and a lazy import there fails."""
+    if spec.rlimits:
+        import kubirun.rlimits  # noqa: F401
+        import resource  # noqa: F401
+    if spec.capabilities is not None:
+        import kubirun.capabilities  # noqa: F401
+
+
+def prepare(spec: ProcessSpec, hostname: str) -> tuple[Identity, str, dict[str, str]]:
+    """In the new root, as root: who the process will be, its environment,
+    and the program's path (found now, so a missing program fails the
+    container's creation with the message engines map to 127)."""
+    if spec.oci:
+        identity = oci_identity(spec)
+        env = oci_env(spec.env, identity.home)
+    else:
+        identity = resolve_user(spec.user)
+        env = build_env(spec.env, hostname, identity.home, spec.terminal)
+    if not os.path.isdir(spec.cwd):
+        # Create a missing working directory, as runc, docker and podman do.
+        os.makedirs(spec.cwd, 0o755, exist_ok=True)
+    program = find_executable(spec.args[0], env.get("PATH", DEFAULT_PATH))
+    return identity, program, env
+
+
+def become(spec: ProcessSpec, identity: Identity) -> None:
+    """Turn this (root) process into the container's process: limits and
+    OOM score first (they may need privileges), then capabilities around
+    the user switch, no_new_privs, umask and working directory last."""
+    if spec.rlimits:
+        from kubirun import rlimits
+
+        rlimits.apply(spec.rlimits)
+    if spec.oom_score_adj is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(spec.oom_score_adj))
+    caps = None
+    if spec.capabilities is not None:
+        from kubirun.capabilities import CapabilityPlan, last_cap
+
+        caps = CapabilityPlan(spec.capabilities, last_cap())
+        caps.drop_bounding()
+        caps.keep_across_user_switch(True)
+    switch_user(identity)
+    if caps is not None:
+        caps.keep_across_user_switch(False)
+        caps.set_thread_sets()
+    if spec.no_new_privileges:
+        from kubirun._native import PR_SET_NO_NEW_PRIVS, prctl
+
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+    if spec.umask is not None:
+        os.umask(spec.umask)
+    enter_workdir(spec.cwd)
+
+
+def enter_workdir(cwd: str) -> None:
+    """``chdir`` and verify that the result is inside the new root: a cwd
+    reached through a leaked host fd would be "unreachable" (CVE-2024-21626)."""
+    try:
+        os.chdir(cwd)
+    except OSError as err:
+        raise KubirunError(f"cannot enter working directory {cwd!r}: {err.strerror}") from None
+    try:
+        here = os.getcwd()
+    except FileNotFoundError:
+        here = ""
+    if not here.startswith("/"):
+        raise ExecError(f"working directory {cwd!r} is outside the container's root", 1)

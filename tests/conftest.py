@@ -71,11 +71,28 @@ def _host_snapshot() -> dict:
     }
 
 
+TEST_CGROUP_PARENT = f"/kubirun-test-{os.getpid()}"
+
+
+def remove_cgroup_parent(path: str) -> None:
+    """rmdir ``path`` in every hierarchy (it must be empty by now: a
+    container's cgroup left inside makes the session check fail)."""
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        try:
+            os.rmdir(os.path.join("/sys/fs/cgroup", hierarchy, path.strip("/")))
+        except OSError:
+            pass
+
+
 @pytest.fixture(scope="session", autouse=True)
 def host_left_as_found():
     before = _host_snapshot()
     namespaces_before = _namespaces_in_use()
+    # Containers made by tests get their cgroups under a parent of the
+    # session's, removed at the end (kubirun leaves its shared parent).
+    os.environ["KUBIRUN_CGROUP_PARENT"] = TEST_CGROUP_PARENT
     yield
+    remove_cgroup_parent(TEST_CGROUP_PARENT)
     after = _host_snapshot()
     for key in before:
         assert after[key] == before[key], f"the test session changed the host's {key}"
@@ -103,13 +120,18 @@ def busybox_dir(busybox_tarball, tmp_path_factory) -> Path:
 
 @pytest.fixture(autouse=True)
 def private_store(tmp_path, monkeypatch) -> Path:
-    """Every test gets its own KUBIRUN_STORE, checked empty afterwards."""
+    """Every test gets its own KUBIRUN_STORE and state root (KUBIRUN_ROOT),
+    both checked empty afterwards."""
     store = tmp_path / "store"
+    state_root = tmp_path / "state"
     monkeypatch.setenv("KUBIRUN_STORE", str(store))
+    monkeypatch.setenv("KUBIRUN_ROOT", str(state_root))
     yield store
     containers = store / "containers"
     if containers.exists():
         assert os.listdir(containers) == [], "a container directory was left behind"
+    if state_root.exists():
+        assert os.listdir(state_root) == [], "a container's state was left behind"
 
 
 @pytest.fixture

@@ -51,6 +51,10 @@ PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
+PR_CAPBSET_DROP = 24
+PR_SET_KEEPCAPS = 8
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 
 def _fail(syscall: str, *paths: str) -> OSError:
@@ -99,6 +103,12 @@ def sethostname(name: str) -> None:
         raise _fail("sethostname", name)
 
 
+def setdomainname(name: str) -> None:
+    data = name.encode()
+    if lib.setdomainname(data, len(data)) < 0:
+        raise _fail("setdomainname", name)
+
+
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
     if lib.kubi_close_range(first, last, flags) < 0:
         raise _fail("close_range")
@@ -128,6 +138,14 @@ def prctl(option: int, a2: int = 0, a3: int = 0, a4: int = 0, a5: int = 0) -> in
     if rc < 0:
         raise _fail(f"prctl({option})")
     return rc
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """Set the calling thread's capability sets (64-bit masks)."""
+    low, high = 0xFFFFFFFF, 32
+    if lib.kubi_capset(effective & low, effective >> high, permitted & low, permitted >> high,
+                       inheritable & low, inheritable >> high) < 0:
+        raise _fail("capset")
 
 
 def link_up(ifname: str) -> None:
@@ -171,6 +189,15 @@ class Kernel:
 
     def chmodat(self, dirfd: int, name: str, mode: int) -> None:
         os.chmod(name, mode, dir_fd=dirfd)
+
+    def openat(self, dirfd: int, name: str, flags: int, mode: int = 0o644) -> int:
+        return os.open(name, flags, mode, dir_fd=dirfd)
+
+    def unlinkat(self, dirfd: int, name: str) -> None:
+        os.unlink(name, dir_fd=dirfd)
+
+    def chownat(self, dirfd: int, name: str, uid: int, gid: int) -> None:
+        os.chown(name, uid, gid, dir_fd=dirfd, follow_symlinks=False)
 
     def symlinkat(self, target: str, dirfd: int, name: str) -> None:
         os.symlink(target, name, dir_fd=dirfd)

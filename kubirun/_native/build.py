@@ -13,6 +13,7 @@ int mount(const char *source, const char *target, const char *fstype,
           unsigned long flags, const void *data);
 int umount2(const char *target, int flags);
 int sethostname(const char *name, size_t len);
+int setdomainname(const char *name, size_t len);
 
 int kubi_pivot_root(const char *new_root, const char *put_old);
 int kubi_close_range(unsigned int first, unsigned int last, unsigned int flags);
@@ -23,6 +24,8 @@ int kubi_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode,
 int kubi_prctl(int option, unsigned long a2, unsigned long a3,
                unsigned long a4, unsigned long a5);
 int kubi_link_up(const char *ifname);
+int kubi_capset(uint32_t eff0, uint32_t eff1, uint32_t perm0, uint32_t perm1,
+                uint32_t inh0, uint32_t inh1);
 """
 
 SOURCE = r"""
@@ -79,6 +82,19 @@ static int kubi_openat2(int dirfd, const char *path, uint64_t flags,
 static int kubi_prctl(int option, unsigned long a2, unsigned long a3,
                       unsigned long a4, unsigned long a5)
 { return prctl(option, a2, a3, a4, a5); }
+
+/* capset(2) with version 3 (64 capability bits in two 32-bit words);
+   glibc has no wrapper and libcap would be one more dependency. */
+struct kubi_cap_header { uint32_t version; int pid; };
+struct kubi_cap_data { uint32_t effective, permitted, inheritable; };
+
+static int kubi_capset(uint32_t eff0, uint32_t eff1, uint32_t perm0, uint32_t perm1,
+                       uint32_t inh0, uint32_t inh1)
+{
+    struct kubi_cap_header header = { 0x20080522, 0 };
+    struct kubi_cap_data data[2] = { { eff0, perm0, inh0 }, { eff1, perm1, inh1 } };
+    return (int)syscall(SYS_capset, &header, data);
+}
 
 /* Bring a link up with two ioctls: importing pyroute2 for the loopback
    device alone would cost ~190 ms of start-up. */

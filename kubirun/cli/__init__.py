@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kubirun.cli.spec import Command
+from kubirun.cli.table import Command
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -15,38 +15,68 @@ def main(argv: list[str] | None = None) -> None:
 
     from kubirun.cli import fastpath
 
-    command, words = fastpath.find_command(args)
-    params = fastpath.parse(command, words) if command else None
-    if command is not None and params is not None:
-        code = dispatch(command, params)
-        # Skip interpreter teardown (a few ms of module cleanup): nothing
-        # is left to do but flushing our own output.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+    split = fastpath.split_globals(args)
+    if split is not None:
+        global_params, rest = split
+        command, words = fastpath.find_command(rest)
+        params = fastpath.parse(command, words) if command else None
+        if command is not None and params is not None:
+            code = dispatch(command, params, global_params)
+            # Skip interpreter teardown (a few ms of module cleanup): nothing
+            # is left to do but flushing our own output.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
 
     from kubirun.cli.app import cli
 
     cli.main(args=args, prog_name="kubirun")
 
 
-def dispatch(command: Command, params: dict) -> int:
-    """Call the command's handler; a ``KubirunError`` becomes one line on
-    stderr and the error's exit code."""
+def dispatch(command: Command, params: dict, global_params: dict) -> int:
+    """Apply the global options, call the command's handler; an error
+    becomes one line (on stderr, and in the log) and a non-zero status."""
+    from kubirun import log
     from kubirun.errors import KubirunError, describe
 
+    log.configure(global_params.get("log"), global_params.get("log_format"),
+                  bool(global_params.get("debug")))
     module, _, function = command.handler.partition(":")
-    handler = getattr(__import__(module, fromlist=[function]), function)
     try:
+        _check_globals(global_params)
+        handler = getattr(__import__(module, fromlist=[function]), function)
+        if global_params.get("root"):
+            from kubirun import state
+
+            state.use_root(global_params["root"])
         return handler(**params)
     except KubirunError as err:
-        print(f"kubirun: {err}", file=sys.stderr)
+        log.error(str(err))
         return err.exit_code
     except OSError as err:  # a system call of the runtime itself failed
-        print(f"kubirun: {describe(err)}", file=sys.stderr)
+        log.error(describe(err))
         return 1
+    except Exception as err:
+        # kubirun.cgroups depends on nothing of ours, so its errors are not
+        # KubirunErrors; they are still the user's one line.
+        if type(err).__module__.startswith("kubirun.cgroups"):
+            log.error(str(err))
+            return 1
+        raise
     except KeyboardInterrupt:
         return 130
+
+
+def _check_globals(global_params: dict) -> None:
+    from kubirun.errors import KubirunError
+
+    if global_params.get("systemd_cgroup"):
+        raise KubirunError("--systemd-cgroup is not supported: kubirun manages cgroups through"
+                           " cgroupfs (configure your engine with cgroupfs)")
+    if global_params.get("log_format") not in (None, "text", "json"):
+        raise KubirunError(f"--log-format: expected text or json, got {global_params['log_format']!r}")
+    if global_params.get("rootless") not in (None, "auto", "false"):
+        raise KubirunError("--rootless=true is not supported yet")
 
 
 def version_text() -> str:

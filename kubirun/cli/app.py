@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from kubirun import __version__
-from kubirun.cli.spec import COMMANDS, GROUPS, Command
+from kubirun.cli.table import COMMANDS, GLOBAL_OPTIONS, GROUPS, Command
 from kubirun.cli import dispatch, version_text
 
 
-def _click_command(command: Command) -> click.Command:
+def _click_options(options) -> list[click.Parameter]:
     params: list[click.Parameter] = []
-    for opt in command.options:
+    for opt in options:
         if opt.kind == "flag":
             params.append(click.Option([*opt.names, opt.dest], is_flag=True, help=opt.help))
         else:
@@ -20,6 +20,11 @@ def _click_command(command: Command) -> click.Command:
                 multiple=opt.kind == "multiple",
                 default=opt.default if opt.default is not None else (() if opt.kind == "multiple" else None),
             ))
+    return params
+
+
+def _click_command(command: Command) -> click.Command:
+    params = _click_options(command.options)
     for arg in command.arguments:
         params.append(click.Argument(
             [arg.dest], nargs=-1 if arg.variadic else 1, required=arg.required and not arg.variadic,
@@ -27,7 +32,8 @@ def _click_command(command: Command) -> click.Command:
         ))
 
     def callback(**kwargs):
-        raise SystemExit(dispatch(command, kwargs))
+        root = click.get_current_context().find_root()
+        raise SystemExit(dispatch(command, kwargs, dict(root.params)))
 
     return click.Command(
         command.name, params=params, callback=callback, help=command.help, epilog=command.epilog,
@@ -36,9 +42,10 @@ def _click_command(command: Command) -> click.Command:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             params=_click_options(GLOBAL_OPTIONS))
 @click.version_option(message=version_text(), version=__version__)
-def cli() -> None:
+def cli(**_global_params) -> None:
     """kubirun: a low-level Linux container runtime.
 
     Try `kubirun demo ps`, then `kubirun run rootfs/busybox.tar.gz -- ps aux`.

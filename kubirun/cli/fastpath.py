@@ -8,7 +8,33 @@ hands the command line to click, which explains the problem properly.
 """
 from __future__ import annotations
 
-from kubirun.cli.spec import COMMANDS, GROUPS, Command, Option
+from kubirun.cli.table import COMMANDS, GLOBAL_OPTIONS, GROUPS, Command, Option
+
+
+def split_globals(argv: list[str]) -> tuple[dict, list[str]] | None:
+    """Parse the global options before the command's name (``--root DIR
+    --log F create ...``); None if one of them is not understood."""
+    by_name = {name: opt for opt in GLOBAL_OPTIONS for name in opt.names}
+    params: dict = {opt.dest: _initial(opt) for opt in GLOBAL_OPTIONS}
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        items = _split_option_word(argv[i], by_name)
+        i += 1
+        if items is None:
+            return None
+        for opt, value in items:
+            if opt.kind == "flag":
+                if value is not None:
+                    return None
+                params[opt.dest] = True
+                continue
+            if value is None:
+                if i >= len(argv):
+                    return None
+                value = argv[i]
+                i += 1
+            _store(params, opt, value)
+    return params, argv[i:]
 
 
 def find_command(argv: list[str]) -> tuple[Command | None, list[str]]:

@@ -1,18 +1,37 @@
-"""What each command does, in terms of the library: thin on purpose."""
+"""What each command does, in terms of the library: thin on purpose.
+
+Each handler takes the parsed command line (strings, as both parsers give
+them), converts and checks it, and calls ``kubirun.container`` or its
+neighbours.  Output formats follow runc's, which engines parse.
+"""
 from __future__ import annotations
 
 import os
-from kubirun.process import DEFAULT_ARGS, ProcessSpec, parse_env_items
 
+from kubirun.errors import KubirunError
+
+
+# --- run: an image, or a bundle ----------------------------------------------
 
 def run(image: str, command: tuple, name: str | None, hostname: str | None,
         env: list, workdir: str, user: str | None, tty: bool, interactive: bool,
-        keep: bool) -> int:
-    from kubirun import container
-
+        keep: bool, detach: bool, bundle: str | None, pid_file: str | None,
+        console_socket: str | None, no_pivot: bool, no_new_keyring: bool,
+        preserve_fds: str) -> int:
     args = list(command)
     if args and args[0] == "--":  # `run IMAGE -- CMD`: the separator is ours, not CMD's
         args = args[1:]
+    if bundle is not None or _looks_like_a_container_id(image):
+        if args or name or hostname or env or user or tty or interactive or workdir != "/":
+            raise KubirunError("run with a bundle takes only the container id; the process"
+                               " comes from the bundle's config.json")
+        return _run_bundle(image, bundle or ".", detach, keep, pid_file, console_socket,
+                           no_pivot, _count(preserve_fds, "--preserve-fds"))
+    if detach:
+        raise KubirunError("-d is for bundles (`kubirun run -b BUNDLE -d ID`)")
+    from kubirun import imagerun
+    from kubirun.process import DEFAULT_ARGS, ProcessSpec, parse_env_items
+
     spec = ProcessSpec(
         args=args or list(DEFAULT_ARGS),
         env=parse_env_items(list(env), dict(os.environ)),
@@ -21,11 +40,303 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         terminal=tty,
         interactive=interactive,
     )
-    return container.run(container.RunOptions(image=image, name=name, hostname=hostname,
-                                              process=spec, keep=keep))
+    return imagerun.run(imagerun.RunOptions(image=image, name=name, hostname=hostname,
+                                            process=spec, keep=keep))
+
+
+def _looks_like_a_container_id(word: str) -> bool:
+    """`run ID` in a bundle directory, as with runc: ID is not a path and
+    the current directory is a bundle."""
+    return not os.path.exists(word) and os.path.exists("config.json")
+
+
+def _run_bundle(container_id: str, bundle: str, detach: bool, keep: bool, pid_file: str | None,
+                console_socket: str | None, no_pivot: bool, preserve_fds: int) -> int:
+    from kubirun.container import Container, CreateOptions
+    from kubirun.spec import load_bundle
+
+    spec = load_bundle(bundle)
+    options = CreateOptions(pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
+                            preserve_fds=preserve_fds + _listen_fds(spec), foreground=not detach)
+    container = Container.create(container_id, spec, options=options)
+    if detach:
+        container.start()
+        return 0
+    try:
+        return container.start_and_wait(interactive=True)
+    finally:
+        if not keep:
+            container.delete(force=True)
+
+
+# --- the OCI lifecycle -------------------------------------------------------
+
+def create(container_id: str, bundle: str | None, pid_file: str | None,
+           console_socket: str | None, no_pivot: bool, no_new_keyring: bool,
+           preserve_fds: str) -> int:
+    from kubirun.container import Container, CreateOptions
+    from kubirun.spec import load_bundle
+
+    spec = load_bundle(bundle or ".")
+    options = CreateOptions(pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
+                            preserve_fds=_count(preserve_fds, "--preserve-fds") + _listen_fds(spec))
+    Container.create(container_id, spec, options=options)
+    return 0
+
+
+def _listen_fds(spec) -> int:
+    """systemd socket activation passes through (runc does the same): the
+    fds stay open and the process learns about them from LISTEN_FDS."""
+    count = os.environ.get("LISTEN_FDS", "")
+    if not count.isdigit() or int(count) == 0:
+        return 0
+    spec.process.env = [e for e in spec.process.env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
+    spec.process.env += [f"LISTEN_FDS={count}", "LISTEN_PID=1"]
+    return int(count)
+
+
+def start(container_id: str) -> int:
+    from kubirun.container import Container
+
+    Container(container_id).start()
+    return 0
+
+
+def state(container_id: str) -> int:
+    from kubirun import jsonio
+    from kubirun.container import Container
+
+    print(jsonio.dumps(Container(container_id).state(), indent=2))
+    return 0
+
+
+def kill(container_id: str, signal: str | None, all: bool) -> int:
+    from kubirun.container import Container
+
+    Container(container_id).kill(parse_signal(signal or "TERM"), all_processes=all)
+    return 0
+
+
+def delete(container_id: str, force: bool) -> int:
+    from kubirun.container import Container
+
+    Container(container_id).delete(force=force)
+    return 0
+
+
+def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
+          console_socket: str | None, cwd: str | None, env: list, user: str | None,
+          additional_gids: list, cap: list, no_new_privs: bool, detach: bool,
+          pid_file: str | None, preserve_fds: str) -> int:
+    from kubirun.exec_into import ExecOptions, exec_in_container, process_from_args, process_from_file
+
+    args = list(command)
+    if args and args[0] == "--":
+        args = args[1:]
+    if process:
+        spec = process_from_file(process)
+    elif args:
+        spec = process_from_args(args)
+    else:
+        raise KubirunError("exec needs a command, or --process FILE")
+    if tty:
+        spec.terminal = True
+    if cwd:
+        spec.cwd = cwd
+    spec.env = spec.env + list(env)
+    if user:
+        uid, _, gid = user.partition(":")
+        spec.uid = _count(uid, "--user")
+        spec.gid = _count(gid, "--user") if gid else spec.gid
+    if additional_gids:
+        spec.additional_gids = tuple(_count(g, "--additional-gids") for g in additional_gids)
+    if cap:
+        from kubirun.capabilities import CAPABILITIES
+
+        caps = [c.upper() if c.upper().startswith("CAP_") else "CAP_" + c.upper() for c in cap]
+        for c in caps:
+            if c not in CAPABILITIES:
+                raise KubirunError(f"--cap: unknown capability {c!r}")
+        sets = spec.capabilities or {}
+        for name in ("bounding", "effective", "permitted", "ambient"):
+            sets[name] = list(dict.fromkeys(sets.get(name, []) + caps))
+        spec.capabilities = sets
+    if no_new_privs:
+        spec.no_new_privileges = True
+    options = ExecOptions(detach=detach, pid_file=pid_file, console_socket=console_socket,
+                          preserve_fds=_count(preserve_fds, "--preserve-fds"))
+    return exec_in_container(container_id, spec, options)
+
+
+# --- looking at containers ---------------------------------------------------
+
+def ps(container_id: str, format: str, ps_args: tuple) -> int:
+    from kubirun.container import Container
+
+    pids = Container(container_id).processes()
+    if format == "json":
+        from kubirun import jsonio
+
+        print(jsonio.dumps(pids))
+        return 0
+    if format != "table":
+        raise KubirunError(f"--format: expected table or json, got {format!r}")
+    import subprocess
+
+    args = list(ps_args)
+    if args and args[0] == "--":
+        args = args[1:]
+    output = subprocess.run(["ps", *(args or ["-ef"])], capture_output=True, text=True)
+    if output.returncode != 0:
+        raise KubirunError(f"ps failed: {output.stderr.strip()}")
+    lines = output.stdout.splitlines()
+    header = lines[0].split()
+    if "PID" not in header:
+        raise KubirunError("ps output has no PID column")
+    column = header.index("PID")
+    print(lines[0])
+    wanted = set(pids)
+    for line in lines[1:]:
+        fields = line.split()
+        if len(fields) > column and fields[column].isdigit() and int(fields[column]) in wanted:
+            print(line)
+    return 0
+
+
+def list_(format: str, quiet: bool) -> int:
+    from kubirun.container import list_containers
+
+    states = []
+    for container in list_containers():
+        try:
+            states.append(container.state())
+        except KubirunError:
+            continue  # deleted while we looked
+    if quiet:
+        for s in states:
+            print(s["id"])
+        return 0
+    if format == "json":
+        from kubirun import jsonio
+
+        print(jsonio.dumps(states))
+        return 0
+    if format != "table":
+        raise KubirunError(f"--format: expected table or json, got {format!r}")
+    rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+    rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"] or "root")
+             for s in states]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def pause(container_id: str) -> int:
+    from kubirun.container import Container
+
+    Container(container_id).pause()
+    return 0
+
+
+def resume(container_id: str) -> int:
+    from kubirun.container import Container
+
+    Container(container_id).resume()
+    return 0
+
+
+def events(container_id: str, stats: bool, interval: str) -> int:
+    from kubirun.events import stream
+
+    return stream(container_id, once=stats, interval=parse_duration(interval))
+
+
+def update(container_id: str, resources: str | None, **flags) -> int:
+    from kubirun import log
+    from kubirun.container import Container
+    from kubirun.resources import resources_from_flags, resources_from_file
+
+    changes = resources_from_file(resources) if resources else {}
+    for section, values in resources_from_flags(flags).items():
+        changes.setdefault(section, {}).update(values)
+    if not changes:
+        raise KubirunError("update: nothing to change (give -r FILE or a limit flag)")
+    for warning in Container(container_id).update(changes):
+        log.warning(warning)
+    return 0
+
+
+def spec(bundle: str | None, rootless: bool) -> int:
+    from kubirun import jsonio
+    from kubirun.spec import default_config
+
+    path = os.path.join(bundle or ".", "config.json")
+    if os.path.exists(path):
+        raise KubirunError(f"File {path} exists. Remove it first")
+    with open(path, "x") as f:
+        f.write(jsonio.dumps(default_config(rootless), indent=2) + "\n")
+    return 0
+
+
+def features() -> int:
+    from kubirun import jsonio
+    from kubirun.features import features as describe
+
+    print(jsonio.dumps(describe(), indent=2))
+    return 0
 
 
 def demo_ps(image: str | None) -> int:
     from kubirun import demo
 
     return demo.ps(image)
+
+
+# --- parsing helpers -----------------------------------------------------------
+
+def _count(value: str, flag: str) -> int:
+    if not value.isdigit():
+        raise KubirunError(f"{flag}: expected a non-negative number, got {value!r}")
+    return int(value)
+
+
+def parse_signal(text: str) -> int:
+    """TERM, SIGTERM, sigterm, 15, RTMIN+1: as runc and kill(1) accept them."""
+    import _signal
+
+    if text.isdigit():
+        number = int(text)
+        if not 0 < number <= _signal.SIGRTMAX:
+            raise KubirunError(f"invalid signal {text!r}")
+        return number
+    name = text.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    for base in ("SIGRTMIN+", "SIGRTMAX-"):
+        if name.startswith(base) and name[len(base):].isdigit():
+            offset = int(name[len(base):])
+            number = _signal.SIGRTMIN + offset if base[6] == "N" else _signal.SIGRTMAX - offset
+            if _signal.SIGRTMIN <= number <= _signal.SIGRTMAX:
+                return number
+    number = getattr(_signal, name, None)
+    if not isinstance(number, int) or name.startswith("SIG_"):
+        raise KubirunError(f"unknown signal {text!r}")
+    return number
+
+
+def parse_duration(text: str) -> float:
+    """5s, 500ms, 1m, 1.5s, or plain seconds."""
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0), ("h", 3600.0)):
+        if text.endswith(suffix):
+            number = text[: -len(suffix)]
+            break
+    else:
+        number, scale = text, 1.0
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise KubirunError(f"invalid duration {text!r} (e.g. 5s, 500ms)") from None
+    if value <= 0:
+        raise KubirunError(f"duration must be positive, got {text!r}")
+    return value

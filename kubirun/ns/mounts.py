@@ -18,7 +18,9 @@ from kubirun._native import (
     MS_NODEV,
     MS_NOEXEC,
     MS_NOSUID,
+    MS_BIND,
     MS_RDONLY,
+    MS_REMOUNT,
     MS_STRICTATIME,
     RESOLVE_IN_ROOT,
     RESOLVE_NO_MAGICLINKS,
@@ -31,21 +33,37 @@ _RESOLVE = RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS
 
 class Mount:
     """Mount ``source`` of type ``fstype`` on ``target`` (a path in the root),
-    creating ``target`` as a directory if the image lacks it."""
+    creating ``target`` if the image lacks it (a directory, or an empty file
+    when ``target_is_file``: a bind mount of a file needs a file).
 
-    def __init__(self, source: str, target: str, fstype: str, flags: int = 0,
-                 data: str | None = None) -> None:
+    ``remount_flags``: a bind mount ignores ro/nosuid/... on the first call;
+    they take a second, ``MS_REMOUNT`` call.  ``propagation``: flags such as
+    ``MS_PRIVATE`` set by a third call.  ``follow_symlinks``: symlinks in
+    ``target`` are resolved *inside* the root (``RESOLVE_IN_ROOT``); without
+    it any symlink is refused (for /proc, /sys and /dev, which must be real
+    directories of the image).
+    """
+
+    def __init__(self, source: str | None, target: str, fstype: str | None, flags: int = 0,
+                 data: str | None = None, remount_flags: int = 0, propagation: int = 0,
+                 target_is_file: bool = False, follow_symlinks: bool = False) -> None:
         self.source, self.target, self.fstype, self.flags, self.data = source, target, fstype, flags, data
+        self.remount_flags = remount_flags
+        self.propagation = propagation
+        self.target_is_file = target_is_file
+        self.follow_symlinks = follow_symlinks
 
     def __repr__(self) -> str:
         return f"Mount({self.source!r}, {self.target!r}, {self.fstype!r}, {self.flags:#x}, {self.data!r})"
 
 
 class Device:
-    """A character device node, made in the container's own ``/dev`` tmpfs."""
+    """A device node (char, block or fifo), made in the container's ``/dev``."""
 
-    def __init__(self, path: str, major: int, minor: int, mode: int = 0o666) -> None:
+    def __init__(self, path: str, major: int, minor: int, mode: int = 0o666,
+                 kind: int = stat.S_IFCHR, uid: int | None = None, gid: int | None = None) -> None:
         self.path, self.major, self.minor, self.mode = path, major, minor, mode
+        self.kind, self.uid, self.gid = kind, uid, gid
 
     def __repr__(self) -> str:
         return f"Device({self.path!r}, {self.major}, {self.minor}, {self.mode:#o})"
@@ -102,13 +120,21 @@ def _split(path: str) -> tuple[str, str]:
     return parent or ".", name
 
 
-def open_dir_in_root(kernel: Kernel, root_fd: int, path: str, create: bool = True) -> int:
+def open_dir_in_root(kernel: Kernel, root_fd: int, path: str, create: bool = True,
+                     follow_symlinks: bool = False) -> int:
     """Open directory ``path`` of the root as an O_PATH fd, making it (mode
-    0755) if missing.  Any symlink on the way is an error, never followed."""
+    0755) if missing.  Any symlink on the way is an error, never followed,
+    unless ``follow_symlinks``: then it is resolved inside the root."""
+    return _open_in_root(kernel, root_fd, path, create, follow_symlinks, is_file=False)
+
+
+def _open_in_root(kernel: Kernel, root_fd: int, path: str, create: bool,
+                  follow_symlinks: bool, is_file: bool) -> int:
     rel = path.strip("/") or "."
-    flags = os.O_PATH | os.O_DIRECTORY
+    flags = os.O_PATH if is_file else os.O_PATH | os.O_DIRECTORY
+    resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS if follow_symlinks else _RESOLVE
     try:
-        return kernel.open_in_root(root_fd, rel, flags, _RESOLVE)
+        return kernel.open_in_root(root_fd, rel, flags, resolve)
     except FileNotFoundError:
         if not create or rel == ".":
             raise
@@ -118,14 +144,18 @@ def open_dir_in_root(kernel: Kernel, root_fd: int, path: str, create: bool = Tru
                           " kubirun does not follow it", "/" + rel) from err
         raise
     parent, name = _split(rel)
-    parent_fd = open_dir_in_root(kernel, root_fd, parent, create)
+    parent_fd = _open_in_root(kernel, root_fd, parent, create, follow_symlinks, is_file=False)
     try:
-        kernel.mkdirat(parent_fd, name, 0o755)
+        if is_file:
+            kernel.close(kernel.openat(parent_fd, name, os.O_CREAT | os.O_EXCL | os.O_WRONLY
+                                       | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+        else:
+            kernel.mkdirat(parent_fd, name, 0o755)
     except FileExistsError:
         pass
     finally:
         kernel.close(parent_fd)
-    return kernel.open_in_root(root_fd, rel, flags, _RESOLVE)
+    return kernel.open_in_root(root_fd, rel, flags, resolve)
 
 
 def apply(kernel: Kernel, root_fd: int, plan: list[Step]) -> None:
@@ -136,20 +166,64 @@ def apply(kernel: Kernel, root_fd: int, plan: list[Step]) -> None:
 
 def _apply_step(kernel: Kernel, root_fd: int, step: Step) -> None:
     if isinstance(step, Mount):
-        fd = open_dir_in_root(kernel, root_fd, step.target)
         try:
-            kernel.mount(step.source, proc_fd_path(fd), step.fstype, step.flags, step.data)
-        finally:
-            kernel.close(fd)
+            _mount(kernel, root_fd, step)
+        except OSError as err:
+            what = f"{step.fstype or 'bind'} {step.source or ''} on {step.target}".replace("  ", " ")
+            raise OSError(err.errno, f"{err.strerror} (mounting {what})") from None
         return
+    _make_node(kernel, root_fd, step)
+
+
+def _mount(kernel: Kernel, root_fd: int, step: Mount) -> None:
+    if step.flags & MS_REMOUNT:  # only change the flags of what is mounted there
+        _remount(kernel, root_fd, step, MS_REMOUNT | step.remount_flags)
+        return
+    fd = _open_in_root(kernel, root_fd, step.target, True, step.follow_symlinks,
+                       step.target_is_file)
+    try:
+        kernel.mount(step.source, proc_fd_path(fd), step.fstype, step.flags, step.data)
+    finally:
+        kernel.close(fd)
+    if step.remount_flags:
+        # A bind mount takes ro, nosuid... only on a second, remount call.
+        _remount(kernel, root_fd, step, MS_REMOUNT | MS_BIND | step.remount_flags)
+    if step.propagation:
+        _remount(kernel, root_fd, step, step.propagation)
+
+
+def _remount(kernel: Kernel, root_fd: int, step: Mount, flags: int) -> None:
+    """A second call on the mount now at ``step.target``: opened again, so
+    the fd names the new mount, not the directory it covers."""
+    fd = _open_in_root(kernel, root_fd, step.target, False, step.follow_symlinks,
+                       step.target_is_file)
+    try:
+        kernel.mount(None, proc_fd_path(fd), None, flags, None)
+    finally:
+        kernel.close(fd)
+
+
+def _make_node(kernel: Kernel, root_fd: int, step: Step) -> None:
     parent, name = _split(step.path)
     parent_fd = open_dir_in_root(kernel, root_fd, parent)
     try:
         if isinstance(step, Device):
-            kernel.mknodat(parent_fd, name, stat.S_IFCHR | step.mode,
-                           os.makedev(step.major, step.minor))
+            try:
+                kernel.mknodat(parent_fd, name, step.kind | step.mode,
+                               os.makedev(step.major, step.minor))
+            except FileExistsError:
+                kernel.unlinkat(parent_fd, name)  # a spec device replaces a default one
+                kernel.mknodat(parent_fd, name, step.kind | step.mode,
+                               os.makedev(step.major, step.minor))
             kernel.chmodat(parent_fd, name, step.mode)  # mknod's mode is masked by umask
+            if step.uid is not None or step.gid is not None:
+                kernel.chownat(parent_fd, name, step.uid if step.uid is not None else -1,
+                               step.gid if step.gid is not None else -1)
         elif isinstance(step, Symlink):
-            kernel.symlinkat(step.target, parent_fd, name)
+            try:
+                kernel.symlinkat(step.target, parent_fd, name)
+            except FileExistsError:
+                pass  # the spec mounted or made it already
     finally:
         kernel.close(parent_fd)
+

@@ -36,6 +36,60 @@ NAMESPACE_FLAGS = {
     "network": CLONE_NEWNET,
     "cgroup": CLONE_NEWCGROUP,
 }
+# /proc/PID/ns/<name> for each type
+PROC_NS_NAMES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
+                 "cgroup": "cgroup"}
+# setns order for `exec`: the mount namespace last, since joining it changes
+# our root and the other /proc/PID/ns paths were opened before.
+JOIN_ORDER = ("cgroup", "ipc", "uts", "network", "pid", "mount")
+
+
+def open_namespace(path: str, kind: str) -> int:
+    """Open a namespace file (``/proc/PID/ns/net``, ``/run/netns/x``...) and
+    check that it is a namespace of the expected kind."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as err:
+        raise OSError(err.errno, f"cannot open {kind} namespace: {err.strerror}", path) from None
+    return fd
+
+
+def join(namespaces: list[tuple[int, str]]) -> None:
+    """``setns`` into each (CLONE_NEW* flag, path); the kernel checks that
+    the file is a namespace of that type."""
+    for flag, path in namespaces:
+        fd = open_namespace(path, hex(flag))
+        try:
+            _native.setns(fd, flag)
+        except OSError as err:
+            raise OSError(err.errno, f"setns: {err.strerror}", path) from None
+        finally:
+            os.close(fd)
+
+
+def fork_init(pid_namespace: str | None, new: bool) -> int:
+    """Fork the container's init into its PID namespace: a new one
+    (``new``), an existing one (``pid_namespace`` is its path), or ours."""
+    if new:
+        return fork_into_new_pid_namespace()
+    _native.prctl(PR_SET_DUMPABLE, 0)
+    if pid_namespace is None:
+        return os.fork()
+    target = open_namespace(pid_namespace, "pid")
+    own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _native.setns(target, CLONE_NEWPID)
+        try:
+            pid = os.fork()
+        except BaseException:
+            _native.setns(own, CLONE_NEWPID)
+            raise
+        if pid:
+            _native.setns(own, CLONE_NEWPID)  # the child stays; we go back
+        return pid
+    finally:
+        os.close(target)
+        os.close(own)
 
 
 def fork_into_new_pid_namespace() -> int:

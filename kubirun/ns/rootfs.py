@@ -1,5 +1,7 @@
-"""Entering the container's root filesystem: private propagation, the root
-bind mount, and ``pivot_root`` with the old root detached.
+"""Entering the container's root filesystem: propagation, the root bind
+mount, ``pivot_root`` with the old root detached (or ``MS_MOVE`` + chroot
+for ``--no-pivot``), and what is done to the root once inside it: masked
+and read-only paths, sysctls, a read-only root.
 
 Run these in the container's own mount namespace only: together they are
 what keeps the host's mount table untouched.
@@ -8,13 +10,29 @@ from __future__ import annotations
 
 import os
 
-from kubirun._native import MNT_DETACH, MS_BIND, MS_PRIVATE, MS_REC, MS_SLAVE, Kernel
+from kubirun._native import (
+    MNT_DETACH, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
+    MS_REMOUNT, MS_SLAVE, Kernel,
+)
+from kubirun.errors import ContainerStartError
 
 
 def make_mounts_private(kernel: Kernel) -> None:
     """Stop mount events propagating between the container and the host, in
     both directions, before the container mounts anything."""
     kernel.mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+
+def set_propagation(kernel: Kernel, flags: int) -> None:
+    """``linux.rootfsPropagation`` (default rprivate) for the whole tree."""
+    if flags & MS_PRIVATE:
+        make_mounts_private(kernel)
+    else:
+        # slave or shared: our mounts must still not reach the host, so the
+        # tree becomes a slave first (runc does the same).
+        kernel.mount(None, "/", None, MS_REC | MS_SLAVE)
+        if not flags & MS_SLAVE:
+            kernel.mount(None, "/", None, flags)
 
 
 def bind_root(kernel: Kernel, rootfs: str) -> None:
@@ -42,3 +60,66 @@ def pivot_into(kernel: Kernel, rootfs: str) -> None:
         kernel.close(old_root)
         kernel.close(new_root)
     kernel.chdir("/")
+
+
+def move_into(kernel: Kernel, rootfs: str) -> None:
+    """``--no-pivot``: move the root's mount onto "/" and chroot into it (for
+    roots on a ramdisk, where pivot_root is impossible).  The host's mounts
+    stay reachable from below: weaker, as runc warns."""
+    kernel.chdir(rootfs)
+    kernel.mount(rootfs, "/", None, MS_MOVE)
+    os.chroot(".")
+    kernel.chdir("/")
+
+
+def mask_paths(kernel: Kernel, paths: list[str]) -> None:
+    """Hide each path: a directory under an empty read-only tmpfs, a file
+    under /dev/null.  Paths the container lacks are skipped."""
+    for path in paths:
+        try:
+            fd = kernel.open(path, os.O_PATH | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        try:
+            target = f"/proc/self/fd/{fd}"
+            if os.path.isdir(target):
+                kernel.mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0,mode=755")
+            else:
+                kernel.mount("/dev/null", target, None, MS_BIND)
+        finally:
+            kernel.close(fd)
+
+
+def make_paths_readonly(kernel: Kernel, paths: list[str]) -> None:
+    """Bind each path onto itself and remount it read-only."""
+    for path in paths:
+        try:
+            kernel.mount(path, path, None, MS_BIND | MS_REC)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        kernel.mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_REC
+                     | _locked_flags(path))
+
+
+def remount_root_readonly(kernel: Kernel) -> None:
+    kernel.mount(None, "/", None, MS_BIND | MS_REMOUNT | MS_RDONLY | _locked_flags("/"))
+
+
+def _locked_flags(path: str) -> int:
+    """The nosuid/nodev/noexec a bind remount must repeat or be refused."""
+    flags = 0
+    st = os.statvfs(path)
+    for bit, flag in ((os.ST_NOSUID, MS_NOSUID), (os.ST_NODEV, MS_NODEV), (os.ST_NOEXEC, MS_NOEXEC)):
+        if st.f_flag & bit:
+            flags |= flag
+    return flags
+
+
+def write_sysctls(sysctl: dict[str, str]) -> None:
+    for key, value in sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError as err:
+            raise ContainerStartError(f"cannot set sysctl {key}={value}: {err.strerror}") from None

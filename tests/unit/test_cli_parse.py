@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kubirun.cli import fastpath
-from kubirun.cli.spec import RUN
+from kubirun.cli.table import RUN
 
 click = pytest.importorskip("click")
 

@@ -1,0 +1,83 @@
+"""Linux capabilities: names, and how a container's process gets exactly the
+sets its spec lists (bounding, effective, permitted, inheritable, ambient).
+
+Order matters and follows runc: drop from the bounding set while still
+root, keep the permitted set across the uid switch (``PR_SET_KEEPCAPS``),
+then set the three thread sets with ``capset`` and raise the ambient ones.
+"""
+from __future__ import annotations
+
+from kubirun import _native
+from kubirun._native import (
+    PR_CAP_AMBIENT,
+    PR_CAP_AMBIENT_CLEAR_ALL,
+    PR_CAP_AMBIENT_RAISE,
+    PR_CAPBSET_DROP,
+    PR_SET_KEEPCAPS,
+)
+from kubirun.errors import ContainerStartError
+
+_NAMES = (
+    "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP"
+    " LINUX_IMMUTABLE NET_BIND_SERVICE NET_BROADCAST NET_ADMIN NET_RAW IPC_LOCK IPC_OWNER"
+    " SYS_MODULE SYS_RAWIO SYS_CHROOT SYS_PTRACE SYS_PACCT SYS_ADMIN SYS_BOOT SYS_NICE"
+    " SYS_RESOURCE SYS_TIME SYS_TTY_CONFIG MKNOD LEASE AUDIT_WRITE AUDIT_CONTROL SETFCAP"
+    " MAC_OVERRIDE MAC_ADMIN SYSLOG WAKE_ALARM BLOCK_SUSPEND AUDIT_READ PERFMON BPF"
+    " CHECKPOINT_RESTORE"
+).split()
+CAPABILITIES = {f"CAP_{name}": number for number, name in enumerate(_NAMES)}
+
+
+def last_cap() -> int:
+    """The highest capability this kernel knows (names beyond it are skipped)."""
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return len(_NAMES) - 1
+
+
+def mask(names: list[str], highest: int) -> int:
+    bits = 0
+    for name in names:
+        number = CAPABILITIES[name]
+        if number <= highest:
+            bits |= 1 << number
+    return bits
+
+
+class CapabilityPlan:
+    """The sets of one process, as bit masks for this kernel."""
+
+    def __init__(self, sets: dict[str, list[str]], highest: int) -> None:
+        self.highest = highest
+        self.bounding = mask(sets.get("bounding", []), highest)
+        self.effective = mask(sets.get("effective", []), highest)
+        self.permitted = mask(sets.get("permitted", []), highest)
+        self.inheritable = mask(sets.get("inheritable", []), highest)
+        self.ambient = mask(sets.get("ambient", []), highest)
+
+    def drop_bounding(self) -> None:
+        """Step 1, as root: remove every capability not in the bounding set."""
+        for number in range(self.highest + 1):
+            if not self.bounding & (1 << number):
+                _native.prctl(PR_CAPBSET_DROP, number)
+
+    @staticmethod
+    def keep_across_user_switch(keep: bool) -> None:
+        """Step 2: ``setuid`` away from 0 clears the permitted set unless asked."""
+        _native.prctl(PR_SET_KEEPCAPS, 1 if keep else 0)
+
+    def set_thread_sets(self) -> None:
+        """Step 3, after the user switch: exactly the listed sets."""
+        try:
+            _native.capset(self.effective, self.permitted, self.inheritable)
+        except OSError as err:
+            raise ContainerStartError(f"cannot set capabilities: {err.strerror}") from None
+        _native.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        for number in range(self.highest + 1):
+            if self.ambient & (1 << number):
+                try:
+                    _native.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
+                except OSError:
+                    pass  # runc too ignores an ambient capability not in permitted+inheritable

@@ -1,0 +1,201 @@
+"""The command line, declared once as data.
+
+Two parsers read this table: ``fastpath`` parses the everyday forms of the
+hot commands without importing click (click alone costs ~25 ms to import
+here, more than runc needs to run a whole container), and ``app`` builds
+the click application for everything else: ``--help``, error messages,
+unusual spellings.  Whatever ``fastpath`` does not fully understand goes to
+click, so the two can never disagree on a valid command line's meaning.
+"""
+from __future__ import annotations
+
+# Plain classes, not dataclasses: importing dataclasses costs ~5 ms at
+# every start (it imports inspect).
+
+
+class Option:
+    def __init__(self, names: tuple[str, ...], dest: str, help: str, kind: str = "flag",
+                 metavar: str | None = None, default: object = None) -> None:
+        self.names = names  # e.g. ("-e", "--env")
+        self.dest = dest  # the handler's keyword
+        self.help = help
+        self.kind = kind  # "flag" | "value" | "multiple"
+        self.metavar = metavar
+        self.default = default
+
+
+class Argument:
+    def __init__(self, dest: str, required: bool = True, variadic: bool = False) -> None:
+        self.dest = dest
+        self.required = required
+        self.variadic = variadic  # takes every remaining word, options included
+
+
+class Command:
+    def __init__(self, name: str, help: str, handler: str, options: tuple[Option, ...] = (),
+                 arguments: tuple[Argument, ...] = (), epilog: str = "") -> None:
+        self.name = name
+        self.help = help
+        self.handler = handler  # "module:function", imported only when the command runs
+        self.options = options
+        self.arguments = arguments
+        self.epilog = epilog
+
+
+def _id(required: bool = True) -> Argument:
+    return Argument("container_id", required)
+
+
+GLOBAL_OPTIONS = (
+    Option(("--root",), "root", "State directory (default /run/kubirun as root,"
+           " $XDG_RUNTIME_DIR/kubirun otherwise).", "value", "DIR"),
+    Option(("--log",), "log", "Write kubirun's messages to FILE (default: stderr).", "value", "FILE"),
+    Option(("--log-format",), "log_format", "Log format: text or json.", "value", "FORMAT", "text"),
+    Option(("--debug",), "debug", "Also log debug messages."),
+    Option(("--systemd-cgroup",), "systemd_cgroup",
+           "Use systemd for cgroups (not supported: kubirun manages cgroupfs itself)."),
+    Option(("--rootless",), "rootless", "true, false or auto (only auto/false are supported yet).",
+           "value", "MODE", "auto"),
+)
+
+_BUNDLE = Option(("-b", "--bundle"), "bundle", "The bundle directory (default: the current one).",
+                 "value", "DIR")
+_PID_FILE = Option(("--pid-file",), "pid_file", "Write the container's PID to FILE.", "value", "FILE")
+_CONSOLE_SOCKET = Option(("--console-socket",), "console_socket",
+                         "Unix socket to send the pty master to (for terminal: true).",
+                         "value", "PATH")
+_PRESERVE_FDS = Option(("--preserve-fds",), "preserve_fds",
+                       "Pass N more fds (3..3+N-1) to the container.", "value", "N", "0")
+_CREATE_OPTIONS = (
+    _BUNDLE, _PID_FILE, _CONSOLE_SOCKET,
+    Option(("--no-pivot",), "no_pivot", "Use MS_MOVE and chroot instead of pivot_root."),
+    Option(("--no-new-keyring",), "no_new_keyring",
+           "Keep the caller's session keyring (kubirun never makes one)."),
+    _PRESERVE_FDS,
+)
+_FORMAT = Option(("-f", "--format"), "format", "Output format: table or json.", "value", "FORMAT",
+                 "table")
+
+CREATE = Command("create", "Create a container from an OCI bundle; it waits for `start`.",
+                 "kubirun.cli.handlers:create", _CREATE_OPTIONS, (_id(),))
+START = Command("start", "Run the user process of a created container.",
+                "kubirun.cli.handlers:start", (), (_id(),))
+STATE = Command("state", "Print a container's OCI state as JSON.",
+                "kubirun.cli.handlers:state", (), (_id(),))
+KILL = Command("kill", "Send SIGNAL (default TERM; a name or a number) to the container's init.",
+               "kubirun.cli.handlers:kill",
+               (Option(("-a", "--all"), "all", "Signal every process of the container."),),
+               (_id(), Argument("signal", required=False)))
+DELETE = Command("delete", "Delete a container and everything kubirun made for it.",
+                 "kubirun.cli.handlers:delete",
+                 (Option(("-f", "--force"), "force", "Kill it first if it still runs."),),
+                 (_id(),))
+EXEC = Command(
+    "exec", "Run a process in a running container.", "kubirun.cli.handlers:exec_",
+    (
+        Option(("-p", "--process"), "process", "A process.json (runtime-spec process object).",
+               "value", "FILE"),
+        Option(("-t", "--tty"), "tty", "Give the process a terminal."),
+        _CONSOLE_SOCKET,
+        Option(("--cwd",), "cwd", "Working directory.", "value", "DIR"),
+        Option(("-e", "--env"), "env", "Set KEY=VALUE.", "multiple", "KEY=VALUE", ()),
+        Option(("-u", "--user"), "user", "UID[:GID].", "value", "UID[:GID]"),
+        Option(("-g", "--additional-gids"), "additional_gids", "Supplementary group ids.",
+               "multiple", "GID", ()),
+        Option(("-c", "--cap"), "cap", "Add a capability.", "multiple", "CAP", ()),
+        Option(("--no-new-privs",), "no_new_privs", "Set no_new_privs."),
+        Option(("-d", "--detach"), "detach", "Do not wait for the process."),
+        _PID_FILE,
+        _PRESERVE_FDS,
+    ),
+    (_id(), Argument("command", required=False, variadic=True)),
+)
+PS = Command("ps", "Show the container's processes (json: host PIDs).", "kubirun.cli.handlers:ps",
+             (_FORMAT,), (_id(), Argument("ps_args", required=False, variadic=True)))
+LIST = Command("list", "List containers.", "kubirun.cli.handlers:list_",
+               (_FORMAT, Option(("-q", "--quiet"), "quiet", "Only ids.")))
+PAUSE = Command("pause", "Freeze every process of a container.", "kubirun.cli.handlers:pause",
+                (), (_id(),))
+RESUME = Command("resume", "Thaw a paused container.", "kubirun.cli.handlers:resume", (), (_id(),))
+EVENTS = Command(
+    "events", "Stream a container's events (OOM kills, and stats with --stats) as JSON lines.",
+    "kubirun.cli.handlers:events",
+    (Option(("--stats",), "stats", "Print the stats once and exit."),
+     Option(("--interval",), "interval", "Stats interval (e.g. 5s, 500ms).", "value", "TIME", "5s")),
+    (_id(),),
+)
+UPDATE = Command(
+    "update", "Change a running container's resource limits.", "kubirun.cli.handlers:update",
+    (
+        Option(("-r", "--resources"), "resources", "linux.resources JSON file ('-': stdin).",
+               "value", "FILE"),
+        Option(("--memory",), "memory", "Memory limit (bytes, or 512m, 1g).", "value", "SIZE"),
+        Option(("--memory-reservation",), "memory_reservation", "Memory soft limit.", "value", "SIZE"),
+        Option(("--memory-swap",), "memory_swap", "Memory plus swap limit.", "value", "SIZE"),
+        Option(("--cpu-shares",), "cpu_shares", "CPU shares (relative weight).", "value", "N"),
+        Option(("--cpu-quota",), "cpu_quota", "CPU CFS quota (us per period).", "value", "US"),
+        Option(("--cpu-period",), "cpu_period", "CPU CFS period (us).", "value", "US"),
+        Option(("--cpu-rt-runtime",), "cpu_rt_runtime", "Realtime runtime (us).", "value", "US"),
+        Option(("--cpu-rt-period",), "cpu_rt_period", "Realtime period (us).", "value", "US"),
+        Option(("--cpuset-cpus",), "cpuset_cpus", "CPUs allowed (e.g. 0-1).", "value", "LIST"),
+        Option(("--cpuset-mems",), "cpuset_mems", "Memory nodes allowed.", "value", "LIST"),
+        Option(("--pids-limit",), "pids_limit", "Maximum number of processes.", "value", "N"),
+        Option(("--blkio-weight",), "blkio_weight", "Block IO weight (10-1000).", "value", "N"),
+        Option(("--kernel-memory",), "kernel_memory", "Kernel memory limit (refused).", "value", "SIZE"),
+        Option(("--kernel-memory-tcp",), "kernel_memory_tcp", "Kernel TCP memory limit (refused).",
+               "value", "SIZE"),
+        Option(("--l3-cache-schema",), "l3_cache_schema", "Intel RDT (refused).", "value", "S"),
+        Option(("--mem-bw-schema",), "mem_bw_schema", "Intel RDT (refused).", "value", "S"),
+    ),
+    (_id(),),
+)
+SPEC = Command("spec", "Write a default config.json (like `runc spec`).", "kubirun.cli.handlers:spec",
+               (_BUNDLE, Option(("--rootless",), "rootless", "A config for a non-root user.")))
+FEATURES = Command("features", "Print what this kubirun supports (runtime-spec features.md JSON).",
+                   "kubirun.cli.handlers:features")
+
+RUN = Command(
+    name="run",
+    help="Run a container: from an image, or from an OCI bundle.\n\n"
+         "`kubirun run IMAGE [-- CMD...]`: IMAGE is a root filesystem, a directory (used in "
+         "place) or a tar archive (.tar, .tar.gz, ...) unpacked for this container; CMD "
+         "defaults to /bin/sh.\n\n"
+         "`kubirun run [-b BUNDLE] [-d] ID`: as `runc run`, create and start container ID from "
+         "an OCI bundle (the current directory by default), then wait for it and delete it "
+         "(unless -d). The bundle form is chosen with -b, or when IMAGE is not a path but the "
+         "current directory has a config.json.",
+    handler="kubirun.cli.handlers:run",
+    options=(
+        Option(("--name",), "name", "Container name (default: a random id).", "value", "NAME"),
+        Option(("--hostname",), "hostname", "Hostname inside (default: the name).", "value", "NAME"),
+        Option(("-e", "--env"), "env", "Set KEY=VALUE (or pass KEY from this environment).",
+               "multiple", "KEY[=VALUE]", ()),
+        Option(("-w", "--workdir"), "workdir", "Working directory inside (default: /).",
+               "value", "DIR", "/"),
+        Option(("-u", "--user"), "user", "Run as UID[:GID] or NAME[:GROUP] of the image.",
+               "value", "USER"),
+        Option(("-t", "--tty"), "tty", "Give the container a terminal (a pty made inside it)."),
+        Option(("-i", "--interactive"), "interactive",
+               "With -t, forward this terminal's input (without -t, stdin is always the caller's)."),
+        Option(("--keep",), "keep", "Keep the container (its root, or its OCI state) after it exits."),
+        Option(("-d", "--detach"), "detach", "Bundle form: do not wait for the container."),
+        *_CREATE_OPTIONS,
+    ),
+    arguments=(Argument("image"), Argument("command", required=False, variadic=True)),
+    epilog="Example: kubirun run rootfs/busybox.tar.gz -- ps aux",
+)
+
+DEMO_PS = Command(
+    name="ps",
+    help="Show `ps aux` on the host, then inside a container: the PID namespace at work.",
+    handler="kubirun.cli.handlers:demo_ps",
+    options=(
+        Option(("--image",), "image", "Image to use (default: the demo busybox image).",
+               "value", "IMAGE"),
+    ),
+)
+
+# Top-level commands; `demo` is a group of teaching demos.
+COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, PS, LIST, PAUSE,
+                                 RESUME, EVENTS, UPDATE, SPEC, FEATURES)}
+GROUPS = {"demo": ("Teaching demos: one command, one lesson.", {"ps": DEMO_PS})}

@@ -1,0 +1,188 @@
+"""The runtime's side of ``create``: from a validated spec to an init
+waiting in its ``created`` state.
+
+    1. the container's cgroup, with the spec's resources applied
+    2. the init's configuration: mount plan, namespaces to join or make,
+       terminal, exec fifo, hooks it runs itself
+    3. one fork, into the container's PID namespace (``container_init``
+       takes over in the child)
+    4. the init's three stops: run prestart + createRuntime hooks; move it
+       into the cgroup; ``created``
+"""
+from __future__ import annotations
+
+import os
+
+from kubirun import _native, log
+from kubirun.channel import CGROUP, HOOKS, READY, InitChannel
+from kubirun.errors import KubirunError
+from kubirun.init import InitConfig, container_init
+from kubirun.ns import namespaces
+from kubirun.ns.mountspec import PROPAGATION_OPTIONS, plan_devices, plan_mounts
+from kubirun.spec import Spec
+
+DEFAULT_CGROUP_PARENT = "/kubirun"
+
+
+class InitRun:
+    """A forked init and what the runtime holds to talk to it."""
+
+    def __init__(self, pid: int, channel: InitChannel, console, master: int | None) -> None:
+        self.pid, self.channel, self.console, self.master = pid, channel, console, master
+
+
+def make_cgroup(spec: Spec, container_id: str):
+    from kubirun.cgroups import open_cgroup
+
+    # Default: /kubirun/ID (a parent shared by kubirun's containers and
+    # left in place, as docker and runc leave theirs); $KUBIRUN_CGROUP_PARENT
+    # moves it.  A relative cgroupsPath is put under the same parent.
+    parent = os.environ.get("KUBIRUN_CGROUP_PARENT") or DEFAULT_CGROUP_PARENT
+    path = spec.cgroups_path or f"{parent}/{container_id}"
+    if not path.startswith("/"):
+        path = f"{parent}/{path}"
+    if ":" in path and not path.startswith("/"):
+        raise KubirunError(f"cgroupsPath {path!r} is a systemd slice:name path;"
+                           " kubirun does not support --systemd-cgroup")
+    cgroup = open_cgroup(path)
+    cgroup.create()
+    try:
+        for warning in cgroup.apply(with_default_devices(spec)):
+            log.warning(f"container {container_id}: {warning}")
+    except BaseException:
+        cgroup.destroy()
+        raise
+    return cgroup
+
+
+# What every container may use whatever its config says (runc's
+# AllowedDevices): mknod of any node, and the standard ones, the ptys, tun.
+DEFAULT_ALLOWED_DEVICES = [
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+    *({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
+      for major, minor in ((1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1), (5, 2),
+                           (10, 200))),
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},
+]
+
+
+def with_default_devices(spec: Spec) -> dict:
+    """The spec's resources, with the device rules completed as runc does:
+    the default devices and those of ``linux.devices`` are allowed after
+    the config's own rules."""
+    resources = dict(spec.resources or {})
+    rules = list(resources.get("devices") or [])
+    if not rules and not spec.devices:
+        return resources
+    rules += DEFAULT_ALLOWED_DEVICES
+    for dev in spec.devices:
+        rules.append({"allow": True, "type": dev["type"] if dev["type"] != "u" else "c",
+                      "major": dev.get("major"), "minor": dev.get("minor"), "access": "rwm"})
+    resources["devices"] = rules
+    return resources
+
+
+def cgroup_binds(cgroup) -> list[tuple[str, str]]:
+    """(name under /sys/fs/cgroup, host directory) of the container's own
+    cgroup in every hierarchy: what its /sys/fs/cgroup shows.  The name is
+    "" for a pure v2 host, whose /sys/fs/cgroup is the one hierarchy."""
+    binds = []
+    for directory in cgroup.dirs():
+        mount_point = directory[: len(directory) - len(cgroup.path)] if cgroup.path != "/" else directory
+        rel = os.path.relpath(mount_point, "/sys/fs/cgroup")
+        name = "" if rel == "." else (rel if not rel.startswith("..") else os.path.basename(mount_point))
+        binds.append((name, directory))
+    return binds
+
+
+def init_config(spec: Spec, cgroup, fifo: str | None, options, channel: InitChannel) -> InitConfig:
+    mounts = plan_mounts(spec.mounts, cgroup_binds(cgroup))
+    dev_is_tmpfs = any(m["destination"].rstrip("/") == "/dev" and m.get("type") == "tmpfs"
+                       for m in spec.mounts)
+    mounts.extend(plan_devices(spec.devices, dev_is_tmpfs))
+    config = InitConfig(spec.root, spec.process, channel, mounts, spec.hostname)
+    config.domainname = spec.domainname
+    for ns in spec.namespaces:
+        flag = namespaces.NAMESPACE_FLAGS[ns.type]
+        if ns.type == "pid":
+            continue  # the fork takes care of it
+        if ns.path:
+            config.join.append((flag, ns.path))
+        elif ns.type == "cgroup":
+            config.new_cgroupns = True
+        else:
+            config.unshare |= flag
+    if spec.namespace("mount") is None:
+        raise KubirunError("config.json: linux.namespaces: a container needs a mount namespace")
+    net = spec.namespace("network")
+    config.new_netns = net is not None and net.path is None
+    if spec.rootfs_propagation:
+        config.rootfs_propagation = PROPAGATION_OPTIONS[spec.rootfs_propagation]
+    config.root_readonly = spec.root_readonly
+    config.masked_paths = spec.masked_paths
+    config.readonly_paths = spec.readonly_paths
+    config.sysctl = spec.sysctl
+    config.no_pivot = options.no_pivot
+    config.exec_fifo = fifo
+    config.die_with_runtime = options.foreground
+    config.preserve_fds = options.preserve_fds
+    config.hooks_create_container = spec.hooks.get("createContainer", [])
+    config.hooks_start_container = spec.hooks.get("startContainer", [])
+    return config
+
+
+def start_init(container_id: str, spec: Spec, cgroup, fifo: str, options) -> InitRun:
+    """Fork the init (steps 2 and 3)."""
+    import sys
+
+    channel = InitChannel()
+    config = init_config(spec, cgroup, fifo, options, channel)
+    ours = None
+    if spec.process.terminal:
+        from kubirun import console
+
+        if options.console_socket:
+            config.console_socket = console.connect_console_socket(options.console_socket)
+        elif options.foreground:
+            import socket
+
+            ours, config.console_socket = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            config.console_ack = True
+        else:
+            raise KubirunError("process.terminal is true: a detached container needs"
+                               " --console-socket to hand the terminal to")
+    pid_ns = spec.namespace("pid")
+    config.hook_state = {"ociVersion": spec.version, "id": container_id, "status": "creating",
+                         "bundle": spec.bundle, "annotations": spec.annotations}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = namespaces.fork_init(pid_ns.path if pid_ns else None, pid_ns is not None and not pid_ns.path)
+    if pid == 0:
+        container_init(config)  # never returns
+    channel.parent_side()
+    master = None
+    if config.console_socket is not None:
+        config.console_socket.close()
+    if ours is not None:
+        from kubirun import console
+
+        master = console.receive_master(ours, console.caller_terminal())
+    return InitRun(pid, channel, ours, master)
+
+
+def complete(run: InitRun, cgroup, spec: Spec, hook_state) -> None:
+    """Step 4: answer the init's stops until it is ``created``."""
+    channel = run.channel
+    channel.expect(HOOKS, "setting up its namespaces and mounts")
+    state = hook_state("createRuntime")
+    if spec.hooks.get("prestart") or spec.hooks.get("createRuntime"):
+        from kubirun.hooks import run_hooks
+
+        run_hooks("prestart", spec.hooks.get("prestart", []), state)
+        run_hooks("createRuntime", spec.hooks.get("createRuntime", []), state)
+    channel.go()
+    channel.expect(CGROUP, "running its createContainer hooks and pivot_root")
+    cgroup.add(run.pid)
+    channel.go()
+    channel.expect(READY, "preparing its process")

@@ -1,0 +1,216 @@
+"""``kubirun exec``: a new process inside a running container.
+
+    1. the container must be running; its init's namespaces are opened
+       through /proc/PID/ns (checked to still be that init)
+    2. we make ourselves non-dumpable, join its PID namespace, fork once:
+       the child is born inside, never ptrace-able by the container
+       (the CVE-2016-9962 class), and we return to our own
+    3. the child joins the other namespaces (mount last: it moves our root
+       into the container's)
+    4. the runtime moves the child into the container's cgroup
+    5. the child becomes the process: terminal, user, capabilities,
+       environment, ``execve`` (the same steps as the init's)
+    6. we wait and return its exit status, or return at once (``-d``)
+"""
+from __future__ import annotations
+
+import os
+import _signal as signal  # the public module costs ~3 ms of enum set-up per start
+import sys
+
+from kubirun import _native, process
+from kubirun._native import CLOSE_RANGE_CLOEXEC, CLONE_NEWPID, PR_SET_DUMPABLE
+from kubirun.channel import CGROUP, READY, InitChannel
+from kubirun.errors import ExecError, KubirunError, describe
+from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES
+
+
+class ExecOptions:
+    def __init__(self, detach: bool = False, pid_file: str | None = None,
+                 console_socket: str | None = None, preserve_fds: int = 0) -> None:
+        self.detach = detach
+        self.pid_file = pid_file
+        self.console_socket = console_socket
+        self.preserve_fds = preserve_fds
+
+
+def process_from_file(path: str) -> process.ProcessSpec:
+    from kubirun import jsonio
+    from kubirun.spec import SpecError, parse_process
+
+    try:
+        raw = jsonio.load_file(path)
+    except OSError as err:
+        raise KubirunError(f"cannot read process file {path}: {err.strerror}") from None
+    except (jsonio.JSONError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: malformed JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: expected a JSON object (a runtime-spec process)")
+    return parse_process(raw, "process")
+
+
+def process_from_args(args: list[str]) -> process.ProcessSpec:
+    spec = process.ProcessSpec(args=args, env=[f"PATH={process.DEFAULT_PATH}"])
+    spec.oci = True
+    return spec
+
+
+def exec_in_container(container_id: str, spec: process.ProcessSpec, options: ExecOptions) -> int:
+    from kubirun.container import Container
+
+    container = Container(container_id)
+    state = container.load()
+    status = container.status(state)
+    if status not in ("running", "created"):
+        raise KubirunError(f"cannot exec in container {container_id}: it is {status}")
+    if spec.terminal and options.detach and not options.console_socket:
+        raise KubirunError("exec -t -d needs --console-socket to hand the terminal to")
+    pid = state["pid"]
+    namespaces = _open_namespaces(pid, state.get("namespaces", {}))
+    try:
+        return _fork_and_wait(container, state, spec, options, namespaces)
+    finally:
+        for _, fd in namespaces:
+            os.close(fd)
+
+
+def _open_namespaces(pid: int, configured: dict) -> list[tuple[str, int]]:
+    """The init's namespaces that differ from ours, in join order."""
+    result = []
+    for kind in JOIN_ORDER:
+        if kind not in configured:
+            continue  # shared with the host: nothing to join
+        name = PROC_NS_NAMES[kind]
+        theirs = f"/proc/{pid}/ns/{name}"
+        try:
+            if os.stat(theirs).st_ino == os.stat(f"/proc/self/ns/{name}").st_ino:
+                continue
+            result.append((kind, os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)))
+        except FileNotFoundError:
+            raise KubirunError(f"container's init {pid} is gone") from None
+    return result
+
+
+def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: ExecOptions,
+                   namespaces: list[tuple[str, int]]) -> int:
+    channel = InitChannel()
+    console = None
+    ours = None
+    if spec.terminal:
+        from kubirun import console as console_module
+
+        if options.console_socket:
+            console = console_module.connect_console_socket(options.console_socket)
+        else:
+            import socket
+
+            ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    pid_fd = next((fd for kind, fd in namespaces if kind == "pid"), None)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _native.prctl(PR_SET_DUMPABLE, 0)
+    try:
+        if pid_fd is not None:
+            _native.setns(pid_fd, CLONE_NEWPID)
+        child = os.fork()
+        if child == 0:
+            _exec_child(spec, channel, namespaces, console, ours is not None, options.preserve_fds)
+        if pid_fd is not None:
+            _native.setns(own_pid_ns, CLONE_NEWPID)
+    finally:
+        os.close(own_pid_ns)
+    channel.parent_side()
+    master = None
+    try:
+        if console is not None:
+            console.close()
+        if ours is not None:
+            from kubirun import console as console_module
+
+            master = console_module.receive_master(ours, console_module.caller_terminal())
+        channel.expect(CGROUP, "joining the container's namespaces")
+        if state.get("cgroup"):
+            container._cgroup(state).add(child)
+        channel.go()
+        channel.expect(READY, "preparing its process")
+        if options.pid_file:
+            from kubirun.container import write_pid_file
+
+            write_pid_file(options.pid_file, child)
+        if options.detach:
+            return 0
+        return _wait(child, channel, master, spec.interactive or spec.terminal)
+    except BaseException:
+        try:
+            os.kill(child, 9)
+        except ProcessLookupError:
+            pass
+        _reap(child)
+        raise
+    finally:
+        channel.close()
+
+
+def _wait(child: int, channel: InitChannel, master: int | None, interactive: bool) -> int:
+    from kubirun.signals import SignalForwarder
+
+    pidfd = _native.pidfd_open(child)
+    try:
+        with SignalForwarder(pidfd):
+            channel.expect(b"", "running")
+            if master is not None:
+                from kubirun import console
+
+                with console.TerminalRelay(master, pidfd, interactive) as relay:
+                    relay.run()
+            return _reap(child)
+    finally:
+        os.close(pidfd)
+
+
+def _reap(pid: int) -> int:
+    try:
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return 0
+    code = os.waitstatus_to_exitcode(status)
+    return 128 - code if code < 0 else code
+
+
+def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: list[tuple[str, int]],
+                console, ack: bool, preserve_fds: int) -> "NoReturn":  # noqa: F821
+    """Steps 3 to 5, in the forked child; never returns."""
+    try:
+        channel.child_side()
+        process.preload(spec)  # the container's root has no Python modules
+        if spec.terminal:
+            from kubirun import console as console_module
+        # 3. Join the container's namespaces; the mount namespace last.
+        for kind, fd in namespaces:
+            if kind != "pid":
+                _native.setns(fd, NAMESPACE_FLAGS[kind])
+        os.chdir("/")
+        # 4. Into the container's cgroup (the runtime moves us).
+        channel.ask(CGROUP)
+        # 5. Terminal, user, capabilities, environment.
+        slave = None
+        if spec.terminal:
+            master, slave = console_module.open_pty_in_current_root()
+            console_module.hand_over_master(console, master, spec.console_size, ack)
+        identity, program, env = process.prepare(spec, "")
+        if slave is not None:
+            console_module.become_controlling_terminal(slave)
+        process.become(spec, identity)
+        channel.tell(READY)
+        for fd in range(3, 3 + preserve_fds):
+            os.set_inheritable(fd, True)
+        _native.close_range(3 + preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+            signal.signal(sig, signal.SIG_DFL)
+        process.exec_program(program, spec.args, env)
+    except KubirunError as err:
+        channel.report_error(err.exit_code, str(err))
+    except BaseException as err:  # noqa: BLE001
+        channel.report_error(1 if not isinstance(err, ExecError) else err.exit_code, describe(err))
+    os._exit(1)

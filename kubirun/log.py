@@ -1,0 +1,62 @@
+"""Where kubirun's own messages go: ``--log FILE`` and ``--log-format
+text|json`` as runc has them.  Engines read the last error from the log
+(containerd's shim always passes ``--log B/log.json --log-format json``),
+so each message is one line, one JSON object with ``level``, ``msg`` and
+``time`` in json format.  Without ``--log``, messages go to stderr.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+_path: str | None = None
+_json = False
+_debug = False
+
+
+def configure(path: str | None, format: str | None, debug: bool) -> None:
+    global _path, _json, _debug
+    _path = path or None
+    _json = format == "json"
+    _debug = debug
+
+
+def _timestamp() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+def _emit(level: str, message: str, to_stderr: bool) -> None:
+    if _path is not None:
+        if _json:
+            from kubirun import jsonio
+
+            line = jsonio.dumps({"level": level, "msg": message, "time": _timestamp()})
+        else:
+            line = f'time="{_timestamp()}" level={level} msg="{message}"'
+        try:
+            fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode(errors="replace"))
+            finally:
+                os.close(fd)
+        except OSError:
+            to_stderr = True
+    if to_stderr or _path is None:
+        print(f"kubirun: {message}" if level == "error" else f"kubirun: {level}: {message}",
+              file=sys.stderr)
+
+
+def error(message: str) -> None:
+    """A fatal error: to the log and to stderr (engines read either)."""
+    _emit("error", message, to_stderr=True)
+
+
+def warning(message: str) -> None:
+    _emit("warning", message, to_stderr=False)
+
+
+def debug(message: str) -> None:
+    if _debug:
+        _emit("debug", message, to_stderr=False)

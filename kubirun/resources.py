@@ -1,0 +1,79 @@
+"""``kubirun update``'s flags and ``-r FILE``, as an OCI ``linux.resources``
+object for the cgroup manager.  Every flag maps to a field or is refused:
+nothing is silently dropped."""
+from __future__ import annotations
+
+from kubirun.errors import KubirunError
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str, flag: str) -> int:
+    """Bytes: 1048576, 512k, 512m, 1g (docker's units); -1 for unlimited."""
+    value = text.strip().lower()
+    if value == "-1":
+        return -1
+    number = value.rstrip("bkmgt")
+    unit = value[len(number):].rstrip("b") or ""
+    if unit not in _UNITS or not number.isdigit():
+        raise KubirunError(f"{flag}: invalid size {text!r} (e.g. 512m, 1g, -1)")
+    return int(number) * _UNITS[unit]
+
+
+def _int(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise KubirunError(f"{flag}: expected a number, got {text!r}") from None
+
+
+# flag -> (section, field, parser)
+FLAG_FIELDS = {
+    "memory": ("memory", "limit", parse_size),
+    "memory_reservation": ("memory", "reservation", parse_size),
+    "memory_swap": ("memory", "swap", parse_size),
+    "cpu_shares": ("cpu", "shares", _int),
+    "cpu_quota": ("cpu", "quota", _int),
+    "cpu_period": ("cpu", "period", _int),
+    "cpu_rt_runtime": ("cpu", "realtimeRuntime", _int),
+    "cpu_rt_period": ("cpu", "realtimePeriod", _int),
+    "cpuset_cpus": ("cpu", "cpus", lambda v, f: v),
+    "cpuset_mems": ("cpu", "mems", lambda v, f: v),
+    "pids_limit": ("pids", "limit", _int),
+    "blkio_weight": ("blockIO", "weight", _int),
+}
+REFUSED = {
+    "kernel_memory": "kernel memory limits are deprecated and not supported (runc ignores them too)",
+    "kernel_memory_tcp": "kernel TCP memory limits are not supported",
+    "l3_cache_schema": "Intel RDT is not supported",
+    "mem_bw_schema": "Intel RDT is not supported",
+}
+
+
+def resources_from_flags(flags: dict) -> dict:
+    resources: dict = {}
+    for name, value in flags.items():
+        if value is None:
+            continue
+        if name in REFUSED:
+            raise KubirunError(f"--{name.replace('_', '-')}: {REFUSED[name]}")
+        section, field, parser = FLAG_FIELDS[name]
+        resources.setdefault(section, {})[field] = parser(value, f"--{name.replace('_', '-')}")
+    return resources
+
+
+def resources_from_file(path: str) -> dict:
+    import sys
+
+    from kubirun import jsonio
+
+    try:
+        data = sys.stdin.read() if path == "-" else open(path).read()
+        resources = jsonio.loads(data)
+    except OSError as err:
+        raise KubirunError(f"cannot read {path}: {err.strerror}") from None
+    except jsonio.JSONError as err:
+        raise KubirunError(f"{path}: malformed JSON: {err}") from None
+    if not isinstance(resources, dict):
+        raise KubirunError(f"{path}: expected a linux.resources JSON object")
+    return resources

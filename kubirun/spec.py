@@ -1,0 +1,410 @@
+"""The OCI bundle's ``config.json``: loading, validation and defaults.
+
+``load_bundle`` turns a bundle directory into a ``Spec`` whose fields are
+checked and ready for the lifecycle; every error names the JSON path and
+the bad value (``config.json: process.args[0]: expected a string, got 5``).
+``default_config`` is what ``kubirun spec`` writes, the same as ``runc
+spec``.  Fields this module accepts but kubirun cannot honour yet are
+refused here, with the reason, never silently ignored.
+"""
+from __future__ import annotations
+
+import os
+
+from kubirun import OCI_SPEC_VERSION, jsonio
+from kubirun.errors import KubirunError
+from kubirun.process import ProcessSpec
+
+SUPPORTED_VERSIONS = ("1.0.", "1.1.", "1.2.", "1.3.")
+NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
+HOOK_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer",
+               "poststart", "poststop")
+
+
+class SpecError(KubirunError):
+    """config.json is malformed or asks for something impossible."""
+
+
+class Namespace:
+    def __init__(self, type: str, path: str | None) -> None:
+        self.type, self.path = type, path
+
+    def __repr__(self) -> str:
+        return f"Namespace({self.type!r}, {self.path!r})"
+
+
+class Hook:
+    def __init__(self, path: str, args: list[str], env: list[str], timeout: int | None) -> None:
+        self.path, self.args, self.env, self.timeout = path, args, env, timeout
+
+    def to_json(self) -> dict:
+        hook: dict = {"path": self.path, "args": self.args, "env": self.env}
+        if self.timeout is not None:
+            hook["timeout"] = self.timeout
+        return hook
+
+
+class Spec:
+    """A validated ``config.json`` of a bundle."""
+
+    def __init__(self, raw: dict, bundle: str) -> None:
+        self.raw = raw
+        self.bundle = bundle
+        self.version: str = ""
+        self.root = ""
+        self.root_readonly = False
+        self.hostname: str | None = None
+        self.domainname: str | None = None
+        self.process: ProcessSpec | None = None
+        self.mounts: list[dict] = []
+        self.namespaces: list[Namespace] = []
+        self.hooks: dict[str, list[Hook]] = {}
+        self.annotations: dict[str, str] = {}
+        self.linux: dict = {}
+        self.cgroups_path: str | None = None
+        self.resources: dict = {}
+        self.masked_paths: list[str] = []
+        self.readonly_paths: list[str] = []
+        self.devices: list[dict] = []
+        self.sysctl: dict[str, str] = {}
+        self.rootfs_propagation: str | None = None
+
+    def namespace(self, type: str) -> Namespace | None:
+        return next((ns for ns in self.namespaces if ns.type == type), None)
+
+
+def load_bundle(bundle: str) -> Spec:
+    """Read and validate ``BUNDLE/config.json``."""
+    bundle = os.path.abspath(bundle)
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise SpecError(f"bundle {bundle}: no config.json (not an OCI bundle)") from None
+    except OSError as err:
+        raise SpecError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        raw = jsonio.loads(data)
+    except (jsonio.JSONError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: malformed JSON: {err}") from None
+    return parse(raw, bundle)
+
+
+# --- validation helpers: each names the JSON path of what it checks -------
+
+def _fail(where: str, message: str) -> SpecError:
+    return SpecError(f"config.json: {where}: {message}")
+
+
+def _type_name(value: object) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _expect(value: object, kind: type | tuple, where: str) -> object:
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if not ok:
+        wanted = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+                  int: "an integer"}.get(kind, str(kind))
+        raise _fail(where, f"expected {wanted}, got {_type_name(value)} {jsonio.dumps(value)[:60]}")
+    return value
+
+
+def _get(obj: dict, key: str, kind: type | tuple, where: str, default: object = None) -> object:
+    if key not in obj or obj[key] is None:
+        return default
+    return _expect(obj[key], kind, f"{where}.{key}" if where else key)
+
+
+def _strings(obj: dict, key: str, where: str) -> list[str]:
+    items = _get(obj, key, list, where, [])
+    path = f"{where}.{key}" if where else key
+    for i, item in enumerate(items):
+        _expect(item, str, f"{path}[{i}]")
+    return list(items)
+
+
+def _uint(obj: dict, key: str, where: str, default: int | None = None) -> int | None:
+    value = _get(obj, key, int, where, default)
+    if value is not None and value < 0:
+        raise _fail(f"{where}.{key}", f"must not be negative, got {value}")
+    return value
+
+
+def parse(raw: object, bundle: str) -> Spec:
+    _expect(raw, dict, "(top level)")
+    spec = Spec(raw, bundle)
+    version = raw.get("ociVersion")
+    if not isinstance(version, str) or not version.startswith(SUPPORTED_VERSIONS):
+        raise _fail("ociVersion", f"unsupported version {jsonio.dumps(version)}"
+                    f" (kubirun supports 1.0.0 to 1.3.x)")
+    spec.version = version
+
+    root = _get(raw, "root", dict, "")
+    if root is None:
+        raise _fail("root", "missing (the root filesystem's path is required)")
+    root_path = _get(root, "path", str, "root")
+    if not root_path:
+        raise _fail("root.path", "missing or empty")
+    spec.root = os.path.normpath(os.path.join(bundle, root_path))
+    if not os.path.isdir(spec.root):
+        raise _fail("root.path", f"{root_path!r} is not a directory ({spec.root})")
+    spec.root_readonly = bool(_get(root, "readonly", bool, "root", False))
+
+    spec.hostname = _get(raw, "hostname", str, "")
+    spec.domainname = _get(raw, "domainname", str, "")
+    if "process" in raw and raw["process"] is not None:
+        spec.process = parse_process(_expect(raw["process"], dict, "process"), "process")
+    spec.mounts = [_parse_mount(m, f"mounts[{i}]")
+                   for i, m in enumerate(_get(raw, "mounts", list, "", []))]
+    spec.hooks = _parse_hooks(_get(raw, "hooks", dict, "", {}))
+    annotations = _get(raw, "annotations", dict, "", {})
+    for key, value in annotations.items():
+        _expect(value, str, f"annotations.{key}")
+    spec.annotations = dict(annotations)
+    _parse_linux(spec, _get(raw, "linux", dict, "", {}))
+    return spec
+
+
+def parse_process(proc: dict, where: str) -> ProcessSpec:
+    """A ``process`` object (of config.json, or of ``exec --process``)."""
+    args = _strings(proc, "args", where)
+    if not args and not proc.get("commandLine"):
+        raise _fail(f"{where}.args", "missing or empty: the container needs a program to run")
+    cwd = _get(proc, "cwd", str, where, "/")
+    if not cwd.startswith("/"):
+        raise _fail(f"{where}.cwd", f"must be an absolute path, got {cwd!r}")
+    env = _strings(proc, "env", where)
+    for i, item in enumerate(env):
+        if "=" not in item or item.startswith("="):
+            raise _fail(f"{where}.env[{i}]", f"expected KEY=VALUE, got {item!r}")
+    user = _get(proc, "user", dict, where, {})
+    uid = _uint(user, "uid", f"{where}.user", 0)
+    gid = _uint(user, "gid", f"{where}.user", 0)
+    extra = _get(user, "additionalGids", list, f"{where}.user", [])
+    for i, g in enumerate(extra):
+        if not isinstance(g, int) or isinstance(g, bool) or g < 0:
+            raise _fail(f"{where}.user.additionalGids[{i}]", f"expected a group id, got {g!r}")
+    if user.get("username"):
+        raise _fail(f"{where}.user.username", "is for Windows containers")
+    spec = ProcessSpec(
+        args=args,
+        env=env,
+        cwd=cwd,
+        terminal=bool(_get(proc, "terminal", bool, where, False)),
+    )
+    spec.oci = True
+    spec.uid, spec.gid, spec.additional_gids = uid, gid, tuple(extra)
+    spec.umask = _uint(user, "umask", f"{where}.user")
+    spec.no_new_privileges = bool(_get(proc, "noNewPrivileges", bool, where, False))
+    spec.capabilities = _parse_capabilities(_get(proc, "capabilities", dict, where, None), where)
+    spec.rlimits = _parse_rlimits(_get(proc, "rlimits", list, where, []), where)
+    spec.oom_score_adj = _get(proc, "oomScoreAdj", int, where)
+    if spec.oom_score_adj is not None and not -1000 <= spec.oom_score_adj <= 1000:
+        raise _fail(f"{where}.oomScoreAdj", f"must be in -1000..1000, got {spec.oom_score_adj}")
+    for field in ("apparmorProfile", "selinuxLabel"):
+        if proc.get(field):
+            raise _fail(f"{where}.{field}", f"{proc[field]!r} requested, but kubirun has no"
+                        f" {'AppArmor' if field[0] == 'a' else 'SELinux'} support on this host")
+    console = _get(proc, "consoleSize", dict, where)
+    spec.console_size = (_uint(console, "height", f"{where}.consoleSize", 0),
+                         _uint(console, "width", f"{where}.consoleSize", 0)) if console else None
+    return spec
+
+
+CAPABILITY_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+
+def _parse_capabilities(caps: dict | None, where: str) -> dict[str, list[str]] | None:
+    if caps is None:
+        return None
+    from kubirun.capabilities import CAPABILITIES
+
+    result = {}
+    for name in CAPABILITY_SETS:
+        items = _strings(caps, name, f"{where}.capabilities")
+        for i, cap in enumerate(items):
+            if cap.upper() not in CAPABILITIES:
+                raise _fail(f"{where}.capabilities.{name}[{i}]", f"unknown capability {cap!r}")
+        result[name] = [c.upper() for c in items]
+    return result
+
+
+def _parse_rlimits(items: list, where: str) -> list[tuple[str, int, int]]:
+    from kubirun.rlimits import RLIMITS
+
+    result = []
+    seen = set()
+    for i, item in enumerate(items):
+        here = f"{where}.rlimits[{i}]"
+        _expect(item, dict, here)
+        kind = _get(item, "type", str, here)
+        if kind not in RLIMITS:
+            raise _fail(f"{here}.type", f"unknown rlimit {kind!r}")
+        if kind in seen:
+            raise _fail(f"{here}.type", f"{kind} given twice")
+        seen.add(kind)
+        hard, soft = _uint(item, "hard", here), _uint(item, "soft", here)
+        if hard is None or soft is None:
+            raise _fail(here, "needs both soft and hard")
+        if soft > hard:
+            raise _fail(here, f"soft limit {soft} is above the hard limit {hard}")
+        result.append((kind, soft, hard))
+    return result
+
+
+def _parse_mount(mount: object, where: str) -> dict:
+    _expect(mount, dict, where)
+    destination = _get(mount, "destination", str, where)
+    if not destination:
+        raise _fail(f"{where}.destination", "missing or empty")
+    if not destination.startswith("/"):
+        raise _fail(f"{where}.destination", f"must be an absolute path, got {destination!r}")
+    if ".." in destination.split("/"):
+        raise _fail(f"{where}.destination", f"must not contain '..', got {destination!r}")
+    _get(mount, "type", str, where)
+    _get(mount, "source", str, where)
+    _strings(mount, "options", where)
+    if mount.get("uidMappings") or mount.get("gidMappings"):
+        raise _fail(f"{where}.uidMappings", "id-mapped mounts are not supported yet")
+    return mount
+
+
+def _parse_hooks(hooks: dict) -> dict[str, list[Hook]]:
+    result = {}
+    for phase, items in hooks.items():
+        if phase not in HOOK_PHASES:
+            raise _fail(f"hooks.{phase}", f"unknown hook phase (known: {', '.join(HOOK_PHASES)})")
+        parsed = []
+        for i, item in enumerate(_expect(items, list, f"hooks.{phase}") or []):
+            here = f"hooks.{phase}[{i}]"
+            _expect(item, dict, here)
+            path = _get(item, "path", str, here)
+            if not path or not path.startswith("/"):
+                raise _fail(f"{here}.path", f"must be an absolute path, got {path!r}")
+            timeout = _get(item, "timeout", int, here)
+            if timeout is not None and timeout <= 0:
+                raise _fail(f"{here}.timeout", f"must be positive, got {timeout}")
+            parsed.append(Hook(path, _strings(item, "args", here) or [path],
+                               _strings(item, "env", here), timeout))
+        result[phase] = parsed
+    return result
+
+
+def _parse_linux(spec: Spec, linux: dict) -> None:
+    spec.linux = linux
+    seen = set()
+    for i, ns in enumerate(_get(linux, "namespaces", list, "linux", [])):
+        here = f"linux.namespaces[{i}]"
+        _expect(ns, dict, here)
+        kind = _get(ns, "type", str, here)
+        if kind not in NAMESPACE_TYPES:
+            raise _fail(f"{here}.type", f"unknown namespace type {kind!r}")
+        if kind in seen:
+            raise _fail(f"{here}.type", f"namespace {kind!r} listed twice")
+        seen.add(kind)
+        path = _get(ns, "path", str, here) or None
+        if path is not None and not path.startswith("/"):
+            raise _fail(f"{here}.path", f"must be an absolute path, got {path!r}")
+        spec.namespaces.append(Namespace(kind, path))
+    for kind in ("user", "time"):
+        if kind in seen:
+            raise _fail("linux.namespaces", f"{kind} namespaces are not supported yet")
+    if linux.get("uidMappings") or linux.get("gidMappings"):
+        raise _fail("linux.uidMappings", "id mappings need a user namespace, not supported yet")
+    uts = spec.namespace("uts")
+    if spec.hostname and (uts is None or uts.path):
+        raise _fail("hostname", "setting a hostname needs a new uts namespace")
+    spec.cgroups_path = _get(linux, "cgroupsPath", str, "linux") or None
+    spec.resources = _get(linux, "resources", dict, "linux", {})
+    spec.masked_paths = _strings(linux, "maskedPaths", "linux")
+    spec.readonly_paths = _strings(linux, "readonlyPaths", "linux")
+    spec.devices = _get(linux, "devices", list, "linux", [])
+    for i, dev in enumerate(spec.devices):
+        here = f"linux.devices[{i}]"
+        _expect(dev, dict, here)
+        path = _get(dev, "path", str, here)
+        if not path or not path.startswith("/dev/"):
+            raise _fail(f"{here}.path", f"must be under /dev, got {path!r}")
+        if _get(dev, "type", str, here) not in ("c", "b", "u", "p"):
+            raise _fail(f"{here}.type", f"expected c, b, u or p, got {dev.get('type')!r}")
+        _uint(dev, "major", here)
+        _uint(dev, "minor", here)
+    sysctl = _get(linux, "sysctl", dict, "linux", {})
+    for key, value in sysctl.items():
+        _expect(value, str, f"linux.sysctl.{key}")
+    spec.sysctl = dict(sysctl)
+    propagation = _get(linux, "rootfsPropagation", str, "linux")
+    if propagation and propagation not in ("private", "rprivate", "slave", "rslave", "shared",
+                                           "rshared", "unbindable", "runbindable"):
+        raise _fail("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
+    spec.rootfs_propagation = propagation or None
+    for field in ("seccomp", "intelRdt", "personality"):
+        if linux.get(field):
+            raise _fail(f"linux.{field}", "not supported yet by kubirun")
+    if linux.get("mountLabel"):
+        raise _fail("linux.mountLabel", "SELinux labels are not available on this host")
+
+
+# --- `kubirun spec` ---------------------------------------------------------
+
+DEFAULT_CAPABILITIES = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
+
+
+def default_config(rootless: bool = False) -> dict:
+    """The config ``runc spec`` writes: ``sh`` on a terminal in ``rootfs``."""
+    caps = list(DEFAULT_CAPABILITIES)
+    config: dict = {
+        "ociVersion": OCI_SPEC_VERSION,
+        "process": {
+            "terminal": True,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                    "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": True,
+        },
+        "root": {"path": "rootfs", "readonly": True},
+        "hostname": "kubirun",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]},
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                            "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                            "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                              "/proc/sysrq-trigger"],
+        },
+    }
+    if rootless:
+        # What runc spec --rootless writes; kubirun refuses user namespaces
+        # until rootless mode lands, and says so when the config is loaded.
+        linux = config["linux"]
+        linux.pop("resources")
+        linux["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
+        linux["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
+        linux["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "user")]
+        config["mounts"][-2:] = [
+            {"destination": "/sys", "type": "none", "source": "/sys",
+             "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
+        config["process"]["terminal"] = True
+    return config
