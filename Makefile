@@ -13,10 +13,11 @@ PY     := $(VENV)/bin/python
 APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev libffi-dev libcap-dev \
             busybox-static procps make tar gzip
 # What the tests need besides: runc as the peer runtime, strace to count
-# execve calls, GNU tar to compare extraction with.
-APT_TEST := runc strace iproute2 util-linux
+# execve calls, GNU tar to compare extraction with; podman (with conmon) and
+# containerd (with ctr and its runc shim) to drive runtimes in tests/engines.
+APT_TEST := runc strace iproute2 util-linux podman conmon containerd
 
-.PHONY: run test deps test-deps apt-run apt-test image clean
+.PHONY: run test deps test-deps apt-run apt-test image bytecode clean
 
 run: deps image
 	$(VENV)/bin/kubirun demo ps
@@ -24,9 +25,14 @@ run: deps image
 test: test-deps image
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-deps: apt-run $(VENV)/.installed
+deps: apt-run $(VENV)/.installed bytecode
 
-test-deps: apt-run apt-test $(VENV)/.installed-test
+test-deps: apt-run apt-test $(VENV)/.installed-test bytecode
+
+# Compile kubirun's modules now: where PYTHONDONTWRITEBYTECODE is set (or
+# after an edit) every start would otherwise compile them again (~5 ms).
+bytecode: $(VENV)/.installed
+	$(PY) -m compileall -q kubirun
 
 image:
 	$(MAKE) -C rootfs

@@ -8,7 +8,6 @@ program (``execve`` closed its end).  Pipes, not a socketpair: the
 
     init -> runtime   b"H"  namespaces and mounts ready: run the prestart
                             and createRuntime hooks
-                      b"C"  put me into my cgroup
                       b"R"  created: waiting for ``start``
                       b"E<code>\\0<message>"  failed (then exits)
     runtime -> init   b"G"  go on
@@ -19,7 +18,7 @@ import os
 
 from kubirun.errors import ContainerStartError
 
-HOOKS, CGROUP, READY, ERROR, GO = b"H", b"C", b"R", b"E", b"G"
+HOOKS, READY, ERROR, GO = b"H", b"R", b"E", b"G"
 
 
 class InitChannel:

@@ -142,6 +142,7 @@ class Container:
 
         cgroup = creation.make_cgroup(spec, self.id)
         state["cgroup"] = cgroup.to_state()
+        state["cgroup_join"] = creation.join_files(spec, cgroup)
         self.dir.write(state)
 
         run = creation.start_init(self.id, spec, cgroup, self.dir.fifo, options)

@@ -6,15 +6,14 @@ waiting in its ``created`` state.
        terminal, exec fifo, hooks it runs itself
     3. one fork, into the container's PID namespace (``container_init``
        takes over in the child)
-    4. the init's three stops: run prestart + createRuntime hooks; move it
-       into the cgroup; ``created``
+    4. the init's stops: run the prestart + createRuntime hooks; ``created``
 """
 from __future__ import annotations
 
 import os
 
 from kubirun import _native, log
-from kubirun.channel import CGROUP, HOOKS, READY, InitChannel
+from kubirun.channel import HOOKS, READY, InitChannel
 from kubirun.errors import KubirunError
 from kubirun.init import InitConfig, container_init
 from kubirun.ns import namespaces
@@ -96,12 +95,21 @@ def cgroup_binds(cgroup) -> list[tuple[str, str]]:
     return binds
 
 
+def join_files(spec: Spec, cgroup) -> list[tuple[str, bool]]:
+    """What the init (and later ``exec``) writes to join the cgroup; a
+    hybrid host's unified hierarchy only when a limit lives there."""
+    resources = spec.resources or {}
+    needs_unified = bool(resources.get("hugepageLimits") or resources.get("unified"))
+    return cgroup.join_files(include_unified=needs_unified)
+
+
 def init_config(spec: Spec, cgroup, fifo: str | None, options, channel: InitChannel) -> InitConfig:
     mounts = plan_mounts(spec.mounts, cgroup_binds(cgroup))
     dev_is_tmpfs = any(m["destination"].rstrip("/") == "/dev" and m.get("type") == "tmpfs"
                        for m in spec.mounts)
     mounts.extend(plan_devices(spec.devices, dev_is_tmpfs))
     config = InitConfig(spec.root, spec.process, channel, mounts, spec.hostname)
+    config.cgroup_join = join_files(spec, cgroup)
     config.domainname = spec.domainname
     for ns in spec.namespaces:
         flag = namespaces.NAMESPACE_FLAGS[ns.type]
@@ -172,7 +180,8 @@ def start_init(container_id: str, spec: Spec, cgroup, fifo: str, options) -> Ini
 
 
 def complete(run: InitRun, cgroup, spec: Spec, hook_state) -> None:
-    """Step 4: answer the init's stops until it is ``created``."""
+    """Step 4: run the hooks when the init stops for them; wait until
+    it is ``created``."""
     channel = run.channel
     channel.expect(HOOKS, "setting up its namespaces and mounts")
     state = hook_state("createRuntime")
@@ -181,8 +190,5 @@ def complete(run: InitRun, cgroup, spec: Spec, hook_state) -> None:
 
         run_hooks("prestart", spec.hooks.get("prestart", []), state)
         run_hooks("createRuntime", spec.hooks.get("createRuntime", []), state)
-    channel.go()
-    channel.expect(CGROUP, "running its createContainer hooks and pivot_root")
-    cgroup.add(run.pid)
     channel.go()
     channel.expect(READY, "preparing its process")

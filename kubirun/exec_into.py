@@ -7,7 +7,8 @@
        (the CVE-2016-9962 class), and we return to our own
     3. the child joins the other namespaces (mount last: it moves our root
        into the container's)
-    4. the runtime moves the child into the container's cgroup
+    4. the child moves itself into the container's cgroup (before the
+       mount namespace hides the host's /sys/fs/cgroup)
     5. the child becomes the process: terminal, user, capabilities,
        environment, ``execve`` (the same steps as the init's)
     6. we wait and return its exit status, or return at once (``-d``)
@@ -20,8 +21,9 @@ import sys
 
 from kubirun import _native, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, CLONE_NEWPID, PR_SET_DUMPABLE
-from kubirun.channel import CGROUP, READY, InitChannel
+from kubirun.channel import READY, InitChannel
 from kubirun.errors import ExecError, KubirunError, describe
+from kubirun.init import cgroups_join
 from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES
 
 
@@ -115,7 +117,8 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             _native.setns(pid_fd, CLONE_NEWPID)
         child = os.fork()
         if child == 0:
-            _exec_child(spec, channel, namespaces, console, ours is not None, options.preserve_fds)
+            _exec_child(spec, channel, namespaces, state.get("cgroup_join", []), console,
+                        ours is not None, options.preserve_fds)
         if pid_fd is not None:
             _native.setns(own_pid_ns, CLONE_NEWPID)
     finally:
@@ -129,10 +132,6 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             from kubirun import console as console_module
 
             master = console_module.receive_master(ours, console_module.caller_terminal())
-        channel.expect(CGROUP, "joining the container's namespaces")
-        if state.get("cgroup"):
-            container._cgroup(state).add(child)
-        channel.go()
         channel.expect(READY, "preparing its process")
         if options.pid_file:
             from kubirun.container import write_pid_file
@@ -179,20 +178,24 @@ def _reap(pid: int) -> int:
 
 
 def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: list[tuple[str, int]],
-                console, ack: bool, preserve_fds: int) -> "NoReturn":  # noqa: F821
+                cgroup_join: list, console, ack: bool, preserve_fds: int) -> "NoReturn":  # noqa: F821
     """Steps 3 to 5, in the forked child; never returns."""
     try:
         channel.child_side()
         process.preload(spec)  # the container's root has no Python modules
         if spec.terminal:
             from kubirun import console as console_module
-        # 3. Join the container's namespaces; the mount namespace last.
+        # 3. Into the container's cgroup (ourselves: see Cgroup.join_files),
+        #    the memory hierarchy last.
+        memory_file = cgroups_join(cgroup_join)
+        # 4. Join the container's namespaces; the mount namespace last.
         for kind, fd in namespaces:
             if kind != "pid":
                 _native.setns(fd, NAMESPACE_FLAGS[kind])
         os.chdir("/")
-        # 4. Into the container's cgroup (the runtime moves us).
-        channel.ask(CGROUP)
+        if memory_file is not None:
+            os.write(memory_file, b"0")
+            os.close(memory_file)
         # 5. Terminal, user, capabilities, environment.
         slave = None
         if spec.terminal:

@@ -4,10 +4,9 @@ order, as you would write it on a whiteboard.
 This code runs in the forked child, already in the container's PID
 namespace (``ns.namespaces.fork_init``).  It never returns: it either
 becomes the container's program through ``execve`` or reports why it could
-not on the channel to the runtime (``kubirun.channel``) and exits.  At
-three points it stops and waits for the runtime: to let it run the
-prestart/createRuntime hooks, to be moved into its cgroup, and (for
-``create``) until ``start`` opens the exec fifo.
+not on the channel to the runtime (``kubirun.channel``) and exits.  It
+stops and waits twice: for the runtime to run the prestart/createRuntime
+hooks, and (for ``create``) until ``start`` opens the exec fifo.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ import _signal as signal  # the public module costs ~3 ms of enum set-up per sta
 
 from kubirun import _native, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
-from kubirun.channel import CGROUP, HOOKS, READY, InitChannel
+from kubirun.channel import HOOKS, READY, InitChannel
 from kubirun.errors import ExecError, KubirunError, describe
 from kubirun.ns import mounts, namespaces, network, rootfs
 
@@ -33,6 +32,7 @@ class InitConfig:
         self.hostname = hostname
         self.domainname: str | None = None
         self.join: list[tuple[int, str]] = []  # (CLONE_NEW*, path) to setns into
+        self.cgroup_join: list[tuple[str, bool]] = []  # (file to write "0" to, charges memory?)
         self.unshare = 0  # CLONE_NEW* flags to create, except pid and cgroup
         self.new_cgroupns = False
         self.new_netns = False
@@ -75,19 +75,24 @@ def _setup_and_exec(config: InitConfig) -> None:
     _native.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     # 2. Namespaces: join those given by path, make the new ones (the PID
-    #    namespace is already ours; the cgroup one comes after step 9).
+    #    namespace is already ours; the cgroup one comes after step 11).
     namespaces.join(config.join)
     _native.unshare(config.unshare)
 
-    # 3. Nothing we mount from here on reaches the host.
+    # 3. Into the container's cgroup, every hierarchy but the one that
+    #    charges memory: that one is joined last (step 11), so the
+    #    interpreter's pages stay charged to the runtime.
+    memory_file = cgroups_join(config.cgroup_join)
+
+    # 4. Nothing we mount from here on reaches the host.
     rootfs.set_propagation(kernel, config.rootfs_propagation)
     rootfs.bind_root(kernel, config.rootfs)
 
-    # 4. The spec's mounts and devices, resolved inside the new root.
+    # 5. The spec's mounts and devices, resolved inside the new root.
     root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
     mounts.apply(kernel, root_fd, config.plan)
 
-    # 5. The terminal, if asked for: made from the container's devpts.
+    # 6. The terminal, if asked for: made from the container's devpts.
     slave = None
     if spec.terminal:
         from kubirun import console
@@ -99,7 +104,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     kernel.close(root_fd)
     fifo = _open_exec_fifo(config.exec_fifo)
 
-    # 6. Hooks: prestart and createRuntime (run by the runtime), then
+    # 7. Hooks: prestart and createRuntime (run by the runtime), then
     #    createContainer (ours: in the container's namespaces, before the
     #    host's filesystem leaves our view).
     channel.ask(HOOKS)
@@ -108,7 +113,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     config.hook_state["pid"] = int(os.readlink("/proc/self"))
     _run_hooks("createContainer", config.hooks_create_container, config.hook_state)
 
-    # 7. Switch root: the host's filesystem is gone from view (and with it
+    # 8. Switch root: the host's filesystem is gone from view (and with it
     #    Python's own modules: import now what the steps below need).
     process.preload(spec)
     if config.hooks_start_container:
@@ -118,14 +123,14 @@ def _setup_and_exec(config: InitConfig) -> None:
     else:
         rootfs.pivot_into(kernel, config.rootfs)
 
-    # 8. Finish the root: masked and read-only paths, sysctls, ro root.
+    # 9. Finish the root: masked and read-only paths, sysctls, ro root.
     rootfs.mask_paths(kernel, config.masked_paths)
     rootfs.make_paths_readonly(kernel, config.readonly_paths)
     rootfs.write_sysctls(config.sysctl)
     if config.root_readonly:
         rootfs.remount_root_readonly(kernel)
 
-    # 9. Name the host, bring up loopback.
+    # 10. Name the host, bring up loopback.
     if config.hostname is not None:
         _native.sethostname(config.hostname)
     if config.domainname is not None:
@@ -133,19 +138,20 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.new_netns:
         network.bring_up_loopback()
 
-    # 10. Into the container's cgroup, as late as possible so that the
-    #     interpreter's memory stays charged to the runtime; then a cgroup
-    #     namespace rooted there.
-    channel.ask(CGROUP)
+    # 11. Into the memory cgroup, then a cgroup namespace rooted where we
+    #     are now.
+    if memory_file is not None:
+        os.write(memory_file, b"0")
+        os.close(memory_file)
     if config.new_cgroupns:
         _native.unshare(_native.CLONE_NEWCGROUP)
 
-    # 11. What runs, found in the container's PATH, with which environment.
+    # 12. What runs, found in the container's PATH, with which environment.
     identity, program, env = process.prepare(spec, config.hostname or "")
     if slave is not None:
         console.become_controlling_terminal(slave)
 
-    # 12. Created: wait for `start` (it opens the exec fifo), then run the
+    # 13. Created: wait for `start` (it opens the exec fifo), then run the
     #     startContainer hooks.
     if not config.die_with_runtime:
         _native.prctl(PR_SET_PDEATHSIG, 0)
@@ -154,10 +160,10 @@ def _setup_and_exec(config: InitConfig) -> None:
         _wait_for_start(fifo)
     _run_hooks("startContainer", config.hooks_start_container, config.hook_state)
 
-    # 13. Who runs: limits, capabilities, user, no_new_privs, working dir.
+    # 14. Who runs: limits, capabilities, user, no_new_privs, working dir.
     process.become(spec, identity)
 
-    # 14. Leave nothing of the runtime behind: signal dispositions Python
+    # 15. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones
     #     (close-on-exec, so the channel still carries an execve failure).
     _reset_signals()
@@ -165,7 +171,7 @@ def _setup_and_exec(config: InitConfig) -> None:
         os.set_inheritable(fd, True)
     _native.close_range(3 + config.preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
 
-    # 15. Become the container's program.
+    # 16. Become the container's program.
     try:
         process.exec_program(program, spec.args, env)
     except ExecError as err:
@@ -173,6 +179,24 @@ def _setup_and_exec(config: InitConfig) -> None:
         # (unless this is a foreground run), so say it where the user looks.
         os.write(2, f"kubirun: {err}\n".encode(errors="replace"))
         raise
+
+
+def cgroups_join(files: list[tuple[str, bool]]) -> int | None:
+    """Move ourselves into the cgroup (see ``Cgroup.join_files``), except
+    the memory hierarchy, whose file is returned open for later."""
+    memory_file = None
+    for path, charges_memory in files:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        if charges_memory:
+            memory_file = fd
+            continue
+        try:
+            os.write(fd, b"0")
+        except OSError as err:
+            raise OSError(err.errno, f"cannot join cgroup: {err.strerror}", path) from None
+        finally:
+            os.close(fd)
+    return memory_file
 
 
 def _open_exec_fifo(path: str | None) -> int | None:

@@ -194,12 +194,47 @@ class Cgroup:
             # Whatever we made and could not take back is still ours.
             self._created.extend(d for d in made if d not in self._created and os.path.isdir(d))
 
-    def add(self, pid: int) -> None:
-        """Move ``pid`` (the whole thread group) into the cgroup everywhere."""
+    def add(self, pid: int, memory: bool | None = None) -> None:
+        """Move ``pid`` (the whole thread group) into the cgroup everywhere;
+        with ``memory=False`` everywhere but the hierarchy that charges
+        memory, with ``memory=True`` only there (a runtime joins that one
+        last, so its own memory is not charged to the container)."""
         from . import fs
 
+        memory_dir = self.memory_dir()
         for d in self.dirs():
-            fs.write(self.path, d, "cgroup.procs", str(int(pid)))
+            if memory is None or (d == memory_dir) == memory:
+                fs.write(self.path, d, "cgroup.procs", str(int(pid)))
+
+    def join_files(self, include_unified: bool = True) -> list[tuple[str, bool]]:
+        """The files a process writes "0" to, to move *itself* into the
+        cgroup, each with whether its hierarchy charges memory.
+
+        v1 hierarchies: ``tasks``.  A single-threaded process moving itself
+        through ``tasks`` skips the kernel's global threadgroup lock, and
+        with it an RCU grace period (measured here: 0.4 ms for nine
+        hierarchies, against 7-14 ms through ``cgroup.procs``).  v2 has
+        only ``cgroup.procs``.  ``include_unified=False`` leaves out a
+        hybrid host's unified hierarchy (it holds no controller a
+        container needs unless hugetlb is limited there).
+        """
+        memory_dir = self.memory_dir()
+        unified = getattr(self, "unified_mount", None)
+        files = []
+        for d in self.dirs():
+            if unified and d.startswith(unified + "/") or self.kind == "v2":
+                if self.kind == "hybrid" and not include_unified:
+                    continue
+                files.append((d + "/cgroup.procs", d == memory_dir))
+            else:
+                files.append((d + "/tasks", d == memory_dir))
+        return files
+
+    def memory_dir(self) -> str | None:
+        """The directory whose hierarchy charges memory (None without one)."""
+        if self.kind == "v2":
+            return self.dirs()[0]
+        return self.dir_of("memory")
 
     def pids(self) -> list[int]:
         """Every pid in the cgroup and its descendants, sorted; [] when the

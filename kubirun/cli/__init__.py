@@ -62,7 +62,14 @@ def dispatch(command: Command, params: dict, global_params: dict) -> int:
         if type(err).__module__.startswith("kubirun.cgroups"):
             log.error(str(err))
             return 1
-        raise
+        # A bug of ours: still one line (engines show the last line of
+        # stderr); the traceback with --debug.
+        if global_params.get("debug"):
+            import traceback
+
+            traceback.print_exc()
+        log.error(f"internal error: {type(err).__name__}: {err}")
+        return 1
     except KeyboardInterrupt:
         return 130
 
