@@ -206,11 +206,26 @@ def _open_exec_fifo(path: str | None) -> int | None:
     return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
 
+# While created, the init dies of the signals that would end a program
+# that does not handle them (as runc's init does): `kill ID` (TERM) of a
+# created container works.  A PID namespace's init only gets signals it has
+# a handler for, hence handlers that exit, not default dispositions.
+CREATED_FATAL_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT,
+                         signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _die_of(signum: int, _frame: object) -> None:
+    os._exit(128 + signum)
+
+
 def _wait_for_start(fifo: int) -> None:
     """Block until `start` opens the fifo for reading, then tell it we are
     going (one byte).  Reopened through /proc/self/fd: the O_PATH fd
     cannot be written to."""
+    previous = {sig: signal.signal(sig, _die_of) for sig in CREATED_FATAL_SIGNALS}
     fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo)

@@ -316,7 +316,7 @@ def parse_signal(text: str) -> int:
     for base in ("SIGRTMIN+", "SIGRTMAX-"):
         if name.startswith(base) and name[len(base):].isdigit():
             offset = int(name[len(base):])
-            number = _signal.SIGRTMIN + offset if base[6] == "N" else _signal.SIGRTMAX - offset
+            number = _signal.SIGRTMIN + offset if base == "SIGRTMIN+" else _signal.SIGRTMAX - offset
             if _signal.SIGRTMIN <= number <= _signal.SIGRTMAX:
                 return number
     number = getattr(_signal, name, None)
