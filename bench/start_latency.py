@@ -58,6 +58,7 @@ class Candidate:
     name: str
     argv_for: Callable[[int], list[str]]  # run number -> command line
     env: dict[str, str] | None = None
+    prepare: Callable[[int], None] | None = None  # run number -> set-up, not timed
     samples: list[float] = field(default_factory=list)
 
 
@@ -77,14 +78,18 @@ def unpack_rootfs(image: Path, tmp: Path) -> Path:
     return rootfs
 
 
-def make_bundle(runtime: str, rootfs: Path, tmp: Path) -> Path:
-    """An OCI bundle for runc/crun: RUNTIME's default spec, on ROOTFS, /bin/true."""
+def make_bundle(runtime: str, rootfs: Path, tmp: Path, *,
+                readonly: bool | None = False) -> Path:
+    """An OCI bundle for runc/crun: RUNTIME's default spec, on ROOTFS, /bin/true.
+    READONLY is root.readonly (None: as RUNTIME's spec has it)."""
     bundle = tmp / "bundle"
     bundle.mkdir()
     _check([runtime, "spec", "--bundle", str(bundle)], f"{runtime} spec")
     config_path = bundle / "config.json"
     config = json.loads(config_path.read_text())
-    config["root"] = {"path": str(rootfs), "readonly": False}
+    if readonly is None:
+        readonly = bool(config.get("root", {}).get("readonly", False))
+    config["root"] = {"path": str(rootfs), "readonly": readonly}
     config["process"]["terminal"] = False
     config["process"]["args"] = ["/bin/true"]
     # A cgroup of the benchmark's own: left to itself runc nests its cgroup
@@ -146,6 +151,8 @@ def drop_unavailable(candidates: list[Candidate], counter: list[int],
     for c in candidates:
         if c.name == "crun":
             counter[0] += 1
+            if c.prepare:
+                c.prepare(counter[0])
             proc = _run(c, counter[0])
             if proc.returncode != 0:
                 lines = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -182,6 +189,8 @@ def alternate(candidates: list[Candidate], rounds: int, counter: list[int],
         shift = r % len(candidates)
         for c in candidates[shift:] + candidates[:shift]:
             counter[0] += 1
+            if c.prepare:
+                c.prepare(counter[0])
             elapsed = time_once(c, counter[0])
             if record:
                 c.samples.append(elapsed)
@@ -197,17 +206,19 @@ def percentile(samples: list[float], p: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def summarise(candidates: list[Candidate]) -> dict[str, dict]:
+def summarise(candidates: list[Candidate],
+              refs: tuple[str, ...] = ("runc", "floor")) -> dict[str, dict]:
+    """Per candidate: median, p10, p90, min, max (ms), the median's ratio to
+    each of REFS' medians (``vs_<ref>``, None if REF did not run), the samples."""
     medians = {c.name: statistics.median(c.samples) for c in candidates}
-    runc, floor = medians.get("runc"), medians.get("floor")
     return {c.name: {
         "median_ms": medians[c.name] * 1e3,
         "p10_ms": percentile(c.samples, 10) * 1e3,
         "p90_ms": percentile(c.samples, 90) * 1e3,
         "min_ms": min(c.samples) * 1e3,
         "max_ms": max(c.samples) * 1e3,
-        "vs_runc": medians[c.name] / runc if runc else None,
-        "vs_floor": medians[c.name] / floor if floor else None,
+        **{f"vs_{ref}": medians[c.name] / medians[ref] if medians.get(ref) else None
+           for ref in refs},
         "samples_ms": [round(s * 1e3, 3) for s in c.samples],
     } for c in candidates}
 
@@ -219,18 +230,20 @@ def verdict(summary: dict[str, dict]) -> str:
     return f"kubirun/runc = {ratio:.2f} (goal <= {GOAL})"
 
 
-def format_table(summary: dict[str, dict], runs: int, warmup: int) -> str:
+def format_table(summary: dict[str, dict], runs: int, warmup: int,
+                 refs: tuple[str, ...] = ("runc", "floor"),
+                 title: str = "start latency") -> str:
     def ratio(x: float | None) -> str:
         return f"{x:.2f}x" if x is not None else "-"
 
-    lines = [f"start latency, {runs} alternating runs each after {warmup} warm-up "
+    lines = [f"{title}, {runs} alternating runs each after {warmup} warm-up "
              f"(ms, wall clock of the whole command)",
              f"{'name':<14}{'median':>8}{'p10':>8}{'p90':>8}{'max':>8}"
-             f"{'/runc':>8}{'/floor':>8}"]
+             + "".join(f"{'/' + ref:>8}" for ref in refs)]
     for name, row in summary.items():
         lines.append(f"{name:<14}{row['median_ms']:8.2f}{row['p10_ms']:8.2f}"
                      f"{row['p90_ms']:8.2f}{row['max_ms']:8.2f}"
-                     f"{ratio(row['vs_runc']):>8}{ratio(row['vs_floor']):>8}")
+                     + "".join(f"{ratio(row['vs_' + ref]):>8}" for ref in refs))
     return "\n".join(lines)
 
 
@@ -262,14 +275,21 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def argument_parser(doc: str, each: str = "candidate") -> argparse.ArgumentParser:
+    """--runs, --warmup and --json, for a benchmark of EACHes described by DOC."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--runs", type=non_negative_int, default=30,
-                        help="timed runs of each candidate (default 30)")
+                        help=f"timed runs of each {each} (default 30)")
     parser.add_argument("--warmup", type=non_negative_int, default=3,
-                        help="untimed warm-up runs of each candidate (default 3)")
+                        help=f"untimed warm-up runs of each {each} (default 3)")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON object instead of the table")
+    return parser
+
+
+def parse_args(argv: list[str] | None,
+               parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    parser = parser or argument_parser(__doc__)
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")

@@ -8,7 +8,8 @@ program (``execve`` closed its end).  Pipes, not a socketpair: the
 
     init -> runtime   b"H"  namespaces and mounts ready: run the prestart
                             and createRuntime hooks
-                      b"R"  created: waiting for ``start``
+                      b"R"  ready: record me as created
+                      b"W"  waiting for ``start`` (PDEATHSIG dropped)
                       b"E<code>\\0<message>"  failed (then exits)
     runtime -> init   b"G"  go on
 """
@@ -18,7 +19,7 @@ import os
 
 from kubirun.errors import ContainerStartError
 
-HOOKS, READY, ERROR, GO = b"H", b"R", b"E", b"G"
+HOOKS, READY, WAITING, ERROR, GO = b"H", b"R", b"W", b"E", b"G"
 
 
 class InitChannel:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from kubirun import _native, log
-from kubirun.channel import HOOKS, READY, InitChannel
+from kubirun.channel import HOOKS, READY, WAITING, InitChannel
 from kubirun.errors import KubirunError
 from kubirun.init import InitConfig, container_init
 from kubirun.ns import namespaces
@@ -179,16 +179,24 @@ def start_init(container_id: str, spec: Spec, cgroup, fifo: str, options) -> Ini
     return InitRun(pid, channel, ours, master)
 
 
-def complete(run: InitRun, cgroup, spec: Spec, hook_state) -> None:
-    """Step 4: run the hooks when the init stops for them; wait until
-    it is ``created``."""
+def complete(run: InitRun, spec: Spec, hook_state, persist, record_created) -> None:
+    """Step 4: run the hooks when the init stops for them; once it is
+    ready, record it as ``created`` and let it wait for ``start``.
+
+    The init keeps its PDEATHSIG until the state file says ``created``
+    with its PID (so a runtime killed before that takes the half-made
+    container with it), and drops it before we exit (``WAITING``)."""
     channel = run.channel
     channel.expect(HOOKS, "setting up its namespaces and mounts")
-    state = hook_state("createRuntime")
     if spec.hooks.get("prestart") or spec.hooks.get("createRuntime"):
         from kubirun.hooks import run_hooks
 
+        persist()  # hooks may call `kubirun state ID`
+        state = hook_state()
         run_hooks("prestart", spec.hooks.get("prestart", []), state)
         run_hooks("createRuntime", spec.hooks.get("createRuntime", []), state)
     channel.go()
     channel.expect(READY, "preparing its process")
+    record_created()
+    channel.go()
+    channel.expect(WAITING, "waiting for start")

@@ -15,7 +15,7 @@ import _signal as signal  # the public module costs ~3 ms of enum set-up per sta
 
 from kubirun import _native, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
-from kubirun.channel import HOOKS, READY, InitChannel
+from kubirun.channel import HOOKS, READY, WAITING, InitChannel
 from kubirun.errors import ExecError, KubirunError, describe
 from kubirun.ns import mounts, namespaces, network, rootfs
 
@@ -153,9 +153,10 @@ def _setup_and_exec(config: InitConfig) -> None:
 
     # 13. Created: wait for `start` (it opens the exec fifo), then run the
     #     startContainer hooks.
+    channel.ask(READY)
     if not config.die_with_runtime:
         _native.prctl(PR_SET_PDEATHSIG, 0)
-    channel.tell(READY)
+    channel.tell(WAITING)
     if fifo is not None:
         _wait_for_start(fifo)
     _run_hooks("startContainer", config.hooks_start_container, config.hook_state)

@@ -36,7 +36,10 @@ class JSONError(ValueError):
 
 def loads(text: str | bytes) -> object:
     if isinstance(text, bytes):
-        text = text.decode("utf-8-sig")
+        # Not the "utf-8-sig" codec: importing it costs ~0.8 ms.
+        text = text.decode("utf-8")
+    if text.startswith("\ufeff"):
+        text = text[1:]
     start = len(text) - len(text.lstrip(_WHITESPACE))
     try:
         value, end = _scan(text, start)

@@ -202,7 +202,6 @@ def preload(spec: ProcessSpec) -> None:
     out of reach, and a lazy import there fails."""
     if spec.rlimits:
         import kubirun.rlimits  # noqa: F401
-        import resource  # noqa: F401
     if spec.capabilities is not None:
         import kubirun.capabilities  # noqa: F401
 

@@ -14,12 +14,10 @@ _INFINITY = 0xFFFFFFFFFFFFFFFF  # what the spec's uint64 "unlimited" is
 
 
 def apply(limits: list[tuple[str, int, int]]) -> None:
-    import resource
+    from kubirun import _native
 
     for name, soft, hard in limits:
-        soft = resource.RLIM_INFINITY if soft >= _INFINITY else soft
-        hard = resource.RLIM_INFINITY if hard >= _INFINITY else hard
         try:
-            resource.setrlimit(RLIMITS[name], (soft, hard))
-        except (OSError, ValueError) as err:
-            raise ContainerStartError(f"cannot set {name} to {soft}/{hard}: {err}") from None
+            _native.setrlimit(RLIMITS[name], min(soft, _INFINITY), min(hard, _INFINITY))
+        except OSError as err:
+            raise ContainerStartError(f"cannot set {name} to {soft}/{hard}: {err.strerror}") from None

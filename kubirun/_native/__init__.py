@@ -109,6 +109,12 @@ def setdomainname(name: str) -> None:
         raise _fail("setdomainname", name)
 
 
+def setrlimit(resource: int, soft: int, hard: int) -> None:
+    """``soft``/``hard`` as the kernel's u64: 2**64-1 is unlimited."""
+    if lib.kubi_setrlimit(resource, soft, hard) < 0:
+        raise _fail(f"setrlimit({resource})")
+
+
 def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
     if lib.kubi_close_range(first, last, flags) < 0:
         raise _fail("close_range")

@@ -14,6 +14,7 @@ int mount(const char *source, const char *target, const char *fstype,
 int umount2(const char *target, int flags);
 int sethostname(const char *name, size_t len);
 int setdomainname(const char *name, size_t len);
+int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard);
 
 int kubi_pivot_root(const char *new_root, const char *put_old);
 int kubi_close_range(unsigned int first, unsigned int last, unsigned int flags);
@@ -40,6 +41,7 @@ SOURCE = r"""
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -94,6 +96,13 @@ static int kubi_capset(uint32_t eff0, uint32_t eff1, uint32_t perm0, uint32_t pe
     struct kubi_cap_header header = { 0x20080522, 0 };
     struct kubi_cap_data data[2] = { { eff0, perm0, inh0 }, { eff1, perm1, inh1 } };
     return (int)syscall(SYS_capset, &header, data);
+}
+
+/* setrlimit without Python's `resource` module (0.8 ms to import). */
+static int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard)
+{
+    struct rlimit limit = { (rlim_t)soft, (rlim_t)hard };
+    return setrlimit(resource, &limit);
 }
 
 /* Bring a link up with two ioctls: importing pyroute2 for the loopback
