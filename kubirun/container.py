@@ -134,6 +134,8 @@ class Container:
             "hooks": {phase: [h.to_json() for h in spec.hooks.get(phase, [])]
                       for phase in ("poststart", "poststop")},
             "namespaces": {ns.type: ns.path for ns in spec.namespaces},
+            # `exec` without --process starts from the config's process, as runc's
+            "process": spec.raw.get("process") if spec.process.oci else None,
             "remove_on_delete": options.remove_on_delete,
         }
         os.mkfifo(self.dir.fifo, 0o600)

@@ -51,9 +51,17 @@ def process_from_file(path: str) -> process.ProcessSpec:
     return parse_process(raw, "process")
 
 
-def process_from_args(args: list[str]) -> process.ProcessSpec:
-    spec = process.ProcessSpec(args=args, env=[f"PATH={process.DEFAULT_PATH}"])
-    spec.oci = True
+def process_from_args(args: list[str], config_process: dict | None) -> process.ProcessSpec:
+    """``exec ID CMD...``: the container's own process (env, cwd, user,
+    capabilities, no_new_privs, rlimits) with CMD as its arguments, as runc
+    does; a container run from an image has only a default PATH."""
+    if config_process:
+        from kubirun.spec import parse_process
+
+        spec = parse_process(dict(config_process, args=args, terminal=False), "process")
+    else:
+        spec = process.ProcessSpec(args=args, env=[f"PATH={process.DEFAULT_PATH}"])
+        spec.oci = True
     return spec
 
 

@@ -159,6 +159,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     channel.tell(WAITING)
     if fifo is not None:
         _wait_for_start(fifo)
+    config.hook_state["status"] = "created"
     _run_hooks("startContainer", config.hooks_start_container, config.hook_state)
 
     # 14. Who runs: limits, capabilities, user, no_new_privs, working dir.

@@ -136,7 +136,9 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
     if process:
         spec = process_from_file(process)
     elif args:
-        spec = process_from_args(args)
+        from kubirun.container import Container
+
+        spec = process_from_args(args, Container(container_id).load().get("process"))
     else:
         raise KubirunError("exec needs a command, or --process FILE")
     if tty:

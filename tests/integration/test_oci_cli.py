@@ -1,0 +1,74 @@
+"""The runtime's own command line around the lifecycle: --log and
+--log-format (engines read the last error from the log), `features`;
+one behaviour per test, against kubirun and runc (``oci``)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+def _json_lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_log_json_records_the_error(oci, tmp_path):
+    log = tmp_path / "log.json"
+    result = oci.cmd("--log", str(log), "--log-format", "json", "state", "nope")
+    assert result.returncode != 0
+    entries = _json_lines(log)
+    assert entries, "nothing was logged"
+    for entry in entries:
+        assert {"level", "msg", "time"} <= set(entry), entry
+    errors = [e for e in entries if e["level"] == "error"]
+    assert errors, entries
+    assert errors[-1]["msg"]
+
+
+def test_log_json_appends(oci, tmp_path):
+    log = tmp_path / "log.json"
+    log.write_text('{"level":"info","msg":"before","time":"2020-01-01T00:00:00Z"}\n')
+    assert oci.cmd("--log", str(log), "--log-format", "json", "state", "nope").returncode != 0
+    entries = _json_lines(log)
+    assert entries[0]["msg"] == "before"
+    assert entries[-1]["level"] == "error"
+
+
+def test_log_json_of_a_failed_create_names_the_cause(oci, bundle, tmp_path):
+    log = tmp_path / "log.json"
+    cid = oci.new_id()
+    b = bundle(["no-such-program"])
+    result = oci._with_files(["--log", str(log), "--log-format", "json", "create", "--bundle",
+                              str(b), cid], f"create-{cid}")
+    assert result.returncode != 0
+    errors = [e for e in _json_lines(log) if e["level"] == "error"]
+    assert errors
+    assert "executable file not found" in errors[-1]["msg"]
+
+
+def test_log_text_format(oci, tmp_path):
+    log = tmp_path / "log.txt"
+    assert oci.cmd("--log", str(log), "state", "nope").returncode != 0
+    lines = log.read_text().splitlines()
+    assert lines
+    assert "level=error" in lines[-1]
+    assert 'msg="' in lines[-1]
+
+
+def test_features(oci):
+    result = oci.cmd("features")
+    if oci.name == "runc" and result.returncode != 0:
+        pytest.skip("this runc has no `features` command (runc < 1.1.?)")
+    assert result.returncode == 0, result.stderr
+    features = json.loads(result.stdout)
+    assert features["ociVersionMin"].startswith("1.")
+    assert features["ociVersionMax"] >= features["ociVersionMin"]
+    assert {"prestart", "createRuntime", "createContainer", "startContainer", "poststart",
+            "poststop"} <= set(features["hooks"])
+    assert {"pid", "mount", "network", "ipc", "uts"} <= set(features["linux"]["namespaces"])
+
+
+def test_version(oci):
+    result = oci.cmd("--version")
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith("spec: 1.") for line in result.stdout.splitlines()), result.stdout

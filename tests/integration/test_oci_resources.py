@@ -1,0 +1,90 @@
+"""A running container's resources through the command line: `update`,
+`events --stats`, `ps`; one behaviour per test, against kubirun and runc
+(``oci``).  The limits are read back from the container's own cgroup."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.integration.oci_helpers import cgroup_dirs
+
+
+def _cgroup_file(oci, b, controller: str, v1_name: str, v2_name: str):
+    """The container's ``v1_name`` (v1 ``controller`` hierarchy) or
+    ``v2_name`` (unified) file, whichever this host uses."""
+    for d in cgroup_dirs(oci.bundle_cgroups[b]):
+        if d.parts[4] == controller and (d / v1_name).exists():
+            return d / v1_name
+    for d in cgroup_dirs(oci.bundle_cgroups[b]):
+        if (d / v2_name).exists():
+            return d / v2_name
+    pytest.skip(f"no {controller} controller for the container's cgroup here")
+
+
+def test_update_pids_limit(oci, bundle):
+    cid = oci.new_id()
+    b = bundle()
+    oci.start_created(cid, b)
+    result = oci.cmd("update", "--pids-limit", "42", cid)
+    assert result.returncode == 0, result.stderr
+    assert _cgroup_file(oci, b, "pids", "pids.max", "pids.max").read_text().strip() == "42"
+
+
+def test_update_memory(oci, bundle):
+    cid = oci.new_id()
+    b = bundle()
+    oci.start_created(cid, b)
+    result = oci.cmd("update", "--memory", "67108864", cid)
+    assert result.returncode == 0, result.stderr
+    path = _cgroup_file(oci, b, "memory", "memory.limit_in_bytes", "memory.max")
+    assert path.read_text().strip() == "67108864"
+
+
+def test_update_resources_file(oci, bundle, tmp_path):
+    cid = oci.new_id()
+    b = bundle()
+    oci.start_created(cid, b)
+    resources = tmp_path / "resources.json"
+    resources.write_text(json.dumps({"pids": {"limit": 17}}))
+    result = oci.cmd("update", "--resources", str(resources), cid)
+    assert result.returncode == 0, result.stderr
+    assert _cgroup_file(oci, b, "pids", "pids.max", "pids.max").read_text().strip() == "17"
+
+
+def test_update_of_an_unknown_container_fails(oci):
+    result = oci.cmd("update", "--pids-limit", "42", "no-such-container")
+    assert result.returncode != 0
+    assert result.stderr.strip()
+
+
+def test_events_stats_prints_one_json_object(oci, bundle):
+    cid = oci.new_id()
+    oci.start_created(cid, bundle())
+    result = oci.cmd("events", "--stats", cid)
+    assert result.returncode == 0, result.stderr
+    event = json.loads(result.stdout)
+    assert event["type"] == "stats"
+    assert event["id"] == cid
+    assert event["data"]["memory"]["usage"]["usage"] > 0
+    assert event["data"]["pids"]["current"] >= 1
+
+
+def test_ps_table_lists_the_init(oci, bundle):
+    cid = oci.new_id()
+    pid = oci.start_created(cid, bundle(["sleep", "91"]))["pid"]
+    result = oci.cmd("ps", cid)
+    assert result.returncode == 0, result.stderr
+    header, *rows = result.stdout.splitlines()
+    column = header.split().index("PID")
+    assert [int(r.split()[column]) for r in rows] == [pid]
+    assert "sleep 91" in rows[0]
+
+
+def test_kill_with_an_unknown_signal_fails(oci, bundle):
+    cid = oci.new_id()
+    oci.start_created(cid, bundle())
+    result = oci.cmd("kill", cid, "NOSUCHSIGNAL")
+    assert result.returncode != 0
+    assert result.stderr.strip()
+    assert oci.status(cid) == "running"
