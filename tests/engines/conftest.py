@@ -1,0 +1,130 @@
+"""Fixtures for the engine tests: real podman and containerd drive an OCI
+runtime binary, runc or kubirun (see harness.py for how the host is kept
+clean, and ENGINE_CALLS.md for what the engines call).
+
+Set KUBIRUN_ENGINE_TRACE=FILE to have every runtime call (argv, cwd, the
+caller, open fds, PATH and the environment's names) appended to FILE.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.engines.harness import (
+    Containerd,
+    Ctr,
+    HostPaths,
+    Podman,
+    PodmanSetup,
+    trace_wrapper,
+)
+
+# The gate: kubirun is not a runc-compatible runtime yet. When it is, make
+# this True (or drop it) and the kubirun cases run by default.
+KUBIRUN_ENGINE_TESTS = os.environ.get("KUBIRUN_ENGINE_TESTS") == "1"
+
+KUBIRUN_BINARY = Path(sys.executable).parent / "kubirun"
+
+
+def _runc_binary() -> str | None:
+    return shutil.which("runc") or next(
+        (p for p in ("/usr/sbin/runc", "/usr/bin/runc") if os.access(p, os.X_OK)), None)
+
+
+def _runtime_params() -> list:
+    return [
+        pytest.param("runc", id="runc", marks=pytest.mark.skipif(
+            _runc_binary() is None, reason="runc is not installed")),
+        pytest.param("kubirun", id="kubirun", marks=pytest.mark.skipif(
+            not KUBIRUN_ENGINE_TESTS,
+            reason="kubirun is not an OCI runtime yet: set KUBIRUN_ENGINE_TESTS=1")),
+    ]
+
+
+def _need(*commands: str) -> None:
+    missing = [c for c in commands if shutil.which(c) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (make test-deps installs them)")
+
+
+@pytest.fixture(scope="session")
+def engine_host_paths() -> Iterator[HostPaths]:
+    """Host paths the engines create regardless of configuration, removed at
+    the end of the session if they were not there at its start."""
+    paths = HostPaths()
+    yield paths
+    left = paths.restore()
+    assert not left, f"engine tests left host paths behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def _trace_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("trace")
+
+
+@pytest.fixture(params=_runtime_params())
+def oci_runtime(request, _trace_dir) -> str:
+    """The absolute path of the runtime binary under test."""
+    path = _runc_binary() if request.param == "runc" else str(KUBIRUN_BINARY)
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{request.param} is not executable at {path}")
+    trace = os.environ.get("KUBIRUN_ENGINE_TRACE")
+    if trace:
+        return trace_wrapper(path, Path(trace).resolve(), _trace_dir)
+    return path
+
+
+# --- podman -----------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def podman_setup(tmp_path_factory, busybox_tarball, engine_host_paths) -> Iterator[PodmanSetup]:
+    """The private podman of the session, with the busybox image imported."""
+    _need("podman", "conmon")
+    setup = PodmanSetup(tmp_path_factory.mktemp("podman"))
+    try:
+        setup.import_image(busybox_tarball)
+        yield setup
+    finally:
+        problems = setup.teardown()
+        assert not problems, f"podman clean-up: {problems}"
+
+
+@pytest.fixture
+def podman(podman_setup, oci_runtime) -> Iterator[Podman]:
+    """``podman(*args)`` driving the runtime under test; ``podman.run``,
+    ``podman.start``... for the usual shapes. Containers are removed after
+    each test."""
+    engine = Podman(podman_setup, oci_runtime)
+    yield engine
+    engine.remove_all()
+
+
+# --- containerd ------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory, busybox_tarball, engine_host_paths) -> Iterator[Containerd]:
+    """The private containerd daemon of the session, image imported."""
+    _need("containerd", "ctr", "containerd-shim-runc-v2")
+    # Unix socket paths are limited to 108 bytes: keep the base short.
+    daemon = Containerd(tmp_path_factory.mktemp("ctrd"))
+    try:
+        daemon.start()
+        daemon.import_image(busybox_tarball)
+        yield daemon
+    finally:
+        problems = daemon.teardown()
+        assert not problems, f"containerd clean-up: {problems}"
+
+
+@pytest.fixture
+def ctr(containerd, oci_runtime) -> Iterator[Ctr]:
+    """``ctr(*args)`` against our daemon; ``ctr.run``/``ctr.start`` use the
+    runtime under test. The test's containers are removed afterwards."""
+    client = Ctr(containerd, oci_runtime)
+    yield client
+    client.remove_all()
