@@ -278,6 +278,11 @@ class Container:
                                    " (stop it first, or use --force)")
             if status != "stopped":
                 self._kill_and_wait(state, status)
+            if self._init_pid is not None:
+                # This process forked the init (the library used in-process):
+                # reap it, or it stays a zombie of ours.
+                _reap(self._init_pid)
+                self._init_pid = None
             self._destroy(state)
         finally:
             self.dir.unlock()
@@ -314,6 +319,16 @@ class Container:
         self.dir.remove()
 
     # --- what runs inside ------------------------------------------------
+
+    def exec(self, process, detach: bool = False, pid_file: str | None = None,
+             console_socket: str | None = None, preserve_fds: int = 0) -> int:
+        """Run ``process`` (a ``ProcessSpec``) inside; its exit status, or 0
+        at once with ``detach``."""
+        from kubirun.exec_into import ExecOptions, exec_in_container
+
+        return exec_in_container(self.id, process, ExecOptions(
+            detach=detach, pid_file=pid_file, console_socket=console_socket,
+            preserve_fds=preserve_fds), root=self.dir.root)
 
     def processes(self) -> list[int]:
         """Host PIDs of every process of the container."""

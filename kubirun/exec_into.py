@@ -65,10 +65,11 @@ def process_from_args(args: list[str], config_process: dict | None) -> process.P
     return spec
 
 
-def exec_in_container(container_id: str, spec: process.ProcessSpec, options: ExecOptions) -> int:
+def exec_in_container(container_id: str, spec: process.ProcessSpec, options: ExecOptions,
+                      root: str | None = None) -> int:
     from kubirun.container import Container
 
-    container = Container(container_id)
+    container = Container(container_id, root)
     state = container.load()
     status = container.status(state)
     if status not in ("running", "created"):

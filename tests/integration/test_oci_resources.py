@@ -88,3 +88,49 @@ def test_kill_with_an_unknown_signal_fails(oci, bundle):
     assert result.returncode != 0
     assert result.stderr.strip()
     assert oci.status(cid) == "running"
+
+
+def test_events_reports_an_oom_kill(oci, bundle):
+    """A container over its memory limit: the kernel's OOM killer strikes
+    and `events` prints {"type": "oom"} (runc on v1 too, via eventfd)."""
+    import subprocess
+    import time
+
+    cid = oci.new_id()
+
+    def limit(config):
+        config["linux"].setdefault("resources", {})["memory"] = {"limit": 16 << 20, "swap": 16 << 20}
+
+    # The init waits, then starts eating memory in a child: `events` is
+    # already listening by then.
+    b = bundle(["sh", "-c", "sleep 1; tail /dev/zero; sleep 100"], edit=limit)
+    oci.start_created(cid, b)
+    events = subprocess.Popen(oci.argv("events", "--interval", "1s", cid), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        seen = []
+        while time.monotonic() < deadline:
+            line = events.stdout.readline()
+            if not line:
+                break
+            seen.append(json.loads(line)["type"])
+            if "oom" in seen:
+                break
+        assert "oom" in seen, seen
+    finally:
+        events.kill()
+        events.wait()
+
+
+def test_update_refuses_what_it_cannot_apply(oci, bundle):
+    """kernel memory limits are gone from current kernels: refused, never
+    silently ignored (runc 1.1 also exits non-zero for them on v1 kernels
+    without kmem)."""
+    if oci.name == "runc":
+        pytest.skip("runc 1.1 ignores --kernel-memory with a warning on this kernel")
+    cid = oci.new_id()
+    oci.start_created(cid, bundle())
+    result = oci.cmd("update", "--kernel-memory", "64m", cid)
+    assert result.returncode != 0
+    assert "kernel" in result.stderr
