@@ -88,8 +88,8 @@ def _listen_fds(spec) -> int:
     """systemd socket activation passes through (runc does the same): the
     fds stay open and the process learns about them from LISTEN_FDS."""
     count = os.environ.get("LISTEN_FDS", "")
-    if not count.isdigit() or int(count) == 0:
-        return 0
+    if not count.isdigit() or int(count) == 0 or os.environ.get("LISTEN_PID") != str(os.getpid()):
+        return 0  # not for us (systemd's rule: LISTEN_PID names the receiver)
     spec.process.env = [e for e in spec.process.env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
     spec.process.env += [f"LISTEN_FDS={count}", "LISTEN_PID=1"]
     return int(count)

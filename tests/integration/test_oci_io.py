@@ -202,3 +202,34 @@ def test_without_preserve_fds_only_stdio_reaches_the_container(oci, bundle):
 
 def test_with_preserve_fds_nothing_else_reaches_the_container(oci, bundle):
     assert _fds_seen_by_ls(oci, bundle, "--preserve-fds", "1") == ["0", "1", "2", "3", "4"]
+
+
+def test_listen_fds_are_passed_through(oci, bundle, tmp_path):
+    """systemd socket activation: with LISTEN_FDS=1 in the runtime's
+    environment, fd 3 reaches the container, which is told LISTEN_FDS=1 and
+    LISTEN_PID=1."""
+    import os
+
+    r, w = os.pipe()
+    cid = oci.new_id()
+    b = bundle(["sh", "-c", "echo \"$LISTEN_FDS $LISTEN_PID\"; echo through-fd3 >&3"])
+
+    def give_fd3():
+        os.dup2(w, 3)
+
+    import subprocess
+
+    env = dict(os.environ, LISTEN_FDS="1")
+    # LISTEN_PID must be the runtime's own PID (systemd's rule): exec from
+    # a shell that knows it.
+    argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *oci.argv("run", "--bundle", str(b), cid)]
+    try:
+        result = subprocess.run(argv, env=env, preexec_fn=give_fd3, pass_fds=(w, 3), capture_output=True,
+                                text=True, timeout=30, stdin=subprocess.DEVNULL)
+    finally:
+        os.close(w)
+    with os.fdopen(r) as f:
+        passed = f.read()
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1 1"
+    assert passed.strip() == "through-fd3"
