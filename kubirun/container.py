@@ -140,6 +140,7 @@ class Container:
         }
         os.mkfifo(self.dir.fifo, 0o600)
         cgroup = creation.make_cgroup(spec, self.id)
+        log.debug(f"container {self.id}: cgroup {cgroup.path} ({cgroup.kind})")
         state["cgroup"] = cgroup.to_state()
         state["cgroup_join"] = creation.join_files(spec, cgroup)
         # Written twice only (each write is a rename, ~0.3 ms on ext4): now,
@@ -150,6 +151,7 @@ class Container:
         run = creation.start_init(self.id, spec, cgroup, self.dir.fifo, options)
         self._init_pid, self._channel, self._master = run.pid, run.channel, run.master
         state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
+        log.debug(f"container {self.id}: init forked, pid {run.pid}")
 
         def record_created() -> None:
             state["status"] = "created"
@@ -159,6 +161,7 @@ class Container:
                           persist=lambda: self.dir.write(state), record_created=record_created)
         if options.pid_file:
             write_pid_file(options.pid_file, run.pid)
+        log.debug(f"container {self.id}: created")
 
     def _abort_create(self) -> None:
         """Undo a failed create: the init, the cgroup, the state directory."""
@@ -194,6 +197,7 @@ class Container:
                 raise KubirunError(f"cannot start container {self.id}: it is {status}, not created")
             _release_init(self.dir.fifo, state)
             os.unlink(self.dir.fifo)
+            log.debug(f"container {self.id}: started")
         from kubirun.spec import Hook
 
         hooks = [Hook(h["path"], h["args"], h["env"], h.get("timeout"))
@@ -251,6 +255,7 @@ class Container:
             status = self.status(state)
             if status == "stopped":
                 raise KubirunError(f"container {self.id} is not running")
+            log.debug(f"container {self.id}: signal {signal} to {'all' if all_processes else 'init'}")
             if all_processes:
                 self._cgroup(state).kill_all(signal)
             else:
@@ -273,6 +278,7 @@ class Container:
                     return
                 raise
             status = self.status(state)
+            log.debug(f"container {self.id}: delete ({status}{', force' if force else ''})")
             if status in ("running", "paused") and not force:
                 raise KubirunError(f"cannot delete container {self.id}: it is {status}"
                                    " (stop it first, or use --force)")
