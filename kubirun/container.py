@@ -66,7 +66,7 @@ class Container:
             return "creating" if alive else "stopped"
         if not pid or process_start_time(pid) != state.get("pid_start"):
             return "stopped"
-        if state.get("cgroup") and self._cgroup(state).is_frozen():
+        if state.get("cgroup") and not _surely_thawed(state) and self._cgroup(state).is_frozen():
             return "paused"
         if os.path.exists(self.dir.fifo):
             return "created"
@@ -143,6 +143,7 @@ class Container:
         log.debug(f"container {self.id}: cgroup {cgroup.path} ({cgroup.kind})")
         state["cgroup"] = cgroup.to_state()
         state["cgroup_join"] = creation.join_files(spec, cgroup)
+        state["freezer_file"] = cgroup.freezer_file()
         # Written twice only (each write is a rename, ~0.3 ms on ext4): now,
         # so that a runtime killed from here on leaves a record of what to
         # clean up, and once the init is waiting.
@@ -383,6 +384,19 @@ def list_containers(root: str | None = None) -> list[Container]:
 def _now() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+def _surely_thawed(state: dict) -> bool:
+    """One read instead of loading the cgroup driver (which parses
+    mountinfo): what `state` and `kill` of a running container need."""
+    path = state.get("freezer_file")
+    if not path:
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read().strip() in (b"THAWED", b"0")
+    except OSError:
+        return False
 
 
 def write_pid_file(path: str, pid: int) -> None:

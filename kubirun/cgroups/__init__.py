@@ -230,6 +230,15 @@ class Cgroup:
                 files.append((d + "/tasks", d == memory_dir))
         return files
 
+    def freezer_file(self) -> str | None:
+        """The file that says whether the cgroup is frozen (v1
+        ``freezer.state``, v2 ``cgroup.freeze``): a caller may read it to
+        skip ``is_frozen`` when it says thawed ("THAWED" or "0")."""
+        if self.kind in ("v1", "hybrid") and self.dir_of("freezer") is not None:
+            return self.dir_of("freezer") + "/freezer.state"
+        unified = self.dirs()[0] if self.kind == "v2" else getattr(self, "unified_dir", None)
+        return unified + "/cgroup.freeze" if unified else None
+
     def memory_dir(self) -> str | None:
         """The directory whose hierarchy charges memory (None without one)."""
         if self.kind == "v2":

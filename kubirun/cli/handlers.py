@@ -309,7 +309,7 @@ def parse_signal(text: str) -> int:
 
     if text.isdigit():
         number = int(text)
-        if not 0 < number <= _signal.SIGRTMAX:
+        if not 0 <= number <= _signal.SIGRTMAX:  # 0 probes, as kill(2)
             raise KubirunError(f"invalid signal {text!r}")
         return number
     name = text.upper()
