@@ -10,7 +10,7 @@ PY     := $(VENV)/bin/python
 
 # What the runtime needs to build and run (the cffi module, python-prctl,
 # the demo image, `ps` for the demo's host half).
-APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev libffi-dev libcap-dev \
+APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev libffi-dev libcap-dev libseccomp-dev \
             busybox-static procps make tar gzip
 # What the tests need besides: runc as the peer runtime, strace to count
 # execve calls, GNU tar to compare extraction with; podman (with conmon) and

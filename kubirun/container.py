@@ -136,6 +136,9 @@ class Container:
             "namespaces": {ns.type: ns.path for ns in spec.namespaces},
             # `exec` without --process starts from the config's process, as runc's
             "process": spec.raw.get("process") if spec.process.oci else None,
+            # `exec`'d processes get the container's seccomp filter, as runc's;
+            # compiled now (its errors and warnings come before anything is made)
+            "seccomp": spec.seccomp.compile().to_state() if spec.seccomp else None,
             "remove_on_delete": options.remove_on_delete,
         }
         os.mkfifo(self.dir.fifo, 0o600)

@@ -137,6 +137,7 @@ def init_config(spec: Spec, cgroup, fifo: str | None, options, channel: InitChan
     config.preserve_fds = options.preserve_fds
     config.hooks_create_container = spec.hooks.get("createContainer", [])
     config.hooks_start_container = spec.hooks.get("startContainer", [])
+    config.seccomp = spec.seccomp.compile() if spec.seccomp else None
     return config
 
 

@@ -10,7 +10,8 @@
     4. the child moves itself into the container's cgroup (before the
        mount namespace hides the host's /sys/fs/cgroup)
     5. the child becomes the process: terminal, user, capabilities,
-       environment, ``execve`` (the same steps as the init's)
+       environment, the container's seccomp filter, ``execve`` (the same
+       steps as the init's)
     6. we wait and return its exit status, or return at once (``-d``)
 """
 from __future__ import annotations
@@ -77,9 +78,14 @@ def exec_in_container(container_id: str, spec: process.ProcessSpec, options: Exe
     if spec.terminal and options.detach and not options.console_socket:
         raise KubirunError("exec -t -d needs --console-socket to hand the terminal to")
     pid = state["pid"]
+    seccomp = None
+    if state.get("seccomp"):
+        from kubirun.seccomp import Program
+
+        seccomp = Program.from_state(state["seccomp"])
     namespaces = _open_namespaces(pid, state.get("namespaces", {}))
     try:
-        return _fork_and_wait(container, state, spec, options, namespaces)
+        return _fork_and_wait(container, state, spec, options, namespaces, seccomp)
     finally:
         for _, fd in namespaces:
             os.close(fd)
@@ -103,7 +109,7 @@ def _open_namespaces(pid: int, configured: dict) -> list[tuple[str, int]]:
 
 
 def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: ExecOptions,
-                   namespaces: list[tuple[str, int]]) -> int:
+                   namespaces: list[tuple[str, int]], seccomp=None) -> int:
     channel = InitChannel()
     console = None
     ours = None
@@ -127,7 +133,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
         child = os.fork()
         if child == 0:
             _exec_child(spec, channel, namespaces, state.get("cgroup_join", []), console,
-                        ours is not None, options.preserve_fds)
+                        ours is not None, options.preserve_fds, seccomp)
         if pid_fd is not None:
             _native.setns(own_pid_ns, CLONE_NEWPID)
     finally:
@@ -187,7 +193,8 @@ def _reap(pid: int) -> int:
 
 
 def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: list[tuple[str, int]],
-                cgroup_join: list, console, ack: bool, preserve_fds: int) -> "NoReturn":  # noqa: F821
+                cgroup_join: list, console, ack: bool, preserve_fds: int,
+                seccomp=None) -> "NoReturn":  # noqa: F821
     """Steps 3 to 5, in the forked child; never returns."""
     try:
         channel.child_side()
@@ -213,13 +220,21 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
         identity, program, env = process.prepare(spec, "")
         if slave is not None:
             console_module.become_controlling_terminal(slave)
-        process.become(spec, identity)
-        channel.tell(READY)
         for fd in range(3, 3 + preserve_fds):
             os.set_inheritable(fd, True)
         _native.close_range(3 + preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
+        # The container's seccomp filter, as late as the process can load
+        # it (see kubirun.init, step 15): before READY, so that a failure
+        # reaches `exec -d` too.
+        early = seccomp is not None and seccomp.must_load_early(spec)
+        if early:
+            seccomp.load()
+        process.become(spec, identity)
+        if seccomp is not None and not early:
+            seccomp.load()
+        channel.tell(READY)
         process.exec_program(program, spec.args, env)
     except KubirunError as err:
         channel.report_error(err.exit_code, str(err))

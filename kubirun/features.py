@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 def features() -> dict:
-    from kubirun import __version__
+    from kubirun import __version__, seccomp
     from kubirun.capabilities import CAPABILITIES
     from kubirun.ns.mountspec import FLAG_OPTIONS, IGNORED_OPTIONS, PROPAGATION_OPTIONS
     from kubirun.spec import HOOK_PHASES, NAMESPACE_TYPES
@@ -21,7 +21,7 @@ def features() -> dict:
             "capabilities": list(CAPABILITIES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": False},
-            "seccomp": {"enabled": False},
+            "seccomp": seccomp.features(),
             "apparmor": {"enabled": False},
             "selinux": {"enabled": False},
             "intelRdt": {"enabled": False},

@@ -16,7 +16,7 @@ import _signal as signal  # the public module costs ~3 ms of enum set-up per sta
 from kubirun import _native, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
 from kubirun.channel import HOOKS, READY, WAITING, InitChannel
-from kubirun.errors import ExecError, KubirunError, describe
+from kubirun.errors import ContainerStartError, KubirunError, describe
 from kubirun.ns import mounts, namespaces, network, rootfs
 
 
@@ -50,6 +50,7 @@ class InitConfig:
         self.hooks_create_container: list = []
         self.hooks_start_container: list = []
         self.hook_state: dict = {}
+        self.seccomp = None  # a compiled kubirun.seccomp.Program, loaded last
 
 
 def container_init(config: InitConfig) -> "NoReturn":  # noqa: F821
@@ -162,10 +163,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     config.hook_state["status"] = "created"
     _run_hooks("startContainer", config.hooks_start_container, config.hook_state)
 
-    # 14. Who runs: limits, capabilities, user, no_new_privs, working dir.
-    process.become(spec, identity)
-
-    # 15. Leave nothing of the runtime behind: signal dispositions Python
+    # 14. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones
     #     (close-on-exec, so the channel still carries an execve failure).
     _reset_signals()
@@ -173,12 +171,28 @@ def _setup_and_exec(config: InitConfig) -> None:
         os.set_inheritable(fd, True)
     _native.close_range(3 + config.preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
 
-    # 16. Become the container's program.
+    # 15. Who runs: limits, capabilities, user, no_new_privs, working dir.
+    #     The seccomp filter comes last, but a process left with neither
+    #     no_new_privs nor CAP_SYS_ADMIN can only load it before this step.
+    seccomp = config.seccomp
+    early = seccomp is not None and seccomp.must_load_early(spec)
+    if early:
+        _after_start(seccomp.load)
+    process.become(spec, identity)
+
+    # 16. Become the container's program: the filter, then execve.
+    if seccomp is not None and not early:
+        _after_start(seccomp.load)
+    _after_start(process.exec_program, program, spec.args, env)
+
+
+def _after_start(step, *args) -> None:
+    """A last step, whose failure is also said on stderr: `start` has
+    returned already and nobody reads the channel any more (unless this is
+    a foreground run), so say it where the user looks."""
     try:
-        process.exec_program(program, spec.args, env)
-    except ExecError as err:
-        # `start` has returned already: nobody reads the channel any more
-        # (unless this is a foreground run), so say it where the user looks.
+        step(*args)
+    except ContainerStartError as err:
         os.write(2, f"kubirun: {err}\n".encode(errors="replace"))
         raise
 

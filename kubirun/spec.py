@@ -68,6 +68,7 @@ class Spec:
         self.devices: list[dict] = []
         self.sysctl: dict[str, str] = {}
         self.rootfs_propagation: str | None = None
+        self.seccomp = None  # kubirun.seccomp.Profile, for linux.seccomp
 
     def namespace(self, type: str) -> Namespace | None:
         return next((ns for ns in self.namespaces if ns.type == type), None)
@@ -340,7 +341,11 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
                                            "rshared", "unbindable", "runbindable"):
         raise _fail("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
     spec.rootfs_propagation = propagation or None
-    for field in ("seccomp", "intelRdt", "personality"):
+    if linux.get("seccomp") is not None:
+        from kubirun import seccomp
+
+        spec.seccomp = seccomp.parse(linux["seccomp"], "linux.seccomp")
+    for field in ("intelRdt", "personality"):
         if linux.get(field):
             raise _fail(f"linux.{field}", "not supported yet by kubirun")
     if linux.get("mountLabel"):

@@ -56,6 +56,11 @@ PR_SET_KEEPCAPS = 8
 PR_CAP_AMBIENT_RAISE = 2
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
+# seccomp(2) SECCOMP_SET_MODE_FILTER flags.
+SECCOMP_FILTER_FLAG_TSYNC = 0x1
+SECCOMP_FILTER_FLAG_LOG = 0x2
+SECCOMP_FILTER_FLAG_SPEC_ALLOW = 0x4
+
 
 def _fail(syscall: str, *paths: str) -> OSError:
     err = ffi.errno
@@ -152,6 +157,27 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     if lib.kubi_capset(effective & low, effective >> high, permitted & low, permitted >> high,
                        inheritable & low, inheritable >> high) < 0:
         raise _fail("capset")
+
+
+def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
+    """Install a BPF program (``struct sock_filter`` items, 8 bytes each)
+    as this thread's seccomp filter; needs no_new_privs or CAP_SYS_ADMIN."""
+    if lib.kubi_seccomp_set_filter(flags, program, len(program) // 8) < 0:
+        raise _fail("seccomp(SECCOMP_SET_MODE_FILTER)")
+
+
+def seccomp_flags_supported(flags: int) -> bool:
+    """Does this kernel accept these SECCOMP_FILTER_FLAG_* bits?"""
+    return lib.kubi_seccomp_flags_supported(flags) == 1
+
+
+def libseccomp():
+    """The module's ``lib`` once libseccomp is opened (``dlopen`` on the
+    first call: commands without a seccomp profile never load it)."""
+    if lib.kubi_seccomp_open() < 0:
+        reason = ffi.string(lib.kubi_seccomp_open_error()).decode(errors="replace")
+        raise OSError(0, f"cannot load libseccomp (the libseccomp2 package): {reason}")
+    return lib
 
 
 def link_up(ifname: str) -> None:

@@ -3,6 +3,11 @@
 Only the system calls Python's standard library does not offer are bound
 here.  Those newer than glibc 2.31 go through ``syscall(2)`` by number so the
 module builds on every distribution we support.
+
+libseccomp (``linux.seccomp``) is built against (its header) but opened with
+``dlopen`` only when a container has a profile: kubirun calls it to compile
+the profile to BPF in the runtime (``kubirun.seccomp``), and the container's
+init loads that program with one ``seccomp(2)`` call.
 """
 from cffi import FFI
 
@@ -27,15 +32,66 @@ int kubi_prctl(int option, unsigned long a2, unsigned long a3,
 int kubi_link_up(const char *ifname);
 int kubi_capset(uint32_t eff0, uint32_t eff1, uint32_t perm0, uint32_t perm1,
                 uint32_t inh0, uint32_t inh1);
+
+/* seccomp(2): load a BPF program (struct sock_filter[]), or probe flags. */
+int kubi_seccomp_set_filter(unsigned int flags, const char *insns, unsigned int count);
+int kubi_seccomp_flags_supported(unsigned int flags);
+
+/* libseccomp: a profile to a BPF program (kubirun.seccomp); kubirun
+   never lets it load the program. */
+typedef void *scmp_filter_ctx;
+typedef uint64_t scmp_datum_t;
+enum scmp_compare {
+    SCMP_CMP_NE = 1, SCMP_CMP_LT = 2, SCMP_CMP_LE = 3, SCMP_CMP_EQ = 4,
+    SCMP_CMP_GE = 5, SCMP_CMP_GT = 6, SCMP_CMP_MASKED_EQ = 7, ...
+};
+enum scmp_filter_attr {
+    SCMP_FLTATR_ACT_DEFAULT = 1, SCMP_FLTATR_ACT_BADARCH = 2, SCMP_FLTATR_CTL_NNP = 3,
+    SCMP_FLTATR_CTL_TSYNC = 4, SCMP_FLTATR_API_TSKIP = 5, SCMP_FLTATR_CTL_LOG = 6,
+    SCMP_FLTATR_CTL_SSB = 7, SCMP_FLTATR_CTL_OPTIMIZE = 8, ...
+};
+struct scmp_arg_cmp {
+    unsigned int arg;
+    enum scmp_compare op;
+    scmp_datum_t datum_a;
+    scmp_datum_t datum_b;
+};
+struct scmp_version { unsigned int major; unsigned int minor; unsigned int micro; };
+
+#define SCMP_ACT_KILL_PROCESS ...
+#define SCMP_ACT_KILL_THREAD ...
+#define SCMP_ACT_TRAP ...
+#define SCMP_ACT_LOG ...
+#define SCMP_ACT_ALLOW ...
+#define KUBI_SCMP_ACT_ERRNO ...
+#define KUBI_SCMP_ACT_TRACE ...
+
+/* libseccomp is opened on first use (kubi_seccomp_open), not linked:
+   loading it with every kubirun command would cost ~0.07 ms of start-up. */
+int kubi_seccomp_open(void);
+const char *kubi_seccomp_open_error(void);
+const struct scmp_version *kubi_seccomp_version(void);
+scmp_filter_ctx kubi_seccomp_init(uint32_t def_action);
+void kubi_seccomp_release(scmp_filter_ctx ctx);
+uint32_t kubi_seccomp_arch_resolve_name(const char *arch_name);
+int kubi_seccomp_arch_add(scmp_filter_ctx ctx, uint32_t arch_token);
+int kubi_seccomp_attr_set(scmp_filter_ctx ctx, enum scmp_filter_attr attr, uint32_t value);
+int kubi_seccomp_syscall_resolve_name(const char *name);
+int kubi_seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
+                                unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array);
+int kubi_seccomp_export_bpf(const scmp_filter_ctx ctx, int fd);
 """
 
 SOURCE = r"""
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dlfcn.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <net/if.h>
 #include <sched.h>
+#include <seccomp.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -45,6 +101,10 @@ SOURCE = r"""
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+/* The action macros that take an argument, as bare action values. */
+#define KUBI_SCMP_ACT_ERRNO SCMP_ACT_ERRNO(0)
+#define KUBI_SCMP_ACT_TRACE SCMP_ACT_TRACE(0)
 
 /* Numbers shared by every architecture since Linux 5.1's unified table. */
 #ifndef SYS_pidfd_send_signal
@@ -97,6 +157,75 @@ static int kubi_capset(uint32_t eff0, uint32_t eff1, uint32_t perm0, uint32_t pe
     struct kubi_cap_data data[2] = { { eff0, perm0, inh0 }, { eff1, perm1, inh1 } };
     return (int)syscall(SYS_capset, &header, data);
 }
+
+#ifndef SECCOMP_SET_MODE_FILTER
+#define SECCOMP_SET_MODE_FILTER 1
+#endif
+
+/* Install a program made by seccomp_export_bpf (kubirun.seccomp) in one
+   system call, right before execve.  Needs no_new_privs or CAP_SYS_ADMIN. */
+static int kubi_seccomp_set_filter(unsigned int flags, const char *insns, unsigned int count)
+{
+    struct sock_fprog prog;
+    if (count == 0 || count > 0xffff) { errno = EINVAL; return -1; }
+    prog.len = (unsigned short)count;
+    prog.filter = (struct sock_filter *)insns;
+    return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+}
+
+/* 1 if the kernel takes these SECCOMP_FILTER_FLAG_* bits, 0 if not: with
+   no program the call fails with EFAULT once the flags were accepted. */
+static int kubi_seccomp_flags_supported(unsigned int flags)
+{
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, NULL) < 0 && errno == EFAULT)
+        return 1;
+    return 0;
+}
+
+/* libseccomp through dlopen: its types and constants come from seccomp.h
+   at build time, its code only when a container has a seccomp profile. */
+#define KUBI_SCMP_FUNCS(X) \
+    X(seccomp_version) X(seccomp_init) X(seccomp_release) X(seccomp_arch_resolve_name) \
+    X(seccomp_arch_add) X(seccomp_attr_set) \
+    X(seccomp_syscall_resolve_name) X(seccomp_rule_add_array) X(seccomp_export_bpf)
+#define KUBI_SCMP_POINTER(name) __typeof__(name) *name;
+static struct { KUBI_SCMP_FUNCS(KUBI_SCMP_POINTER) } kubi_scmp;
+static const char *kubi_scmp_error = "libseccomp is not loaded";
+
+static int kubi_seccomp_open(void)
+{
+    static void *handle;
+    if (handle != NULL) return 0;
+    void *h = dlopen("libseccomp.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) { kubi_scmp_error = dlerror(); return -1; }
+#define KUBI_SCMP_RESOLVE(name) \
+    if ((*(void **)&kubi_scmp.name = dlsym(h, #name)) == NULL) { \
+        kubi_scmp_error = "libseccomp.so.2 has no " #name; dlclose(h); return -1; }
+    KUBI_SCMP_FUNCS(KUBI_SCMP_RESOLVE)
+    handle = h;
+    return 0;
+}
+
+static const char *kubi_seccomp_open_error(void) { return kubi_scmp_error; }
+static const struct scmp_version *kubi_seccomp_version(void)
+{ return kubi_scmp.seccomp_version(); }
+static scmp_filter_ctx kubi_seccomp_init(uint32_t def_action)
+{ return kubi_scmp.seccomp_init(def_action); }
+static void kubi_seccomp_release(scmp_filter_ctx ctx)
+{ kubi_scmp.seccomp_release(ctx); }
+static uint32_t kubi_seccomp_arch_resolve_name(const char *arch_name)
+{ return kubi_scmp.seccomp_arch_resolve_name(arch_name); }
+static int kubi_seccomp_arch_add(scmp_filter_ctx ctx, uint32_t arch_token)
+{ return kubi_scmp.seccomp_arch_add(ctx, arch_token); }
+static int kubi_seccomp_attr_set(scmp_filter_ctx ctx, enum scmp_filter_attr attr, uint32_t value)
+{ return kubi_scmp.seccomp_attr_set(ctx, attr, value); }
+static int kubi_seccomp_syscall_resolve_name(const char *name)
+{ return kubi_scmp.seccomp_syscall_resolve_name(name); }
+static int kubi_seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
+                                       unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array)
+{ return kubi_scmp.seccomp_rule_add_array(ctx, action, syscall, arg_cnt, arg_array); }
+static int kubi_seccomp_export_bpf(const scmp_filter_ctx ctx, int fd)
+{ return kubi_scmp.seccomp_export_bpf(ctx, fd); }
 
 /* setrlimit without Python's `resource` module (0.8 ms to import). */
 static int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard)

@@ -24,10 +24,6 @@ from tests.engines.harness import (
     trace_wrapper,
 )
 
-# The gate: kubirun is not a runc-compatible runtime yet. When it is, make
-# this True (or drop it) and the kubirun cases run by default.
-KUBIRUN_ENGINE_TESTS = os.environ.get("KUBIRUN_ENGINE_TESTS") == "1"
-
 KUBIRUN_BINARY = Path(sys.executable).parent / "kubirun"
 
 
@@ -40,9 +36,7 @@ def _runtime_params() -> list:
     return [
         pytest.param("runc", id="runc", marks=pytest.mark.skipif(
             _runc_binary() is None, reason="runc is not installed")),
-        pytest.param("kubirun", id="kubirun", marks=pytest.mark.skipif(
-            not KUBIRUN_ENGINE_TESTS,
-            reason="kubirun is not an OCI runtime yet: set KUBIRUN_ENGINE_TESTS=1")),
+        pytest.param("kubirun", id="kubirun"),
     ]
 
 

@@ -89,8 +89,8 @@ def test_a_hostname_needs_a_new_uts_namespace(bundle):
 
 def test_what_kubirun_cannot_honour_is_refused_not_ignored(bundle):
     config = _config()
-    config["linux"]["seccomp"] = {"defaultAction": "SCMP_ACT_ALLOW"}
-    with pytest.raises(SpecError, match="linux.seccomp"):
+    config["linux"]["intelRdt"] = {"closID": "x"}
+    with pytest.raises(SpecError, match="linux.intelRdt"):
         parse(config, str(bundle))
     config = _config()
     config["process"]["apparmorProfile"] = "docker-default"

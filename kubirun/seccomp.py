@@ -1,0 +1,387 @@
+"""``linux.seccomp``: a system call filter on the container's processes.
+
+    1. ``parse``: the profile is checked with the rest of config.json; each
+       error names its JSON path (``linux.seccomp.syscalls[3].action``)
+    2. ``Profile.compile``, in the runtime (``create``): libseccomp turns
+       the profile into a BPF program: names to numbers on every listed
+       architecture, argument comparisons, the default action.  Syscall
+       names libseccomp does not know are skipped with one warning (a
+       profile lists other architectures' calls, or newer ones), as runc
+       does; a rule whose action is the default one is dropped
+    3. ``Program.load``: the container's init, and every process ``exec``
+       starts, installs that program itself with one ``seccomp(2)`` call,
+       as late as it can: right before ``execve`` (see ``must_load_early``)
+
+Compiling in the runtime keeps libseccomp out of the init: nothing after
+``pivot_root`` reaches for the host's files, warnings and errors come from
+``create`` itself, and the program, kept in state.json, serves ``exec``
+with no second compilation.  libseccomp is opened (``dlopen``) only here:
+a container without a profile never loads it.
+
+Not supported, and refused with the reason: ``SCMP_ACT_NOTIFY`` with
+``listenerPath``/``listenerMetadata`` (seccomp agents) and the flag that
+only applies to them, ``SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV``.  Not
+done: runc's patch of the BPF that makes syscalls newer than any the profile
+names fail with ENOSYS; here they get the default action, as libseccomp
+generates it.
+"""
+from __future__ import annotations
+
+import binascii
+import errno
+import os
+
+from kubirun import _native
+from kubirun._native import ffi, lib
+from kubirun.errors import ContainerStartError, KubirunError, describe
+
+WHERE = "linux.seccomp"
+
+# OCI action name: (libseccomp action, takes an errno in its low 16 bits).
+ACTIONS = {
+    "SCMP_ACT_KILL": (lib.SCMP_ACT_KILL_THREAD, False),
+    "SCMP_ACT_KILL_THREAD": (lib.SCMP_ACT_KILL_THREAD, False),
+    "SCMP_ACT_KILL_PROCESS": (lib.SCMP_ACT_KILL_PROCESS, False),
+    "SCMP_ACT_TRAP": (lib.SCMP_ACT_TRAP, False),
+    "SCMP_ACT_ERRNO": (lib.KUBI_SCMP_ACT_ERRNO, True),
+    "SCMP_ACT_TRACE": (lib.KUBI_SCMP_ACT_TRACE, True),
+    "SCMP_ACT_ALLOW": (lib.SCMP_ACT_ALLOW, False),
+    "SCMP_ACT_LOG": (lib.SCMP_ACT_LOG, False),
+}
+REFUSED_ACTIONS = {
+    "SCMP_ACT_NOTIFY": "seccomp notify is not supported by kubirun (SCMP_ACT_NOTIFY needs a"
+                       " seccomp agent at linux.seccomp.listenerPath)",
+}
+OPERATORS = {
+    "SCMP_CMP_NE": lib.SCMP_CMP_NE,
+    "SCMP_CMP_LT": lib.SCMP_CMP_LT,
+    "SCMP_CMP_LE": lib.SCMP_CMP_LE,
+    "SCMP_CMP_EQ": lib.SCMP_CMP_EQ,
+    "SCMP_CMP_GE": lib.SCMP_CMP_GE,
+    "SCMP_CMP_GT": lib.SCMP_CMP_GT,
+    "SCMP_CMP_MASKED_EQ": lib.SCMP_CMP_MASKED_EQ,
+}
+# OCI architecture name: libseccomp's name (seccomp_arch_resolve_name).
+# The last four need libseccomp 2.6; an older one refuses them at compile.
+ARCHITECTURES = {
+    "SCMP_ARCH_X86": "x86",
+    "SCMP_ARCH_X86_64": "x86_64",
+    "SCMP_ARCH_X32": "x32",
+    "SCMP_ARCH_ARM": "arm",
+    "SCMP_ARCH_AARCH64": "aarch64",
+    "SCMP_ARCH_MIPS": "mips",
+    "SCMP_ARCH_MIPS64": "mips64",
+    "SCMP_ARCH_MIPS64N32": "mips64n32",
+    "SCMP_ARCH_MIPSEL": "mipsel",
+    "SCMP_ARCH_MIPSEL64": "mipsel64",
+    "SCMP_ARCH_MIPSEL64N32": "mipsel64n32",
+    "SCMP_ARCH_PPC": "ppc",
+    "SCMP_ARCH_PPC64": "ppc64",
+    "SCMP_ARCH_PPC64LE": "ppc64le",
+    "SCMP_ARCH_S390": "s390",
+    "SCMP_ARCH_S390X": "s390x",
+    "SCMP_ARCH_PARISC": "parisc",
+    "SCMP_ARCH_PARISC64": "parisc64",
+    "SCMP_ARCH_RISCV64": "riscv64",
+    "SCMP_ARCH_LOONGARCH64": "loongarch64",
+    "SCMP_ARCH_M68K": "m68k",
+    "SCMP_ARCH_SH": "sh",
+    "SCMP_ARCH_SHEB": "sheb",
+}
+# Filter flags, passed to seccomp(2) as they are.
+FLAGS = {
+    "SECCOMP_FILTER_FLAG_TSYNC": _native.SECCOMP_FILTER_FLAG_TSYNC,
+    "SECCOMP_FILTER_FLAG_LOG": _native.SECCOMP_FILTER_FLAG_LOG,
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW": _native.SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+}
+REFUSED_FLAGS = {
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": "applies to seccomp notify only, which kubirun"
+                                              " does not support",
+}
+EPERM = errno.EPERM  # errnoRet and defaultErrnoRet when not given
+MAX_ARGUMENTS = 6
+BPF_MAXINSNS = 4096  # the kernel's limit on one program
+NR_SCMP_ERROR = -1  # seccomp_syscall_resolve_name: unknown name
+OPTIMIZE_ABOVE = 32  # rules: from there on, a binary tree (as runc)
+
+
+class Rule:
+    """One ``syscalls[]`` entry: its names, the action (with its errno),
+    the argument comparisons ``(index, op, value, valueTwo)``."""
+
+    __slots__ = ("names", "action", "args", "where")
+
+    def __init__(self, names: list[str], action: int, args: list[tuple[int, int, int, int]],
+                 where: str) -> None:
+        self.names, self.action, self.args, self.where = names, action, args, where
+
+
+class Profile:
+    """A validated ``linux.seccomp``."""
+
+    def __init__(self, default_action: int, architectures: list[tuple[str, str]], flags: int,
+                 rules: list[Rule], where: str = WHERE) -> None:
+        self.default_action = default_action
+        self.architectures = architectures  # (OCI name, JSON path)
+        self.flags = flags
+        self.rules = rules
+        self.where = where
+        self._program: Program | None = None
+
+    def compile(self, warn=None) -> "Program":
+        """The BPF program (compiled once; warnings go to ``warn``, by
+        default kubirun's log)."""
+        if self._program is None:
+            if warn is None:
+                from kubirun import log
+
+                warn = log.warning
+            self._program = _compile(self, warn)
+        return self._program
+
+
+class Program:
+    """A compiled filter: BPF instructions and seccomp(2) flags.  Plain
+    bytes, so a forked init holds all it needs without libseccomp."""
+
+    __slots__ = ("bpf", "flags")
+
+    def __init__(self, bpf: bytes, flags: int = 0) -> None:
+        self.bpf, self.flags = bpf, flags
+
+    def load(self) -> None:
+        """Install the filter on this process (and so on what it execs)."""
+        try:
+            _native.seccomp_set_filter(self.bpf, self.flags)
+        except OSError as err:
+            raise ContainerStartError(f"cannot load the seccomp filter: {describe(err)}") from None
+
+    @staticmethod
+    def must_load_early(process) -> bool:
+        """Loading a filter takes no_new_privs or CAP_SYS_ADMIN.  A process
+        that has neither once it runs as its user must load it before
+        ``process.become`` (as runc does): the filter then sees that step's
+        calls too (setgroups, setgid, setuid, capset, prctl, chdir...).
+        Otherwise it is loaded right before ``execve``."""
+        if process.no_new_privileges:
+            return False
+        if process.capabilities is None:
+            return not process.oci or process.uid != 0  # a uid switch clears them
+        return "CAP_SYS_ADMIN" not in process.capabilities.get("effective", [])
+
+    def to_state(self) -> dict:
+        return {"bpf": binascii.b2a_base64(self.bpf, newline=False).decode(), "flags": self.flags}
+
+    @classmethod
+    def from_state(cls, state: dict) -> "Program":
+        return cls(binascii.a2b_base64(state["bpf"]), state.get("flags", 0))
+
+
+# --- 1. parse ----------------------------------------------------------------
+
+def parse(raw: object, where: str = WHERE) -> Profile | None:
+    """The profile; None for one with neither a default action nor rules
+    (runc takes that as seccomp disabled)."""
+    from kubirun.spec import _expect, _fail, _get, _strings
+
+    _expect(raw, dict, where)
+    if not raw.get("defaultAction") and not raw.get("syscalls"):
+        return None
+    for key in ("listenerPath", "listenerMetadata"):
+        if raw.get(key):
+            raise _fail(f"{where}.{key}", "seccomp notify is not supported by kubirun")
+    default_action = _action(raw, "defaultAction", "defaultErrnoRet", where)
+
+    architectures = []
+    for i, name in enumerate(_strings(raw, "architectures", where)):
+        if name not in ARCHITECTURES:
+            raise _fail(f"{where}.architectures[{i}]",
+                        f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
+        architectures.append((name, f"{where}.architectures[{i}]"))
+
+    flags = 0
+    for i, name in enumerate(_strings(raw, "flags", where)):
+        if name in REFUSED_FLAGS:
+            raise _fail(f"{where}.flags[{i}]", f"{name} {REFUSED_FLAGS[name]}")
+        if name not in FLAGS:
+            raise _fail(f"{where}.flags[{i}]", f"unknown flag {name!r}"
+                        f" (known: {', '.join([*FLAGS, *REFUSED_FLAGS])})")
+        flags |= FLAGS[name]
+
+    rules = []
+    for i, call in enumerate(_get(raw, "syscalls", list, where, [])):
+        here = f"{where}.syscalls[{i}]"
+        _expect(call, dict, here)
+        names = _strings(call, "names", here)
+        if not names:
+            raise _fail(f"{here}.names", "missing or empty: a rule names at least one syscall")
+        for j, name in enumerate(names):
+            if not name:
+                raise _fail(f"{here}.names[{j}]", "empty syscall name")
+        action = _action(call, "action", "errnoRet", here)
+        args = [_argument(arg, f"{here}.args[{k}]")
+                for k, arg in enumerate(_get(call, "args", list, here, []))]
+        rules.append(Rule(names, action, args, here))
+    return Profile(default_action, architectures, flags, rules, where)
+
+
+def _action(obj: dict, key: str, errno_key: str, where: str) -> int:
+    """An action and its errno, as the libseccomp action value."""
+    from kubirun.spec import _fail, _get, _uint
+
+    name = _get(obj, key, str, where)
+    if not name:
+        raise _fail(f"{where}.{key}", "missing (an action is required)")
+    if name in REFUSED_ACTIONS:
+        raise _fail(f"{where}.{key}", REFUSED_ACTIONS[name])
+    if name not in ACTIONS:
+        raise _fail(f"{where}.{key}", f"unknown action {name!r} (known: {', '.join(ACTIONS)})")
+    value, takes_errno = ACTIONS[name]
+    errno_ret = _uint(obj, errno_key, where)
+    if errno_ret is not None:
+        if not takes_errno:
+            raise _fail(f"{where}.{errno_key}", f"{name} returns no errno"
+                        " (only SCMP_ACT_ERRNO and SCMP_ACT_TRACE do)")
+        if errno_ret > 0xFFFF:
+            raise _fail(f"{where}.{errno_key}", f"must be at most 65535, got {errno_ret}")
+    if takes_errno:
+        value |= EPERM if errno_ret is None else errno_ret
+    return value
+
+
+def _argument(arg: object, where: str) -> tuple[int, int, int, int]:
+    from kubirun.spec import _expect, _fail, _get, _uint
+
+    _expect(arg, dict, where)
+    index = _uint(arg, "index", where)
+    if index is None:
+        raise _fail(f"{where}.index", "missing")
+    if index >= MAX_ARGUMENTS:
+        raise _fail(f"{where}.index", f"a syscall has arguments 0 to 5, got {index}")
+    value = _uint(arg, "value", where)
+    if value is None:
+        raise _fail(f"{where}.value", "missing")
+    value_two = _uint(arg, "valueTwo", where, 0)
+    for key, number in (("value", value), ("valueTwo", value_two)):
+        if number >= 1 << 64:
+            raise _fail(f"{where}.{key}", f"does not fit in 64 bits: {number}")
+    op = _get(arg, "op", str, where)
+    if op not in OPERATORS:
+        raise _fail(f"{where}.op", f"unknown operator {op!r} (known: {', '.join(OPERATORS)})")
+    return index, OPERATORS[op], value, value_two
+
+
+# --- 2. compile --------------------------------------------------------------
+
+def _compile(profile: Profile, warn) -> Program:
+    from kubirun.spec import _fail
+
+    try:
+        seccomp = _native.libseccomp()
+    except OSError as err:
+        raise KubirunError(f"config.json: {profile.where}: {err.strerror}") from None
+    version = _version(seccomp)
+    ctx = seccomp.kubi_seccomp_init(profile.default_action)
+    if ctx == ffi.NULL:
+        raise _fail(f"{profile.where}.defaultAction",
+                    f"libseccomp {version} refuses this action on this kernel")
+    try:
+        for name, where in profile.architectures:
+            token = seccomp.kubi_seccomp_arch_resolve_name(ARCHITECTURES[name].encode())
+            if not token:
+                raise _fail(where, f"{name} is not supported by libseccomp {version}")
+            rc = seccomp.kubi_seccomp_arch_add(ctx, token)
+            if rc < 0 and rc != -errno.EEXIST:
+                raise _fail(where, f"libseccomp cannot add {name}: {os.strerror(-rc)}")
+        unknown: dict[str, None] = {}
+        added = 0
+        for rule in profile.rules:
+            if rule.action == profile.default_action:
+                continue  # changes nothing, and libseccomp refuses it
+            for name in rule.names:
+                number = seccomp.kubi_seccomp_syscall_resolve_name(name.encode())
+                if number == NR_SCMP_ERROR:
+                    unknown[name] = None
+                    continue
+                for conditions in _condition_sets(rule.args):
+                    rc = seccomp.kubi_seccomp_rule_add_array(
+                        ctx, rule.action, number, len(conditions), _arg_array(conditions))
+                    if rc < 0:
+                        raise _fail(rule.where, f"libseccomp {version} refuses the rule for"
+                                    f" {name}: {os.strerror(-rc)}")
+                    added += 1
+        if unknown:
+            warn(f"{profile.where}: skipped {len(unknown)} syscall(s) unknown to libseccomp"
+                 f" {version} on {os.uname().machine}: {', '.join(unknown)}")
+        if added > OPTIMIZE_ABOVE:
+            # A binary tree instead of a list: fewer comparisons per call.
+            # (libseccomp up to 2.5.4 misbehaves with it on an empty filter.)
+            seccomp.kubi_seccomp_attr_set(ctx, seccomp.SCMP_FLTATR_CTL_OPTIMIZE, 2)
+        bpf = _export(seccomp, ctx, profile.where)
+    finally:
+        seccomp.kubi_seccomp_release(ctx)
+    if profile.flags and not _native.seccomp_flags_supported(profile.flags):
+        raise _fail(f"{profile.where}.flags", "not supported by this kernel")
+    return Program(bpf, profile.flags)
+
+
+def _condition_sets(args: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:
+    """The comparisons of one rule, or (as runc does) one rule for each
+    comparison when an argument is compared twice: libseccomp cannot AND
+    two comparisons of one argument, so such an entry matches if any does."""
+    indexes = [index for index, _, _, _ in args]
+    if len(set(indexes)) < len(indexes):
+        return [[arg] for arg in args]
+    return [args]
+
+
+def _arg_array(conditions: list[tuple[int, int, int, int]]):
+    if not conditions:
+        return ffi.NULL
+    array = ffi.new("struct scmp_arg_cmp[]", len(conditions))
+    for item, (index, op, value, value_two) in zip(array, conditions):
+        item.arg, item.op, item.datum_a, item.datum_b = index, op, value, value_two
+    return array
+
+
+def _export(seccomp, ctx, where: str) -> bytes:
+    """The BPF program, through a memfd (libseccomp 2.5 writes to an fd)."""
+    fd = os.memfd_create("kubirun-seccomp", os.MFD_CLOEXEC)
+    try:
+        rc = seccomp.kubi_seccomp_export_bpf(ctx, fd)
+        if rc < 0:
+            raise KubirunError(f"config.json: {where}: libseccomp cannot generate the filter:"
+                               f" {os.strerror(-rc)}")
+        size = os.lseek(fd, 0, os.SEEK_CUR)
+        bpf = os.pread(fd, size, 0)
+    finally:
+        os.close(fd)
+    if not bpf or len(bpf) % 8 or len(bpf) // 8 > BPF_MAXINSNS:
+        raise KubirunError(f"config.json: {where}: the filter has {len(bpf) / 8:g} BPF"
+                           f" instructions; the kernel takes 1 to {BPF_MAXINSNS}")
+    return bpf
+
+
+def _version(seccomp) -> str:
+    v = seccomp.kubi_seccomp_version()
+    return f"{v.major}.{v.minor}.{v.micro}"
+
+
+# --- kubirun features --------------------------------------------------------
+
+def features() -> dict:
+    """The ``linux.seccomp`` part of ``kubirun features``."""
+    try:
+        seccomp = _native.libseccomp()
+    except OSError:
+        return {"enabled": False}
+    return {
+        "enabled": True,
+        "actions": list(ACTIONS),
+        "operators": list(OPERATORS),
+        "archs": [name for name, scmp in ARCHITECTURES.items()
+                  if seccomp.kubi_seccomp_arch_resolve_name(scmp.encode())],
+        "knownFlags": [*FLAGS, *REFUSED_FLAGS],
+        "supportedFlags": [name for name, bit in FLAGS.items()
+                           if _native.seccomp_flags_supported(bit)],
+    }
