@@ -33,13 +33,14 @@ class CreateOptions:
 
     def __init__(self, pid_file: str | None = None, console_socket: str | None = None,
                  no_pivot: bool = False, preserve_fds: int = 0, foreground: bool = False,
-                 remove_on_delete: str | None = None) -> None:
+                 remove_on_delete: str | None = None, new_keyring: bool = True) -> None:
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
         self.preserve_fds = preserve_fds
         self.foreground = foreground  # `run` without -d: we relay and wait
         self.remove_on_delete = remove_on_delete  # an unpacked image root of ours
+        self.new_keyring = new_keyring  # False: --no-new-keyring
 
 
 class Container:

@@ -103,7 +103,8 @@ def join_files(spec: Spec, cgroup) -> list[tuple[str, bool]]:
     return cgroup.join_files(include_unified=needs_unified)
 
 
-def init_config(spec: Spec, cgroup, fifo: str | None, options, channel: InitChannel) -> InitConfig:
+def init_config(container_id: str, spec: Spec, cgroup, fifo: str | None, options,
+                channel: InitChannel) -> InitConfig:
     mounts = plan_mounts(spec.mounts, cgroup_binds(cgroup))
     dev_is_tmpfs = any(m["destination"].rstrip("/") == "/dev" and m.get("type") == "tmpfs"
                        for m in spec.mounts)
@@ -135,6 +136,7 @@ def init_config(spec: Spec, cgroup, fifo: str | None, options, channel: InitChan
     config.exec_fifo = fifo
     config.die_with_runtime = options.foreground
     config.preserve_fds = options.preserve_fds
+    config.session_keyring = f"_ses.{container_id}" if options.new_keyring else None
     config.hooks_create_container = spec.hooks.get("createContainer", [])
     config.hooks_start_container = spec.hooks.get("startContainer", [])
     config.seccomp = spec.seccomp.compile() if spec.seccomp else None
@@ -146,7 +148,7 @@ def start_init(container_id: str, spec: Spec, cgroup, fifo: str, options) -> Ini
     import sys
 
     channel = InitChannel()
-    config = init_config(spec, cgroup, fifo, options, channel)
+    config = init_config(container_id, spec, cgroup, fifo, options, channel)
     ours = None
     if spec.process.terminal:
         from kubirun import console

@@ -47,6 +47,7 @@ class InitConfig:
         self.console_socket = None  # a unix socket for the pty master
         self.console_ack = False  # our own relay sizes the pty, then acks
         self.preserve_fds = 0
+        self.session_keyring: str | None = None  # "_ses.ID", or None (--no-new-keyring)
         self.hooks_create_container: list = []
         self.hooks_start_container: list = []
         self.hook_state: dict = {}
@@ -76,24 +77,29 @@ def _setup_and_exec(config: InitConfig) -> None:
     _native.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     # 2. Namespaces: join those given by path, make the new ones (the PID
-    #    namespace is already ours; the cgroup one comes after step 11).
+    #    namespace is already ours; the cgroup one comes after step 12).
     namespaces.join(config.join)
     _native.unshare(config.unshare)
 
-    # 3. Into the container's cgroup, every hierarchy but the one that
-    #    charges memory: that one is joined last (step 11), so the
+    # 3. A session keyring of its own (unless --no-new-keyring): keys the
+    #    caller's session holds stay out of the container's reach.
+    if config.session_keyring:
+        _join_session_keyring(config.session_keyring)
+
+    # 4. Into the container's cgroup, every hierarchy but the one that
+    #    charges memory: that one is joined last (step 12), so the
     #    interpreter's pages stay charged to the runtime.
     memory_file = cgroups_join(config.cgroup_join)
 
-    # 4. Nothing we mount from here on reaches the host.
+    # 5. Nothing we mount from here on reaches the host.
     rootfs.set_propagation(kernel, config.rootfs_propagation)
     rootfs.bind_root(kernel, config.rootfs)
 
-    # 5. The spec's mounts and devices, resolved inside the new root.
+    # 6. The spec's mounts and devices, resolved inside the new root.
     root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
     mounts.apply(kernel, root_fd, config.plan)
 
-    # 6. The terminal, if asked for: made from the container's devpts.
+    # 7. The terminal, if asked for: made from the container's devpts.
     slave = None
     if spec.terminal:
         from kubirun import console
@@ -105,7 +111,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     kernel.close(root_fd)
     fifo = _open_exec_fifo(config.exec_fifo)
 
-    # 7. Hooks: prestart and createRuntime (run by the runtime), then
+    # 8. Hooks: prestart and createRuntime (run by the runtime), then
     #    createContainer (ours: in the container's namespaces, before the
     #    host's filesystem leaves our view).
     channel.ask(HOOKS)
@@ -114,7 +120,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     config.hook_state["pid"] = int(os.readlink("/proc/self"))
     _run_hooks("createContainer", config.hooks_create_container, config.hook_state)
 
-    # 8. Switch root: the host's filesystem is gone from view (and with it
+    # 9. Switch root: the host's filesystem is gone from view (and with it
     #    Python's own modules: import now what the steps below need).
     process.preload(spec)
     if config.hooks_start_container:
@@ -124,14 +130,14 @@ def _setup_and_exec(config: InitConfig) -> None:
     else:
         rootfs.pivot_into(kernel, config.rootfs)
 
-    # 9. Finish the root: masked and read-only paths, sysctls, ro root.
+    # 10. Finish the root: masked and read-only paths, sysctls, ro root.
     rootfs.mask_paths(kernel, config.masked_paths)
     rootfs.make_paths_readonly(kernel, config.readonly_paths)
     rootfs.write_sysctls(config.sysctl)
     if config.root_readonly:
         rootfs.remount_root_readonly(kernel)
 
-    # 10. Name the host, bring up loopback.
+    # 11. Name the host, bring up loopback.
     if config.hostname is not None:
         _native.sethostname(config.hostname)
     if config.domainname is not None:
@@ -139,7 +145,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.new_netns:
         network.bring_up_loopback()
 
-    # 11. Into the memory cgroup, then a cgroup namespace rooted where we
+    # 12. Into the memory cgroup, then a cgroup namespace rooted where we
     #     are now.
     if memory_file is not None:
         os.write(memory_file, b"0")
@@ -147,12 +153,12 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.new_cgroupns:
         _native.unshare(_native.CLONE_NEWCGROUP)
 
-    # 12. What runs, found in the container's PATH, with which environment.
+    # 13. What runs, found in the container's PATH, with which environment.
     identity, program, env = process.prepare(spec, config.hostname or "")
     if slave is not None:
         console.become_controlling_terminal(slave)
 
-    # 13. Created: wait for `start` (it opens the exec fifo), then run the
+    # 14. Created: wait for `start` (it opens the exec fifo), then run the
     #     startContainer hooks.
     channel.ask(READY)
     if not config.die_with_runtime:
@@ -163,7 +169,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     config.hook_state["status"] = "created"
     _run_hooks("startContainer", config.hooks_start_container, config.hook_state)
 
-    # 14. Leave nothing of the runtime behind: signal dispositions Python
+    # 15. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones
     #     (close-on-exec, so the channel still carries an execve failure).
     _reset_signals()
@@ -171,7 +177,7 @@ def _setup_and_exec(config: InitConfig) -> None:
         os.set_inheritable(fd, True)
     _native.close_range(3 + config.preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
 
-    # 15. Who runs: limits, capabilities, user, no_new_privs, working dir.
+    # 16. Who runs: limits, capabilities, user, no_new_privs, working dir.
     #     The seccomp filter comes last, but a process left with neither
     #     no_new_privs nor CAP_SYS_ADMIN can only load it before this step.
     seccomp = config.seccomp
@@ -180,7 +186,7 @@ def _setup_and_exec(config: InitConfig) -> None:
         _after_start(seccomp.load)
     process.become(spec, identity)
 
-    # 16. Become the container's program: the filter, then execve.
+    # 17. Become the container's program: the filter, then execve.
     if seccomp is not None and not early:
         _after_start(seccomp.load)
     _after_start(process.exec_program, program, spec.args, env)
@@ -195,6 +201,21 @@ def _after_start(step, *args) -> None:
     except ContainerStartError as err:
         os.write(2, f"kubirun: {err}\n".encode(errors="replace"))
         raise
+
+
+def _join_session_keyring(name: str) -> None:
+    """Join a new session keyring, searchable by its user (runc's
+    permissions without a user namespace); a kernel without keyrings is
+    not an error."""
+    import errno
+
+    try:
+        key = _native.join_session_keyring(name)
+    except OSError as err:
+        if err.errno == errno.ENOSYS:
+            return
+        raise
+    _native.add_key_permissions(key, 0x80000)  # KEY_USR_SEARCH
 
 
 def cgroups_join(files: list[tuple[str, bool]]) -> int | None:

@@ -114,6 +114,25 @@ def setdomainname(name: str) -> None:
         raise _fail("setdomainname", name)
 
 
+def join_session_keyring(name: str) -> int:
+    """A new session keyring named ``name`` for this process (and its id)."""
+    key = lib.kubi_join_session_keyring(_enc(name))
+    if key < 0:
+        raise _fail("keyctl(JOIN_SESSION_KEYRING)", name)
+    return key
+
+
+def add_key_permissions(key: int, bits: int) -> None:
+    """Add permission ``bits`` to ``key`` (KEYCTL_DESCRIBE to read them,
+    KEYCTL_SETPERM to set them)."""
+    buf = ffi.new("char[]", 256)
+    if lib.kubi_keyctl(6, key, int(ffi.cast("uintptr_t", buf)), 256) < 0:  # KEYCTL_DESCRIBE
+        raise _fail("keyctl(DESCRIBE)")
+    perm = int(ffi.string(buf).decode().split(";")[3], 16)
+    if lib.kubi_keyctl(5, key, perm | bits, 0) < 0:  # KEYCTL_SETPERM
+        raise _fail("keyctl(SETPERM)")
+
+
 def setrlimit(resource: int, soft: int, hard: int) -> None:
     """``soft``/``hard`` as the kernel's u64: 2**64-1 is unlimited."""
     if lib.kubi_setrlimit(resource, soft, hard) < 0:

@@ -20,6 +20,8 @@ int umount2(const char *target, int flags);
 int sethostname(const char *name, size_t len);
 int setdomainname(const char *name, size_t len);
 int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard);
+long kubi_keyctl(int operation, unsigned long a2, unsigned long a3, unsigned long a4);
+long kubi_join_session_keyring(const char *name);
 
 int kubi_pivot_root(const char *new_root, const char *put_old);
 int kubi_close_range(unsigned int first, unsigned int last, unsigned int flags);
@@ -226,6 +228,13 @@ static int kubi_seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int
 { return kubi_scmp.seccomp_rule_add_array(ctx, action, syscall, arg_cnt, arg_array); }
 static int kubi_seccomp_export_bpf(const scmp_filter_ctx ctx, int fd)
 { return kubi_scmp.seccomp_export_bpf(ctx, fd); }
+
+/* keyctl(2): glibc has no wrapper (libkeyutils would be one more library). */
+static long kubi_keyctl(int operation, unsigned long a2, unsigned long a3, unsigned long a4)
+{ return syscall(SYS_keyctl, operation, a2, a3, a4, 0); }
+
+static long kubi_join_session_keyring(const char *name)
+{ return syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, name, 0, 0, 0); }
 
 /* setrlimit without Python's `resource` module (0.8 ms to import). */
 static int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard)

@@ -26,7 +26,7 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
             raise KubirunError("run with a bundle takes only the container id; the process"
                                " comes from the bundle's config.json")
         return _run_bundle(image, bundle or ".", detach, keep, pid_file, console_socket,
-                           no_pivot, _count(preserve_fds, "--preserve-fds"))
+                           no_pivot, _count(preserve_fds, "--preserve-fds"), no_new_keyring)
     if detach:
         raise KubirunError("-d is for bundles (`kubirun run -b BUNDLE -d ID`)")
     from kubirun import imagerun
@@ -51,13 +51,15 @@ def _looks_like_a_container_id(word: str) -> bool:
 
 
 def _run_bundle(container_id: str, bundle: str, detach: bool, keep: bool, pid_file: str | None,
-                console_socket: str | None, no_pivot: bool, preserve_fds: int) -> int:
+                console_socket: str | None, no_pivot: bool, preserve_fds: int,
+                no_new_keyring: bool) -> int:
     from kubirun.container import Container, CreateOptions
     from kubirun.spec import load_bundle
 
     spec = load_bundle(bundle)
     options = CreateOptions(pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
-                            preserve_fds=preserve_fds + _listen_fds(spec), foreground=not detach)
+                            preserve_fds=preserve_fds + _listen_fds(spec), foreground=not detach,
+                            new_keyring=not no_new_keyring)
     container = Container.create(container_id, spec, options=options)
     if detach:
         container.start()
@@ -79,7 +81,8 @@ def create(container_id: str, bundle: str | None, pid_file: str | None,
 
     spec = load_bundle(bundle or ".")
     options = CreateOptions(pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
-                            preserve_fds=_count(preserve_fds, "--preserve-fds") + _listen_fds(spec))
+                            preserve_fds=_count(preserve_fds, "--preserve-fds") + _listen_fds(spec),
+                            new_keyring=not no_new_keyring)
     Container.create(container_id, spec, options=options)
     return 0
 

@@ -358,3 +358,21 @@ def test_nothing_is_left_after_delete(oci, bundle):
     oci.start_created(cid, b)
     assert oci.cmd("delete", "--force", cid).returncode == 0
     assert_nothing_left(oci, cid, b)
+
+
+def _session_keyrings(name: str) -> list[str]:
+    with open("/proc/keys") as f:
+        return [line for line in f if line.rstrip().endswith(f"{name}: empty")]
+
+
+def test_the_container_gets_a_session_keyring_of_its_own(oci, bundle):
+    cid = oci.new_id()
+    oci.start_created(cid, bundle(["sleep", "100"]))
+    (line,) = _session_keyrings(f"_ses.{cid}")
+    assert line.split()[4] == "3f1b0000"  # possessor all, user view+read+search (runc's)
+
+
+def test_no_new_keyring_keeps_the_callers(oci, bundle):
+    cid = oci.new_id()
+    oci.start_created(cid, bundle(["sleep", "100"]), "--no-new-keyring")
+    assert _session_keyrings(f"_ses.{cid}") == []
