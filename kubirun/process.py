@@ -147,10 +147,15 @@ def resolve_user(user: str | None, root: str = "/") -> Identity:
 
 
 def switch_user(identity: Identity) -> None:
-    """Drop to the container user: groups first, then gid, then uid."""
-    os.setgroups(list(identity.groups))
-    os.setgid(identity.gid)
-    os.setuid(identity.uid)
+    """Drop to the container user: groups first, then gid, then uid.  A
+    failure names the call (a seccomp profile may forbid one of them)."""
+    for name, call, arg in (("setgroups", os.setgroups, list(identity.groups)),
+                            ("setgid", os.setgid, identity.gid),
+                            ("setuid", os.setuid, identity.uid)):
+        try:
+            call(arg)
+        except OSError as err:
+            raise OSError(err.errno, f"{name}({arg}): {err.strerror}") from None
 
 
 def _is_executable_file(path: str) -> bool:
