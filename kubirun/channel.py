@@ -6,12 +6,13 @@ side means the init is gone, either dead or replaced by the container's
 program (``execve`` closed its end).  Pipes, not a socketpair: the
 ``socket`` module costs ~2.5 ms of start-up.
 
-    init -> runtime   b"H"  namespaces and mounts ready: run the prestart
+    init -> runtime   b"C"  mounts made: is my cgroup ready?
+                      b"H"  in my cgroup: run the prestart
                             and createRuntime hooks
                       b"R"  ready: record me as created
                       b"W"  waiting for ``start`` (PDEATHSIG dropped)
                       b"E<code>\\0<message>"  failed (then exits)
-    runtime -> init   b"G"  go on
+    runtime -> init   b"G"  go on (after C: the cgroup's files and mounts, JSON)
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import os
 
 from kubirun.errors import ContainerStartError
 
-HOOKS, READY, WAITING, ERROR, GO = b"H", b"R", b"W", b"E", b"G"
+CGROUP, HOOKS, READY, WAITING, ERROR, GO = b"C", b"H", b"R", b"W", b"E", b"G"
 
 
 class InitChannel:
@@ -33,11 +34,14 @@ class InitChannel:
         os.close(self._to_runtime_r)
         os.close(self._to_init_w)
 
-    def ask(self, tag: bytes) -> None:
-        """Report ``tag`` and wait for the go-ahead (exit if the runtime died)."""
+    def ask(self, tag: bytes) -> bytes:
+        """Report ``tag`` and wait for the go-ahead (exit if the runtime
+        died); what the runtime sent with it."""
         os.write(self._to_runtime_w, tag)
-        if os.read(self._to_init_r, 1) != GO:
+        answer = os.read(self._to_init_r, 65536)
+        if not answer.startswith(GO):
             os._exit(1)
+        return answer[1:]
 
     def tell(self, tag: bytes) -> None:
         os.write(self._to_runtime_w, tag)
@@ -73,8 +77,10 @@ class InitChannel:
         if got != tag:
             raise ContainerStartError(f"container init exited while {what}")
 
-    def go(self) -> None:
-        os.write(self._to_init_w, GO)
+    def go(self, payload: bytes = b"") -> None:
+        """Let the init go on; ``payload`` (one write, so under PIPE_BUF = 4 KiB
+        it arrives whole) is what ``ask`` returns there."""
+        os.write(self._to_init_w, GO + payload)
 
     def close(self) -> None:
         for fd in (self._to_runtime_r, self._to_init_w):

@@ -142,27 +142,29 @@ class Container:
             "seccomp": spec.seccomp.compile().to_state() if spec.seccomp else None,
             "remove_on_delete": options.remove_on_delete,
         }
+        self._creating = state  # what _abort_create undoes, kept up to date
         os.mkfifo(self.dir.fifo, 0o600)
-        cgroup = creation.make_cgroup(spec, self.id)
-        log.debug(f"container {self.id}: cgroup {cgroup.path} ({cgroup.kind})")
-        state["cgroup"] = cgroup.to_state()
-        state["cgroup_join"] = creation.join_files(spec, cgroup)
-        state["freezer_file"] = cgroup.freezer_file()
+        state["cgroup_path"] = creation.cgroup_path(spec, self.id)
         # Written twice only (each write is a rename, ~0.3 ms on ext4): now,
         # so that a runtime killed from here on leaves a record of what to
         # clean up, and once the init is waiting.
         self.dir.write(state)
 
-        run = creation.start_init(self.id, spec, cgroup, self.dir.fifo, options)
+        run = creation.start_init(self.id, spec, self.dir.fifo, options)
         self._init_pid, self._channel, self._master = run.pid, run.channel, run.master
         state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
         log.debug(f"container {self.id}: init forked, pid {run.pid}")
+        cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id)
+        state["cgroup"] = cgroup.to_state()
+        state["cgroup_join"] = creation.join_files(spec, cgroup)
+        state["freezer_file"] = cgroup.freezer_file()
+        log.debug(f"container {self.id}: cgroup {cgroup.path} ({cgroup.kind})")
 
         def record_created() -> None:
             state["status"] = "created"
             self.dir.write(state)
 
-        creation.complete(run, spec, hook_state=lambda: self._hook_state(state, "creating"),
+        creation.complete(run, spec, cgroup, hook_state=lambda: self._hook_state(state, "creating"),
                           persist=lambda: self.dir.write(state), record_created=record_created)
         if options.pid_file:
             write_pid_file(options.pid_file, run.pid)
@@ -181,10 +183,12 @@ class Container:
             self._channel.close()
         if self._master is not None:
             os.close(self._master)
-        try:
-            state = self.dir.read()
-        except KubirunError:
-            state = {}
+        state = getattr(self, "_creating", None)
+        if state is None:
+            try:
+                state = self.dir.read()
+            except KubirunError:
+                state = {}
         if state.get("cgroup"):
             try:
                 self._cgroup(state).destroy()
@@ -323,6 +327,16 @@ class Container:
                 # namespace, or an init whose runtime died mid-create.
                 cgroup.kill_all(9)
             cgroup.destroy()
+        elif state.get("cgroup_path"):
+            # The runtime died while making it: the container's own
+            # directories (never the parents) may exist unrecorded.
+            from kubirun.cgroups import open_cgroup
+
+            for directory in open_cgroup(state["cgroup_path"]).dirs():
+                try:
+                    os.rmdir(directory)
+                except OSError:
+                    pass
         if state.get("remove_on_delete"):
             from kubirun.imagerun import remove_container_dir
 

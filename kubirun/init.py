@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 
-from kubirun import _native, process
+from kubirun import _native, jsonio, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
-from kubirun.channel import HOOKS, READY, WAITING, InitChannel
+from kubirun.channel import CGROUP, HOOKS, READY, WAITING, InitChannel
 from kubirun.errors import ContainerStartError, KubirunError, describe
 from kubirun.ns import mounts, namespaces, network, rootfs
+from kubirun.ns.mountspec import plan_mounts
 
 
 class InitConfig:
@@ -29,10 +30,10 @@ class InitConfig:
         self.process = process
         self.channel = channel
         self.plan = plan  # mount steps (ns.mounts), made from config.json
+        self.cgroup_mounts: list[dict] = []  # config.json's cgroup mounts, made once it exists
         self.hostname = hostname
         self.domainname: str | None = None
         self.join: list[tuple[int, str]] = []  # (CLONE_NEW*, path) to setns into
-        self.cgroup_join: list[tuple[str, bool]] = []  # (file to write "0" to, charges memory?)
         self.unshare = 0  # CLONE_NEW* flags to create, except pid and cgroup
         self.new_cgroupns = False
         self.new_netns = False
@@ -48,6 +49,7 @@ class InitConfig:
         self.console_ack = False  # our own relay sizes the pty, then acks
         self.preserve_fds = 0
         self.session_keyring: str | None = None  # "_ses.ID", or None (--no-new-keyring)
+        self.runtime_hooks = False  # prestart/createRuntime hooks: stop for them
         self.hooks_create_container: list = []
         self.hooks_start_container: list = []
         self.hook_state: dict = {}
@@ -77,7 +79,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     _native.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     # 2. Namespaces: join those given by path, make the new ones (the PID
-    #    namespace is already ours; the cgroup one comes after step 12).
+    #    namespace is already ours; the cgroup one comes at step 12).
     namespaces.join(config.join)
     _native.unshare(config.unshare)
 
@@ -86,20 +88,15 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.session_keyring:
         _join_session_keyring(config.session_keyring)
 
-    # 4. Into the container's cgroup, every hierarchy but the one that
-    #    charges memory: that one is joined last (step 12), so the
-    #    interpreter's pages stay charged to the runtime.
-    memory_file = cgroups_join(config.cgroup_join)
-
-    # 5. Nothing we mount from here on reaches the host.
+    # 4. Nothing we mount from here on reaches the host.
     rootfs.set_propagation(kernel, config.rootfs_propagation)
     rootfs.bind_root(kernel, config.rootfs)
 
-    # 6. The spec's mounts and devices, resolved inside the new root.
+    # 5. The spec's mounts and devices, resolved inside the new root.
     root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
     mounts.apply(kernel, root_fd, config.plan)
 
-    # 7. The terminal, if asked for: made from the container's devpts.
+    # 6. The terminal, if asked for: made from the container's devpts.
     slave = None
     if spec.terminal:
         from kubirun import console
@@ -111,10 +108,22 @@ def _setup_and_exec(config: InitConfig) -> None:
     kernel.close(root_fd)
     fifo = _open_exec_fifo(config.exec_fifo)
 
+    # 7. Into the container's cgroup, once the runtime has made it (it did
+    #    while we mounted): every hierarchy but the one that charges
+    #    memory, joined last (step 12) so that the interpreter's pages stay
+    #    charged to the runtime.  Then its view under /sys/fs/cgroup.
+    cgroup = jsonio.loads(channel.ask(CGROUP))
+    memory_file = cgroups_join(cgroup["join"])
+    if config.cgroup_mounts:
+        root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
+        mounts.apply(kernel, root_fd, plan_mounts(config.cgroup_mounts, cgroup["binds"]))
+        kernel.close(root_fd)
+
     # 8. Hooks: prestart and createRuntime (run by the runtime), then
     #    createContainer (ours: in the container's namespaces, before the
     #    host's filesystem leaves our view).
-    channel.ask(HOOKS)
+    if config.runtime_hooks:
+        channel.ask(HOOKS)
     # Our PID as the host sees it, for the hooks' state: /proc is still
     # the host's here.
     config.hook_state["pid"] = int(os.readlink("/proc/self"))
