@@ -251,10 +251,23 @@ class Container:
                         relay.run()
                 code = _reap(pid)
                 self._init_pid = None
+                if code == 137:
+                    self._say_if_oom_killed()
                 return code
         finally:
             os.close(pidfd)
             self._channel.close()
+
+    def _say_if_oom_killed(self) -> None:
+        """Exit 137 is SIGKILL: say when it was the kernel's OOM killer."""
+        try:
+            state = self.load()
+            kills = self._cgroup(state).oom_kills() if state.get("cgroup") else 0
+        except Exception:  # noqa: BLE001 - an explanation, not a requirement
+            return
+        if kills:
+            log.error(f"container {self.id} was killed by the kernel's OOM killer"
+                      " (over its memory limit)")
 
     # --- kill, delete ----------------------------------------------------
 

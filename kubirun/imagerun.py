@@ -28,12 +28,14 @@ class RunOptions:
     """What ``kubirun run IMAGE`` was asked for."""
 
     def __init__(self, image: str, name: str | None = None, hostname: str | None = None,
-                 process: ProcessSpec | None = None, keep: bool = False) -> None:
+                 process: ProcessSpec | None = None, keep: bool = False,
+                 resources: dict | None = None) -> None:
         self.image = image
         self.name = name
         self.hostname = hostname
         self.process = process or ProcessSpec()
         self.keep = keep
+        self.resources = resources or {}  # linux.resources, from --memory, --cpus...
 
 
 class _Terminated(BaseException):
@@ -48,7 +50,7 @@ def _raise_terminated(signum: int, _frame: object) -> None:
     raise _Terminated(signum)
 
 
-def image_config(process: ProcessSpec, hostname: str, rootfs: str) -> dict:
+def image_config(process: ProcessSpec, hostname: str, rootfs: str, resources: dict) -> dict:
     """The config of an image run: ``kubirun spec``'s defaults (namespaces,
     mounts, masked paths) with every capability of root, as before OCI
     mode existed; the process itself is the command line's."""
@@ -59,7 +61,7 @@ def image_config(process: ProcessSpec, hostname: str, rootfs: str) -> dict:
     del config["process"]["capabilities"]
     config["root"] = {"path": rootfs}
     config["hostname"] = hostname
-    del config["linux"]["resources"]
+    config["linux"]["resources"] = resources
     return config
 
 
@@ -82,7 +84,8 @@ def run(options: RunOptions) -> int:
         from kubirun.spec import parse
 
         rootfs = materialize(options.image, os.path.join(container_dir, "rootfs"))
-        spec = parse(image_config(options.process, options.hostname or name, rootfs), container_dir)
+        spec = parse(image_config(options.process, options.hostname or name, rootfs,
+                                  options.resources), container_dir)
         spec.process = options.process
         container = Container.create(name, spec, options=CreateOptions(
             foreground=True, remove_on_delete=None if options.keep else container_dir))

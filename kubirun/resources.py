@@ -77,3 +77,40 @@ def resources_from_file(path: str) -> dict:
     if not isinstance(resources, dict):
         raise KubirunError(f"{path}: expected a linux.resources JSON object")
     return resources
+
+
+CPU_PERIOD = 100_000  # us, the CFS default (docker's --cpus uses the same)
+
+
+def run_limits(memory: str | None, cpus: str | None, pids_limit: str | None,
+               cpuset_cpus: str | None, io_weight: str | None) -> dict:
+    """``kubirun run``'s limit flags as ``linux.resources`` (docker's
+    meanings: --cpus 0.5 is a quota of half a period)."""
+    resources: dict = {}
+    if memory is not None:
+        limit = parse_size(memory, "--memory")
+        if limit != -1 and limit < 1 << 20:
+            raise KubirunError(f"--memory: {memory!r} is below 1m, too little to run anything")
+        resources["memory"] = {"limit": limit}
+    if cpus is not None:
+        try:
+            value = float(cpus)
+        except ValueError:
+            value = -1.0
+        if not value > 0:
+            raise KubirunError(f"--cpus: expected a positive number of CPUs, got {cpus!r}")
+        resources.setdefault("cpu", {}).update(quota=max(1000, round(value * CPU_PERIOD)),
+                                               period=CPU_PERIOD)
+    if cpuset_cpus is not None:
+        resources.setdefault("cpu", {})["cpus"] = cpuset_cpus
+    if pids_limit is not None:
+        limit = _int(pids_limit, "--pids-limit")
+        if limit < 1 and limit != -1:
+            raise KubirunError(f"--pids-limit: expected a positive number or -1, got {pids_limit!r}")
+        resources["pids"] = {"limit": limit}
+    if io_weight is not None:
+        weight = _int(io_weight, "--io-weight")
+        if not 10 <= weight <= 1000:
+            raise KubirunError(f"--io-weight: expected 10 to 1000, got {io_weight!r}")
+        resources["blockIO"] = {"weight": weight}
+    return resources

@@ -17,14 +17,17 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         env: list, workdir: str, user: str | None, tty: bool, interactive: bool,
         keep: bool, detach: bool, bundle: str | None, pid_file: str | None,
         console_socket: str | None, no_pivot: bool, no_new_keyring: bool,
-        preserve_fds: str) -> int:
+        preserve_fds: str, memory: str | None, cpus: str | None, pids_limit: str | None,
+        cpuset_cpus: str | None, io_weight: str | None) -> int:
     args = list(command)
     if args and args[0] == "--":  # `run IMAGE -- CMD`: the separator is ours, not CMD's
         args = args[1:]
+    limits = (memory, cpus, pids_limit, cpuset_cpus, io_weight)
     if bundle is not None or _looks_like_a_container_id(image):
-        if args or name or hostname or env or user or tty or interactive or workdir != "/":
+        if (args or name or hostname or env or user or tty or interactive or workdir != "/"
+                or any(v is not None for v in limits)):
             raise KubirunError("run with a bundle takes only the container id; the process"
-                               " comes from the bundle's config.json")
+                               " and its limits come from the bundle's config.json")
         return _run_bundle(image, bundle or ".", detach, keep, pid_file, console_socket,
                            no_pivot, _count(preserve_fds, "--preserve-fds"), no_new_keyring)
     if detach:
@@ -40,8 +43,11 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         terminal=tty,
         interactive=interactive,
     )
+    from kubirun.resources import run_limits
+
     return imagerun.run(imagerun.RunOptions(image=image, name=name, hostname=hostname,
-                                            process=spec, keep=keep))
+                                            process=spec, keep=keep,
+                                            resources=run_limits(*limits)))
 
 
 def _looks_like_a_container_id(word: str) -> bool:
