@@ -132,6 +132,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     # 9. Switch root: the host's filesystem is gone from view (and with it
     #    Python's own modules: import now what the steps below need).
     process.preload(spec)
+    if config.sysctl:
+        import kubirun.ns.procfs  # noqa: F401
     if config.hooks_start_container:
         import kubirun.hooks  # noqa: F401
     if config.no_pivot:
@@ -139,10 +141,10 @@ def _setup_and_exec(config: InitConfig) -> None:
     else:
         rootfs.pivot_into(kernel, config.rootfs)
 
-    # 10. Finish the root: masked and read-only paths, sysctls, ro root.
-    rootfs.mask_paths(kernel, config.masked_paths)
+    # 10. Finish the root: sysctls, read-only and masked paths, ro root.
+    rootfs.write_sysctls(config.sysctl)  # before /proc/sys turns read-only, as runc
     rootfs.make_paths_readonly(kernel, config.readonly_paths)
-    rootfs.write_sysctls(config.sysctl)
+    rootfs.mask_paths(kernel, config.masked_paths)
     if config.root_readonly:
         rootfs.remount_root_readonly(kernel)
 

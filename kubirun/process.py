@@ -209,6 +209,8 @@ def preload(spec: ProcessSpec) -> None:
         import kubirun.rlimits  # noqa: F401
     if spec.capabilities is not None:
         import kubirun.capabilities  # noqa: F401
+    if spec.oom_score_adj is not None:
+        import kubirun.ns.procfs  # noqa: F401
 
 
 def prepare(spec: ProcessSpec, hostname: str) -> tuple[Identity, str, dict[str, str]]:
@@ -237,8 +239,10 @@ def become(spec: ProcessSpec, identity: Identity) -> None:
 
         rlimits.apply(spec.rlimits)
     if spec.oom_score_adj is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(spec.oom_score_adj))
+        from kubirun.ns.procfs import ProcFS
+
+        with ProcFS("/proc") as proc:
+            proc.write(f"{os.getpid()}/oom_score_adj", str(spec.oom_score_adj))
     caps = None
     if spec.capabilities is not None:
         from kubirun.capabilities import CapabilityPlan, last_cap

@@ -335,6 +335,7 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
     sysctl = _get(linux, "sysctl", dict, "linux", {})
     for key, value in sysctl.items():
         _expect(value, str, f"linux.sysctl.{key}")
+        _check_sysctl_is_namespaced(spec, key)
     spec.sysctl = dict(sysctl)
     propagation = _get(linux, "rootfsPropagation", str, "linux")
     if propagation and propagation not in ("private", "rprivate", "slave", "rslave", "shared",
@@ -350,6 +351,36 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
             raise _fail(f"linux.{field}", "not supported yet by kubirun")
     if linux.get("mountLabel"):
         raise _fail("linux.mountLabel", "SELinux labels are not available on this host")
+
+
+# sysctls that belong to the IPC namespace (as runc's validator lists them)
+IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+               "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _check_sysctl_is_namespaced(spec: Spec, key: str) -> None:
+    """A sysctl the container's own namespace holds, or an error: anything
+    else would change the host."""
+    def new(kind: str) -> bool:
+        ns = spec.namespace(kind)
+        return ns is not None and ns.path is None
+
+    def joined_or_new(kind: str) -> bool:
+        return spec.namespace(kind) is not None
+
+    where = f"linux.sysctl.{key}"
+    if key in IPC_SYSCTLS or key.startswith("fs.mqueue."):
+        if not joined_or_new("ipc"):
+            raise _fail(where, "is an IPC namespace sysctl, but the container shares the host's")
+    elif key.startswith("net."):
+        if not joined_or_new("network"):
+            raise _fail(where, "is a network namespace sysctl, but the container shares the host's")
+    elif key in ("kernel.hostname", "kernel.domainname"):
+        if not new("uts"):
+            raise _fail(where, "needs a new uts namespace")
+        raise _fail(where, "set it with hostname/domainname instead")
+    else:
+        raise _fail(where, "is not namespaced: setting it would change the host")
 
 
 # --- `kubirun spec` ---------------------------------------------------------

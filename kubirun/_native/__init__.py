@@ -133,6 +133,14 @@ def add_key_permissions(key: int, bits: int) -> None:
         raise _fail("keyctl(SETPERM)")
 
 
+def fstatfs_type(fd: int) -> int:
+    """The filesystem magic (statfs ``f_type``) of what ``fd`` names."""
+    magic = lib.kubi_fstatfs_type(fd)
+    if magic < 0:
+        raise _fail("fstatfs")
+    return magic
+
+
 def setrlimit(resource: int, soft: int, hard: int) -> None:
     """``soft``/``hard`` as the kernel's u64: 2**64-1 is unlimited."""
     if lib.kubi_setrlimit(resource, soft, hard) < 0:

@@ -20,6 +20,7 @@ int umount2(const char *target, int flags);
 int sethostname(const char *name, size_t len);
 int setdomainname(const char *name, size_t len);
 int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard);
+long kubi_fstatfs_type(int fd);
 long kubi_keyctl(int operation, unsigned long a2, unsigned long a3, unsigned long a4);
 long kubi_join_session_keyring(const char *name);
 
@@ -100,6 +101,7 @@ SOURCE = r"""
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/vfs.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -235,6 +237,14 @@ static long kubi_keyctl(int operation, unsigned long a2, unsigned long a3, unsig
 
 static long kubi_join_session_keyring(const char *name)
 { return syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, name, 0, 0, 0); }
+
+/* The filesystem type (statfs f_type magic) of an open fd, or -1. */
+static long kubi_fstatfs_type(int fd)
+{
+    struct statfs st;
+    if (fstatfs(fd, &st) < 0) return -1;
+    return (long)st.f_type;
+}
 
 /* setrlimit without Python's `resource` module (0.8 ms to import). */
 static int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard)

@@ -72,9 +72,35 @@ def move_into(kernel: Kernel, rootfs: str) -> None:
     kernel.chdir("/")
 
 
+def open_verified_dev_null() -> int:
+    """/dev/null as an O_PATH fd, checked to be the character device 1:3:
+    a container that replaced its /dev/null (by a symlink to a procfs file,
+    say) must not get that file bound over a masked path (CVE-2025-31133)."""
+    import stat
+
+    fd = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+        os.close(fd)
+        raise ContainerStartError("/dev/null in the container is not the null device (1:3):"
+                                  " refusing to mask paths with it")
+    return fd
+
+
 def mask_paths(kernel: Kernel, paths: list[str]) -> None:
     """Hide each path: a directory under an empty read-only tmpfs, a file
-    under /dev/null.  Paths the container lacks are skipped."""
+    under /dev/null (verified, bound from its fd).  Paths the container
+    lacks are skipped."""
+    if not paths:
+        return
+    null = open_verified_dev_null()
+    try:
+        _mask(kernel, paths, f"/proc/self/fd/{null}")
+    finally:
+        os.close(null)
+
+
+def _mask(kernel: Kernel, paths: list[str], null: str) -> None:
     for path in paths:
         try:
             fd = kernel.open(path, os.O_PATH | os.O_NOFOLLOW)
@@ -85,7 +111,7 @@ def mask_paths(kernel: Kernel, paths: list[str]) -> None:
             if os.path.isdir(target):
                 kernel.mount("tmpfs", target, "tmpfs", MS_RDONLY, "size=0,mode=755")
             else:
-                kernel.mount("/dev/null", target, None, MS_BIND)
+                kernel.mount(null, target, None, MS_BIND)
         finally:
             kernel.close(fd)
 
@@ -116,10 +142,14 @@ def _locked_flags(path: str) -> int:
 
 
 def write_sysctls(sysctl: dict[str, str]) -> None:
-    for key, value in sysctl.items():
-        path = "/proc/sys/" + key.replace(".", "/")
-        try:
-            with open(path, "w") as f:
-                f.write(value)
-        except OSError as err:
-            raise ContainerStartError(f"cannot set sysctl {key}={value}: {err.strerror}") from None
+    """``linux.sysctl``, written through a verified procfs handle."""
+    if not sysctl:
+        return
+    from kubirun.ns.procfs import ProcFS
+
+    with ProcFS("/proc") as proc:
+        for key, value in sysctl.items():
+            try:
+                proc.write("sys/" + key.replace(".", "/"), value)
+            except OSError as err:
+                raise ContainerStartError(f"cannot set sysctl {key}={value}: {err.strerror}") from None

@@ -118,3 +118,26 @@ def test_jsonio_matches_json():
     for bad in ["", "{", '{"a": 1} x', "[1,]"]:
         with pytest.raises(jsonio.JSONError):
             jsonio.loads(bad)
+
+
+@pytest.mark.parametrize("key", ["net.ipv4.ip_forward", "kernel.msgmax", "fs.mqueue.msg_max"])
+def test_namespaced_sysctls_are_accepted(bundle, key):
+    config = _config()
+    config["linux"]["sysctl"] = {key: "1"}
+    assert parse(config, str(bundle)).sysctl == {key: "1"}
+
+
+@pytest.mark.parametrize("key", ["kernel.core_pattern", "vm.overcommit_memory", "kernel.hostname"])
+def test_host_sysctls_are_refused(bundle, key):
+    config = _config()
+    config["linux"]["sysctl"] = {key: "1"}
+    with pytest.raises(SpecError, match=f"linux.sysctl.{key}"):
+        parse(config, str(bundle))
+
+
+def test_a_net_sysctl_needs_a_network_namespace(bundle):
+    config = _config()
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "network"]
+    config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    with pytest.raises(SpecError, match="network namespace"):
+        parse(config, str(bundle))
