@@ -47,12 +47,20 @@ def _dev_null() -> tuple[int, int, int, int]:
     return (st.st_mode, st.st_uid, st.st_gid, st.st_rdev)
 
 
+def _is_zombie(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True  # gone
+
+
 def _namespaces_in_use() -> dict[str, set[str]]:
     """Every pid/mnt/net namespace some process is in."""
     seen: dict[str, set[str]] = {"pid": set(), "mnt": set(), "net": set()}
     for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
+        if not pid.isdigit() or _is_zombie(pid):
+            continue  # a zombie waits for PID 1 to reap it (slowly here): not running
         for kind in seen:
             try:
                 seen[kind].add(os.readlink(f"/proc/{pid}/ns/{kind}"))
