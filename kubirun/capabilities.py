@@ -27,6 +27,16 @@ _NAMES = (
 ).split()
 CAPABILITIES = {f"CAP_{name}": number for number, name in enumerate(_NAMES)}
 
+# What docker and podman give a container's root by default, and so
+# `kubirun run IMAGE`: no SYS_ADMIN, SYS_PTRACE, NET_ADMIN, SYS_MODULE...
+CONTAINER_DEFAULTS = [f"CAP_{name}" for name in (
+    "CHOWN", "DAC_OVERRIDE", "FSETID", "FOWNER", "MKNOD", "NET_RAW", "SETGID", "SETUID",
+    "SETFCAP", "SETPCAP", "NET_BIND_SERVICE", "SYS_CHROOT", "KILL", "AUDIT_WRITE")]
+
+
+def container_default_sets() -> dict[str, list[str]]:
+    return {name: list(CONTAINER_DEFAULTS) for name in ("bounding", "effective", "permitted")}
+
 
 def last_cap() -> int:
     """The highest capability this kernel knows (names beyond it are skipped)."""

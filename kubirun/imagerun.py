@@ -52,13 +52,13 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 
 def image_config(process: ProcessSpec, hostname: str, rootfs: str, resources: dict) -> dict:
     """The config of an image run: ``kubirun spec``'s defaults (namespaces,
-    mounts, masked paths) with every capability of root, as before OCI
-    mode existed; the process itself is the command line's."""
+    mounts, masked paths); the process itself is the command line's, with
+    docker's default capabilities (root inside, but no CAP_SYS_ADMIN,
+    CAP_SYS_PTRACE, CAP_NET_ADMIN...)."""
     from kubirun.spec import default_config
 
     config = default_config()
     config["process"]["args"] = process.args
-    del config["process"]["capabilities"]
     config["root"] = {"path": rootfs}
     config["hostname"] = hostname
     config["linux"]["resources"] = resources
@@ -86,6 +86,10 @@ def run(options: RunOptions) -> int:
         rootfs = materialize(options.image, os.path.join(container_dir, "rootfs"))
         spec = parse(image_config(options.process, options.hostname or name, rootfs,
                                   options.resources), container_dir)
+        if options.process.capabilities is None:
+            from kubirun.capabilities import container_default_sets
+
+            options.process.capabilities = container_default_sets()
         spec.process = options.process
         container = Container.create(name, spec, options=CreateOptions(
             foreground=True, remove_on_delete=None if options.keep else container_dir))

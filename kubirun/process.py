@@ -247,7 +247,12 @@ def become(spec: ProcessSpec, identity: Identity) -> None:
     if spec.capabilities is not None:
         from kubirun.capabilities import CapabilityPlan, last_cap
 
-        caps = CapabilityPlan(spec.capabilities, last_cap())
+        sets = spec.capabilities
+        if not spec.oci and identity.uid != 0:
+            # An image run as a non-root user gets no capabilities, only the
+            # bound (as docker since 23.0): setuid binaries still work within it.
+            sets = {"bounding": sets.get("bounding", [])}
+        caps = CapabilityPlan(sets, last_cap())
         caps.drop_bounding()
         caps.keep_across_user_switch(True)
     switch_user(identity)
