@@ -144,6 +144,7 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     config.masked_paths = spec.masked_paths
     config.readonly_paths = spec.readonly_paths
     config.sysctl = spec.sysctl
+    config.personality = spec.personality
     config.no_pivot = options.no_pivot
     config.exec_fifo = fifo
     config.die_with_runtime = options.foreground

@@ -15,7 +15,7 @@ def features() -> dict:
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",
         "hooks": list(HOOK_PHASES),
-        "mountOptions": sorted({*FLAG_OPTIONS, *PROPAGATION_OPTIONS, *IGNORED_OPTIONS}),
+        "mountOptions": sorted({*FLAG_OPTIONS, *PROPAGATION_OPTIONS, *IGNORED_OPTIONS, "rro", "rrw"}),
         "linux": {
             "namespaces": [ns for ns in NAMESPACE_TYPES if ns not in unsupported_ns],
             "capabilities": list(CAPABILITIES),

@@ -42,6 +42,7 @@ class InitConfig:
         self.masked_paths: list[str] = []
         self.readonly_paths: list[str] = []
         self.sysctl: dict[str, str] = {}
+        self.personality: int | None = None  # linux.personality's domain
         self.no_pivot = False
         self.exec_fifo: str | None = None  # wait here for `start`
         self.die_with_runtime = False  # keep PDEATHSIG after `created` (foreground run)
@@ -147,6 +148,9 @@ def _setup_and_exec(config: InitConfig) -> None:
     rootfs.mask_paths(kernel, config.masked_paths)
     if config.root_readonly:
         rootfs.remount_root_readonly(kernel)
+
+    if config.personality is not None:
+        _native.set_personality(config.personality)
 
     # 11. Name the host, bring up loopback.
     if config.hostname is not None:

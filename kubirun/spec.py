@@ -16,6 +16,7 @@ from kubirun.errors import KubirunError
 from kubirun.process import ProcessSpec
 
 SUPPORTED_VERSIONS = ("1.0.", "1.1.", "1.2.", "1.3.")
+PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}  # PER_LINUX, PER_LINUX32
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 HOOK_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer",
                "poststart", "poststop")
@@ -68,6 +69,7 @@ class Spec:
         self.devices: list[dict] = []
         self.sysctl: dict[str, str] = {}
         self.rootfs_propagation: str | None = None
+        self.personality: int | None = None
         self.seccomp = None  # kubirun.seccomp.Profile, for linux.seccomp
 
     def namespace(self, type: str) -> Namespace | None:
@@ -346,7 +348,15 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
         from kubirun import seccomp
 
         spec.seccomp = seccomp.parse(linux["seccomp"], "linux.seccomp")
-    for field in ("intelRdt", "personality"):
+    personality = _get(linux, "personality", dict, "linux")
+    if personality:
+        domain = _get(personality, "domain", str, "linux.personality")
+        if domain not in PERSONALITIES:
+            raise _fail("linux.personality.domain", f"expected LINUX or LINUX32, got {domain!r}")
+        if _strings(personality, "flags", "linux.personality"):
+            raise _fail("linux.personality.flags", "no personality flags are supported")
+        spec.personality = PERSONALITIES[domain]
+    for field in ("intelRdt",):
         if linux.get(field):
             raise _fail(f"linux.{field}", "not supported yet by kubirun")
     if linux.get("mountLabel"):

@@ -133,6 +133,17 @@ def add_key_permissions(key: int, bits: int) -> None:
         raise _fail("keyctl(SETPERM)")
 
 
+def make_tree_read_only(fd: int) -> None:
+    """Every mount of the tree at ``fd`` read-only (mount_setattr AT_RECURSIVE)."""
+    if lib.kubi_mount_setattr_rdonly_recursive(fd, b"") < 0:
+        raise _fail("mount_setattr(MOUNT_ATTR_RDONLY, AT_RECURSIVE)")
+
+
+def set_personality(persona: int) -> None:
+    if lib.kubi_personality(persona) < 0:
+        raise _fail("personality")
+
+
 def fstatfs_type(fd: int) -> int:
     """The filesystem magic (statfs ``f_type``) of what ``fd`` names."""
     magic = lib.kubi_fstatfs_type(fd)
@@ -248,6 +259,9 @@ class Kernel:
 
     def chmodat(self, dirfd: int, name: str, mode: int) -> None:
         os.chmod(name, mode, dir_fd=dirfd)
+
+    def make_tree_read_only(self, fd: int) -> None:
+        make_tree_read_only(fd)
 
     def openat(self, dirfd: int, name: str, flags: int, mode: int = 0o644) -> int:
         return os.open(name, flags, mode, dir_fd=dirfd)

@@ -21,6 +21,8 @@ int sethostname(const char *name, size_t len);
 int setdomainname(const char *name, size_t len);
 int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard);
 long kubi_fstatfs_type(int fd);
+int kubi_mount_setattr_rdonly_recursive(int dirfd, const char *path);
+int kubi_personality(unsigned long persona);
 long kubi_keyctl(int operation, unsigned long a2, unsigned long a3, unsigned long a4);
 long kubi_join_session_keyring(const char *name);
 
@@ -237,6 +239,23 @@ static long kubi_keyctl(int operation, unsigned long a2, unsigned long a3, unsig
 
 static long kubi_join_session_keyring(const char *name)
 { return syscall(SYS_keyctl, 1 /* KEYCTL_JOIN_SESSION_KEYRING */, name, 0, 0, 0); }
+
+/* mount_setattr(2) (Linux 5.12): read-only for a whole mount tree at once,
+   what the "rro" mount option asks for. */
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+struct kubi_mount_attr { uint64_t attr_set, attr_clr, propagation, userns_fd; };
+
+static int kubi_mount_setattr_rdonly_recursive(int dirfd, const char *path)
+{
+    struct kubi_mount_attr attr = { 0x1 /* MOUNT_ATTR_RDONLY */, 0, 0, 0 };
+    /* AT_EMPTY_PATH 0x1000 | AT_RECURSIVE 0x8000 */
+    return (int)syscall(SYS_mount_setattr, dirfd, path, 0x1000 | 0x8000, &attr, sizeof attr);
+}
+
+static int kubi_personality(unsigned long persona)
+{ return (int)syscall(SYS_personality, persona); }
 
 /* The filesystem type (statfs f_type magic) of an open fd, or -1. */
 static long kubi_fstatfs_type(int fd)

@@ -52,6 +52,7 @@ class Mount:
         self.propagation = propagation
         self.target_is_file = target_is_file
         self.follow_symlinks = follow_symlinks
+        self.recursive_read_only = False  # "rro": every mount below read-only too
 
     def __repr__(self) -> str:
         return f"Mount({self.source!r}, {self.target!r}, {self.fstype!r}, {self.flags:#x}, {self.data!r})"
@@ -190,6 +191,13 @@ def _mount(kernel: Kernel, root_fd: int, step: Mount) -> None:
         _remount(kernel, root_fd, step, MS_REMOUNT | MS_BIND | step.remount_flags)
     if step.propagation:
         _remount(kernel, root_fd, step, step.propagation)
+    if step.recursive_read_only:
+        fd = _open_in_root(kernel, root_fd, step.target, False, step.follow_symlinks,
+                           step.target_is_file)
+        try:
+            kernel.make_tree_read_only(fd)
+        finally:
+            kernel.close(fd)
 
 
 def _remount(kernel: Kernel, root_fd: int, step: Mount, flags: int) -> None:

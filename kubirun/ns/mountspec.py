@@ -50,6 +50,10 @@ PROPAGATION_OPTIONS = {
     "slave": MS_SLAVE, "rslave": MS_SLAVE | MS_REC,
     "unbindable": MS_UNBINDABLE, "runbindable": MS_UNBINDABLE | MS_REC,
 }
+# Not a mount(2) flag: "rro" (every mount of the tree read-only, through
+# mount_setattr), carried in the flags word above the kernel's bits.
+RECURSIVE_READ_ONLY = 1 << 40
+
 # Options runc accepts that change nothing here.
 IGNORED_OPTIONS = ("tmpcopyup", "nocopyup", "copyup", "notmpcopyup", "z", "Z", "U")
 
@@ -77,7 +81,11 @@ def parse_options(options: list[str], where: str) -> tuple[int, int, str | None]
             propagation |= PROPAGATION_OPTIONS[option]
         elif option in IGNORED_OPTIONS:
             continue
-        elif option in ("rro", "rrw", "idmap", "ridmap") or option.startswith(("X-", "x-")):
+        elif option == "rro":
+            flags |= RECURSIVE_READ_ONLY
+        elif option == "rrw":
+            flags &= ~RECURSIVE_READ_ONLY
+        elif option in ("idmap", "ridmap") or option.startswith(("X-", "x-")):
             if option.startswith(("X-", "x-")):
                 continue  # for humans and tools, not for mount(2)
             raise KubirunError(f"config.json: {where}: mount option {option!r} is not supported yet")
@@ -99,13 +107,17 @@ def plan_mounts(mounts: list[dict], cgroup_binds: list[tuple[str, str]]) -> list
         if fstype == "bind":
             flags |= MS_BIND
         strict = target in STRICT_TARGETS
+        recursive_ro = bool(flags & RECURSIVE_READ_ONLY)
+        flags &= ~RECURSIVE_READ_ONLY
         if flags & MS_BIND:
             steps.append(_bind(source, target, flags, propagation, strict, where))
+            steps[-1].recursive_read_only = recursive_ro
         elif fstype in ("cgroup", "cgroup2"):
             steps.extend(_cgroup_mounts(target, flags, cgroup_binds))
         else:
             steps.append(Mount(source, target, fstype, flags, data, propagation=propagation,
                                follow_symlinks=not strict))
+            steps[-1].recursive_read_only = recursive_ro
     return steps
 
 

@@ -24,8 +24,8 @@ def test_later_options_win():
 
 
 def test_unsupported_options_are_refused():
-    with pytest.raises(KubirunError, match="rro"):
-        parse_options(["rro"], "mounts[0]")
+    with pytest.raises(KubirunError, match="idmap"):
+        parse_options(["idmap"], "mounts[0]")
 
 
 def test_a_bind_mount_is_bound_then_remounted_with_its_flags(tmp_path):
@@ -92,3 +92,12 @@ def test_devices_defaults_links_and_spec_devices():
 def test_without_a_dev_tmpfs_only_the_spec_devices_are_made():
     steps = plan_devices([], False)
     assert steps == []
+
+
+def test_rro_is_a_recursive_read_only_step(tmp_path):
+    (step,) = plan_mounts([{"destination": "/data", "type": "bind", "source": str(tmp_path),
+                            "options": ["rbind", "rro"]}], [])
+    assert step.recursive_read_only and step.flags == MS_BIND | MS_REC and step.remount_flags == 0
+    (step,) = plan_mounts([{"destination": "/data", "type": "bind", "source": str(tmp_path),
+                            "options": ["rbind", "rro", "rrw"]}], [])
+    assert not step.recursive_read_only
