@@ -6,7 +6,8 @@ side means the init is gone, either dead or replaced by the container's
 program (``execve`` closed its end).  Pipes, not a socketpair: the
 ``socket`` module costs ~2.5 ms of start-up.
 
-    init -> runtime   b"C"  mounts made: is my cgroup ready?
+    init -> runtime   b"U"  born in a new user namespace: map my ids
+                      b"C"  mounts made: is my cgroup ready?
                       b"H"  in my cgroup: run the prestart
                             and createRuntime hooks
                       b"R"  ready: record me as created
@@ -20,7 +21,7 @@ import os
 
 from kubirun.errors import ContainerStartError
 
-CGROUP, HOOKS, READY, WAITING, ERROR, GO = b"C", b"H", b"R", b"W", b"E", b"G"
+USERNS, CGROUP, HOOKS, READY, WAITING, ERROR, GO = b"U", b"C", b"H", b"R", b"W", b"E", b"G"
 
 
 class InitChannel:

@@ -33,7 +33,8 @@ class CreateOptions:
 
     def __init__(self, pid_file: str | None = None, console_socket: str | None = None,
                  no_pivot: bool = False, preserve_fds: int = 0, foreground: bool = False,
-                 remove_on_delete: str | None = None, new_keyring: bool = True) -> None:
+                 remove_on_delete: str | None = None, new_keyring: bool = True,
+                 network: dict | None = None) -> None:
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
@@ -41,6 +42,7 @@ class CreateOptions:
         self.foreground = foreground  # `run` without -d: we relay and wait
         self.remove_on_delete = remove_on_delete  # an unpacked image root of ours
         self.new_keyring = new_keyring  # False: --no-new-keyring
+        self.network = network  # `run IMAGE`'s network record (kubirun.ns.net), undone at delete
 
 
 class Container:
@@ -141,9 +143,16 @@ class Container:
             # compiled now (its errors and warnings come before anything is made)
             "seccomp": spec.seccomp.compile().to_state() if spec.seccomp else None,
             "remove_on_delete": options.remove_on_delete,
+            "network": options.network,
         }
         self._creating = state  # what _abort_create undoes, kept up to date
         os.mkfifo(self.dir.fifo, 0o600)
+        if spec.uid_mappings:
+            # The init opens it as the user namespace's root (as runc does).
+            from kubirun.ns.namespaces import host_id
+
+            os.chown(self.dir.fifo, host_id(spec.uid_mappings, 0) or 0,
+                     host_id(spec.gid_mappings, 0) or 0)
         state["cgroup_path"] = creation.cgroup_path(spec, self.id)
         # Written twice only (each write is a rename, ~0.3 ms on ext4): now,
         # so that a runtime killed from here on leaves a record of what to
@@ -350,6 +359,10 @@ class Container:
                     os.rmdir(directory)
                 except OSError:
                     pass
+        if state.get("network"):
+            from kubirun.ns.net import teardown
+
+            teardown(state["network"])  # veth, port rules, lease: also after a killed runtime
         if state.get("remove_on_delete"):
             from kubirun.imagerun import remove_container_dir
 

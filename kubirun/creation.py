@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from kubirun import _native, log
-from kubirun.channel import CGROUP, HOOKS, READY, WAITING, InitChannel
+from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.errors import KubirunError
 from kubirun.init import InitConfig, container_init
 from kubirun.ns import namespaces
@@ -118,7 +118,9 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     cgroup_mounts = [m for m in spec.mounts if m.get("type") in CGROUP_TYPES]
     dev_is_tmpfs = any(m["destination"].rstrip("/") == "/dev" and m.get("type") == "tmpfs"
                        for m in spec.mounts)
-    mounts.extend(plan_devices(spec.devices, dev_is_tmpfs))
+    # In a user namespace mknod is not allowed: devices are bound from the host.
+    in_user_ns = spec.namespace("user") is not None
+    mounts.extend(plan_devices(spec.devices, dev_is_tmpfs, bind=in_user_ns))
     config = InitConfig(spec.root, spec.process, channel, mounts, spec.hostname)
     # /sys/fs/cgroup shows the container's own cgroup: mounted once the
     # runtime has made it (it says where in its answer to the CGROUP stop).
@@ -128,6 +130,13 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
         flag = namespaces.NAMESPACE_FLAGS[ns.type]
         if ns.type == "pid":
             continue  # the fork takes care of it
+        if ns.type == "user":
+            config.in_user_ns = True
+            if ns.path:  # joined first: it gives the rights to join the others
+                config.join.insert(0, (flag, ns.path))
+            else:
+                config.new_user = True  # the fork makes it, the runtime maps it
+            continue
         if ns.path:
             config.join.append((flag, ns.path))
         elif ns.type == "cgroup":
@@ -146,7 +155,7 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     config.sysctl = spec.sysctl
     config.personality = spec.personality
     config.no_pivot = options.no_pivot
-    config.exec_fifo = fifo
+    config.exec_fifo = os.open(fifo, os.O_PATH | os.O_CLOEXEC) if fifo else None
     config.die_with_runtime = options.foreground
     config.preserve_fds = options.preserve_fds
     config.session_keyring = f"_ses.{container_id}" if options.new_keyring else None
@@ -182,10 +191,18 @@ def start_init(container_id: str, spec: Spec, fifo: str, options) -> InitRun:
                          "bundle": spec.bundle, "annotations": spec.annotations}
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = namespaces.fork_init(pid_ns.path if pid_ns else None, pid_ns is not None and not pid_ns.path)
+    pid = namespaces.fork_init(pid_ns.path if pid_ns else None, pid_ns is not None and not pid_ns.path,
+                               new_user=config.new_user)
     if pid == 0:
         container_init(config)  # never returns
     channel.parent_side()
+    if config.exec_fifo is not None:
+        os.close(config.exec_fifo)  # the init's now
+    if config.new_user:
+        # Its first stop: map its ids before it does anything as root.
+        channel.expect(USERNS, "starting in its user namespace")
+        namespaces.write_id_maps(pid, spec.uid_mappings, spec.gid_mappings)
+        channel.go()
     master = None
     if config.console_socket is not None:
         config.console_socket.close()
@@ -200,12 +217,22 @@ def has_runtime_hooks(spec: Spec) -> bool:
     return bool(spec.hooks.get("prestart") or spec.hooks.get("createRuntime"))
 
 
-def cgroup_answer(spec: Spec, cgroup) -> bytes:
+def runtime_joins_cgroup(spec: Spec) -> bool:
+    """In a user namespace whose root is not the host's, the init cannot
+    write the cgroup's files (they belong to the host's root): the runtime
+    moves it (through cgroup.procs: slower, see Cgroup.join_files)."""
+    if spec.namespace("user") is None:
+        return False
+    return namespaces.host_id(spec.uid_mappings, 0) != 0 or spec.namespace("user").path is not None
+
+
+def cgroup_answer(spec: Spec, cgroup, joined: bool = False) -> bytes:
     """What the init needs to join the cgroup and show it: sent with the
     go-ahead to its CGROUP stop."""
     from kubirun import jsonio
 
-    return jsonio.dumps({"join": join_files(spec, cgroup), "binds": cgroup_binds(cgroup)}).encode()
+    join = [] if joined else join_files(spec, cgroup)
+    return jsonio.dumps({"join": join, "binds": cgroup_binds(cgroup)}).encode()
 
 
 def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_created) -> None:
@@ -217,7 +244,11 @@ def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_creat
     container with it), and drops it before we exit (``WAITING``)."""
     channel = run.channel
     channel.expect(CGROUP, "setting up its namespaces and mounts")
-    channel.go(cgroup_answer(spec, cgroup))  # made (set_up_cgroup) while it mounted
+    if runtime_joins_cgroup(spec):
+        cgroup.add(run.pid)
+        channel.go(cgroup_answer(spec, cgroup, joined=True))
+    else:
+        channel.go(cgroup_answer(spec, cgroup))  # made (set_up_cgroup) while it mounted
     if has_runtime_hooks(spec):
         from kubirun.hooks import run_hooks
 

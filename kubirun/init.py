@@ -15,7 +15,7 @@ import _signal as signal  # the public module costs ~3 ms of enum set-up per sta
 
 from kubirun import _native, jsonio, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
-from kubirun.channel import CGROUP, HOOKS, READY, WAITING, InitChannel
+from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.errors import ContainerStartError, KubirunError, describe
 from kubirun.ns import mounts, namespaces, network, rootfs
 from kubirun.ns.mountspec import plan_mounts
@@ -34,6 +34,8 @@ class InitConfig:
         self.hostname = hostname
         self.domainname: str | None = None
         self.join: list[tuple[int, str]] = []  # (CLONE_NEW*, path) to setns into
+        self.new_user = False  # born in a new user namespace (the fork made it)
+        self.in_user_ns = False  # a new or joined user namespace
         self.unshare = 0  # CLONE_NEW* flags to create, except pid and cgroup
         self.new_cgroupns = False
         self.new_netns = False
@@ -44,7 +46,9 @@ class InitConfig:
         self.sysctl: dict[str, str] = {}
         self.personality: int | None = None  # linux.personality's domain
         self.no_pivot = False
-        self.exec_fifo: str | None = None  # wait here for `start`
+        # wait here for `start`: an O_PATH fd of the exec fifo, opened by the
+        # runtime (as the user namespace's root we may not reach its path)
+        self.exec_fifo: int | None = None
         self.die_with_runtime = False  # keep PDEATHSIG after `created` (foreground run)
         self.console_socket = None  # a unix socket for the pty master
         self.console_ack = False  # our own relay sizes the pty, then acks
@@ -79,8 +83,13 @@ def _setup_and_exec(config: InitConfig) -> None:
     #    must not outlive a killed `kubirun create`.
     _native.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
-    # 2. Namespaces: join those given by path, make the new ones (the PID
-    #    namespace is already ours; the cgroup one comes at step 12).
+    # 2. Namespaces.  Born in a new user namespace, wait for the runtime to
+    #    map our ids, then become its root.  Then join those given by path,
+    #    make the new ones (the PID namespace is already ours; the cgroup
+    #    one comes at step 12).
+    if config.new_user:
+        channel.ask(USERNS)
+        become_user_namespace_root()
     namespaces.join(config.join)
     _native.unshare(config.unshare)
 
@@ -107,7 +116,7 @@ def _setup_and_exec(config: InitConfig) -> None:
         console.hand_over_master(config.console_socket, master, spec.console_size,
                                  config.console_ack)
     kernel.close(root_fd)
-    fifo = _open_exec_fifo(config.exec_fifo)
+    fifo = config.exec_fifo  # an O_PATH fd the runtime opened for us
 
     # 7. Into the container's cgroup, once the runtime has made it (it did
     #    while we mounted): every hierarchy but the one that charges
@@ -218,6 +227,14 @@ def _after_start(step, *args) -> None:
         raise
 
 
+def become_user_namespace_root() -> None:
+    """Uid and gid 0 of the new user namespace, no supplementary groups
+    (its creator has every capability there, so it may)."""
+    os.setgroups([])
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+
+
 def _join_session_keyring(name: str) -> None:
     """Join a new session keyring, searchable by its user (runc's
     permissions without a user namespace); a kernel without keyrings is
@@ -251,11 +268,6 @@ def cgroups_join(files: list[tuple[str, bool]]) -> int | None:
     return memory_file
 
 
-def _open_exec_fifo(path: str | None) -> int | None:
-    """Open the fifo as O_PATH now: after pivot_root it is out of reach."""
-    if path is None:
-        return None
-    return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
 
 # While created, the init dies of the signals that would end a program

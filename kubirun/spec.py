@@ -70,6 +70,8 @@ class Spec:
         self.sysctl: dict[str, str] = {}
         self.rootfs_propagation: str | None = None
         self.personality: int | None = None
+        self.uid_mappings: list[tuple[int, int, int]] = []
+        self.gid_mappings: list[tuple[int, int, int]] = []
         self.seccomp = None  # kubirun.seccomp.Profile, for linux.seccomp
 
     def namespace(self, type: str) -> Namespace | None:
@@ -295,6 +297,19 @@ def _parse_hooks(hooks: dict) -> dict[str, list[Hook]]:
     return result
 
 
+def _parse_mappings(linux: dict, key: str) -> list[tuple[int, int, int]]:
+    """uidMappings/gidMappings: (containerID, hostID, size) triples."""
+    result = []
+    for i, item in enumerate(_get(linux, key, list, "linux", [])):
+        here = f"linux.{key}[{i}]"
+        _expect(item, dict, here)
+        triple = tuple(_uint(item, name, here) for name in ("containerID", "hostID", "size"))
+        if None in triple or triple[2] == 0:
+            raise _fail(here, "needs containerID, hostID and a non-zero size")
+        result.append(triple)
+    return result
+
+
 def _parse_linux(spec: Spec, linux: dict) -> None:
     spec.linux = linux
     seen = set()
@@ -311,11 +326,19 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
         if path is not None and not path.startswith("/"):
             raise _fail(f"{here}.path", f"must be an absolute path, got {path!r}")
         spec.namespaces.append(Namespace(kind, path))
-    for kind in ("user", "time"):
-        if kind in seen:
-            raise _fail("linux.namespaces", f"{kind} namespaces are not supported yet")
-    if linux.get("uidMappings") or linux.get("gidMappings"):
-        raise _fail("linux.uidMappings", "id mappings need a user namespace, not supported yet")
+    if "time" in seen:
+        raise _fail("linux.namespaces", "time namespaces are not supported yet")
+    spec.uid_mappings = _parse_mappings(linux, "uidMappings")
+    spec.gid_mappings = _parse_mappings(linux, "gidMappings")
+    user = spec.namespace("user")
+    if user is not None and user.path is None:
+        if not spec.uid_mappings or not spec.gid_mappings:
+            raise _fail("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
+        if os.geteuid() != 0:
+            raise _fail("linux.namespaces", "user namespaces for a non-root caller (rootless)"
+                        " are not supported yet")
+    elif spec.uid_mappings or spec.gid_mappings:
+        raise _fail("linux.uidMappings", "id mappings need a new user namespace")
     uts = spec.namespace("uts")
     if spec.hostname and (uts is None or uts.path):
         raise _fail("hostname", "setting a hostname needs a new uts namespace")

@@ -133,6 +133,15 @@ def add_key_permissions(key: int, bits: int) -> None:
         raise _fail("keyctl(SETPERM)")
 
 
+def fork_with_flags(flags: int) -> int:
+    """``os.fork`` into new namespaces (``CLONE_NEW*`` flags): the child's
+    PID (0 in the child)."""
+    pid = lib.kubi_fork_with_flags(flags)
+    if pid < 0:
+        raise _fail("clone")
+    return pid
+
+
 def make_tree_read_only(fd: int) -> None:
     """Every mount of the tree at ``fd`` read-only (mount_setattr AT_RECURSIVE)."""
     if lib.kubi_mount_setattr_rdonly_recursive(fd, b"") < 0:

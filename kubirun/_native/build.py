@@ -23,6 +23,7 @@ int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard);
 long kubi_fstatfs_type(int fd);
 int kubi_mount_setattr_rdonly_recursive(int dirfd, const char *path);
 int kubi_personality(unsigned long persona);
+int kubi_fork_with_flags(unsigned long flags);
 long kubi_keyctl(int operation, unsigned long a2, unsigned long a3, unsigned long a4);
 long kubi_join_session_keyring(const char *name);
 
@@ -91,7 +92,9 @@ SOURCE = r"""
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <Python.h>
 #include <dlfcn.h>
+#include <signal.h>
 #include <errno.h>
 #include <linux/filter.h>
 #include <net/if.h>
@@ -252,6 +255,29 @@ static int kubi_mount_setattr_rdonly_recursive(int dirfd, const char *path)
     struct kubi_mount_attr attr = { 0x1 /* MOUNT_ATTR_RDONLY */, 0, 0, 0 };
     /* AT_EMPTY_PATH 0x1000 | AT_RECURSIVE 0x8000 */
     return (int)syscall(SYS_mount_setattr, dirfd, path, 0x1000 | 0x8000, &attr, sizeof attr);
+}
+
+/* fork(2) with namespace flags: clone(flags | SIGCHLD) with no new stack
+   returns twice like fork, and Python's own fork bookkeeping (the GIL,
+   the import lock, at-fork handlers) is done as os.fork does it.  A new
+   user and PID namespace together this way makes the child PID 1 of a PID
+   namespace its user namespace owns, in one step, still our child. */
+static int kubi_fork_with_flags(unsigned long flags)
+{
+    long pid;
+    int saved;
+    /* cffi calls us with the GIL released; Python's fork hooks need it. */
+    PyGILState_STATE gil = PyGILState_Ensure();
+    PyOS_BeforeFork();
+    pid = syscall(SYS_clone, flags | SIGCHLD, 0, NULL, NULL, 0);
+    saved = errno;
+    if (pid == 0)
+        PyOS_AfterFork_Child();
+    else
+        PyOS_AfterFork_Parent();
+    PyGILState_Release(gil);
+    errno = saved;
+    return (int)pid;
 }
 
 static int kubi_personality(unsigned long persona)

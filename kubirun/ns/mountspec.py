@@ -154,18 +154,27 @@ def _cgroup_mounts(target: str, flags: int, binds: list[tuple[str, str]]) -> lis
     return steps
 
 
-def plan_devices(devices: list[dict], dev_is_tmpfs: bool) -> list[Step]:
+def plan_devices(devices: list[dict], dev_is_tmpfs: bool, bind: bool = False) -> list[Step]:
     """Default devices and ``/dev`` links (when /dev is ours to fill), then
-    the spec's ``linux.devices``."""
+    the spec's ``linux.devices``; with ``bind`` (in a user namespace, where
+    mknod is refused) each device is the host's node bound in place."""
     steps: list[Step] = []
     if dev_is_tmpfs:
-        steps.extend(DEFAULT_DEVICES)
+        steps.extend(_bound(d.path) for d in DEFAULT_DEVICES) if bind else steps.extend(DEFAULT_DEVICES)
         steps.extend(DEV_SYMLINKS)
         steps.append(Symlink("/dev/ptmx", "pts/ptmx"))
     kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
     for dev in devices:
+        if bind:
+            steps.append(_bound(dev["path"]))
+            continue
         mode = dev.get("fileMode")
         steps.append(Device(dev["path"], dev.get("major", 0), dev.get("minor", 0),
                             0o666 if mode is None else mode & 0o7777, kinds[dev["type"]],
                             dev.get("uid"), dev.get("gid")))
     return steps
+
+
+def _bound(path: str) -> Mount:
+    """The host's device node at ``path``, bound over an empty file."""
+    return Mount(path, path, None, MS_BIND, target_is_file=True, follow_symlinks=False)

@@ -18,6 +18,7 @@ from kubirun._native import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
+    CLONE_NEWUSER,
     CLONE_NEWUTS,
     PR_SET_DUMPABLE,
 )
@@ -35,13 +36,16 @@ NAMESPACE_FLAGS = {
     "ipc": CLONE_NEWIPC,
     "network": CLONE_NEWNET,
     "cgroup": CLONE_NEWCGROUP,
+    "user": CLONE_NEWUSER,
 }
 # /proc/PID/ns/<name> for each type
 PROC_NS_NAMES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
-                 "cgroup": "cgroup"}
-# setns order for `exec`: the mount namespace last, since joining it changes
-# our root and the other /proc/PID/ns paths were opened before.
-JOIN_ORDER = ("cgroup", "ipc", "uts", "network", "pid", "mount")
+                 "cgroup": "cgroup", "user": "user"}
+# setns order for `exec`: the user namespace first (it gives the
+# capabilities the other joins need there), the mount namespace last, since
+# joining it changes our root and the other /proc/PID/ns paths were opened
+# before.
+JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "network", "pid", "mount")
 
 
 def open_namespace(path: str, kind: str) -> int:
@@ -67,10 +71,17 @@ def join(namespaces: list[tuple[int, str]]) -> None:
             os.close(fd)
 
 
-def fork_init(pid_namespace: str | None, new: bool) -> int:
+def fork_init(pid_namespace: str | None, new: bool, new_user: bool = False) -> int:
     """Fork the container's init into its PID namespace: a new one
-    (``new``), an existing one (``pid_namespace`` is its path), or ours."""
-    if new:
+    (``new``), an existing one (``pid_namespace`` is its path), or ours.
+    With ``new_user``, the child is born in a new user namespace too, which
+    then owns its new PID namespace (one clone with both flags)."""
+    if new_user:
+        _native.prctl(PR_SET_DUMPABLE, 0)
+        flags = CLONE_NEWUSER | (CLONE_NEWPID if new else 0)
+        if pid_namespace is None or new:
+            return _native.fork_with_flags(flags)
+    elif new:
         return fork_into_new_pid_namespace()
     _native.prctl(PR_SET_DUMPABLE, 0)
     if pid_namespace is None:
@@ -80,7 +91,7 @@ def fork_init(pid_namespace: str | None, new: bool) -> int:
     try:
         _native.setns(target, CLONE_NEWPID)
         try:
-            pid = os.fork()
+            pid = _native.fork_with_flags(CLONE_NEWUSER) if new_user else os.fork()
         except BaseException:
             _native.setns(own, CLONE_NEWPID)
             raise
@@ -116,3 +127,24 @@ def fork_into_new_pid_namespace() -> int:
         return pid
     finally:
         os.close(own_pid_ns)
+
+
+def write_id_maps(pid: int, uid_mappings: list[tuple[int, int, int]],
+                  gid_mappings: list[tuple[int, int, int]]) -> None:
+    """The new user namespace's uid and gid maps, written by the runtime
+    (root in the parent namespace may map any ids)."""
+    for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
+        text = "".join(f"{inside} {outside} {size}\n" for inside, outside, size in mappings)
+        try:
+            with open(f"/proc/{pid}/{name}", "w") as f:
+                f.write(text)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write {name}: {err.strerror}", f"/proc/{pid}/{name}") from None
+
+
+def host_id(mappings: list[tuple[int, int, int]], inside: int) -> int | None:
+    """The host id that id ``inside`` of the namespace maps to."""
+    for start, outside, size in mappings:
+        if start <= inside < start + size:
+            return outside + inside - start
+    return None
