@@ -100,11 +100,12 @@ class Container:
             hook_state["annotations"] = state["annotations"]
         return hook_state
 
-    @staticmethod
-    def _cgroup(state: dict):
+    def _cgroup(self, state: dict):
         from kubirun.cgroups import open_cgroup
 
-        cg = state["cgroup"]
+        cg = state.get("cgroup")
+        if not cg:
+            raise KubirunError(f"container {self.id} has no cgroup (rootless, none delegated)")
         return open_cgroup(cg["path"], cg)
 
     # --- create ----------------------------------------------------------
@@ -164,10 +165,13 @@ class Container:
         state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
         log.debug(f"container {self.id}: init forked, pid {run.pid}")
         cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id)
-        state["cgroup"] = cgroup.to_state()
-        state["cgroup_join"] = creation.join_files(spec, cgroup)
-        state["freezer_file"] = cgroup.freezer_file()
-        log.debug(f"container {self.id}: cgroup {cgroup.path} ({cgroup.kind})")
+        if cgroup is not None:
+            state["cgroup"] = cgroup.to_state()
+            state["cgroup_join"] = creation.join_files(spec, cgroup)
+            state["freezer_file"] = cgroup.freezer_file()
+            log.debug(f"container {self.id}: cgroup {cgroup.path} ({cgroup.kind})")
+        else:
+            state["cgroup_path"] = None
 
         def record_created() -> None:
             state["status"] = "created"
@@ -386,6 +390,8 @@ class Container:
         state = self.load()
         if self.status(state) == "stopped":
             return []
+        if not state.get("cgroup"):
+            return [state["pid"]]  # rootless without a cgroup: the init is what we know
         return self._cgroup(state).pids()
 
     def pause(self) -> None:

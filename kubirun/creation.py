@@ -12,6 +12,7 @@ waiting in its ``created`` state.
 """
 from __future__ import annotations
 
+import errno
 import os
 
 from kubirun import _native, log
@@ -47,13 +48,29 @@ def cgroup_path(spec: Spec, container_id: str) -> str:
     return path if path.startswith("/") else f"{parent}/{path}"
 
 
+def limits_requested(spec: Spec) -> bool:
+    """Any resource limit in the spec (device rules alone are not one)."""
+    return any(key != "devices" and value for key, value in (spec.resources or {}).items())
+
+
 def set_up_cgroup(path: str, spec: Spec, container_id: str):
     """Make the cgroup and apply the spec's resources, while the init sets
     itself up (it joins once we answer its CGROUP stop)."""
     from kubirun.cgroups import open_cgroup
 
     cgroup = open_cgroup(path)
-    cgroup.create()
+    try:
+        cgroup.create()
+    except Exception as err:
+        if os.geteuid() == 0 or getattr(err, "errno", None) not in (errno.EACCES, errno.EPERM):
+            raise
+        # Rootless without a delegated cgroup: run, but say what is lost.
+        if limits_requested(spec):
+            raise KubirunError(f"cannot apply linux.resources: no cgroup this user may write"
+                               f" ({err}); delegate one, or drop the limits") from None
+        log.warning(f"container {container_id}: no cgroup this user may write ({path}):"
+                    " it runs without one (no limits, pause, ps or stats)")
+        return None
     try:
         for warning in cgroup.apply(with_default_devices(spec)):
             log.warning(f"container {container_id}: {warning}")
@@ -244,7 +261,11 @@ def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_creat
     container with it), and drops it before we exit (``WAITING``)."""
     channel = run.channel
     channel.expect(CGROUP, "setting up its namespaces and mounts")
-    if runtime_joins_cgroup(spec):
+    if cgroup is None:
+        from kubirun import jsonio
+
+        channel.go(jsonio.dumps({"join": [], "binds": []}).encode())
+    elif runtime_joins_cgroup(spec):
         cgroup.add(run.pid)
         channel.go(cgroup_answer(spec, cgroup, joined=True))
     else:

@@ -88,7 +88,15 @@ def _setup_and_exec(config: InitConfig) -> None:
     #    make the new ones (the PID namespace is already ours; the cgroup
     #    one comes at step 12).
     if config.new_user:
+        rootless = os.geteuid() != 0
+        if rootless:
+            # The runtime, unprivileged, may write our id maps only while
+            # /proc/OUR_PID belongs to us: dumpable for that moment (no
+            # container process exists yet to take advantage of it).
+            _native.prctl(_native.PR_SET_DUMPABLE, 1)
         channel.ask(USERNS)
+        if rootless:
+            _native.prctl(_native.PR_SET_DUMPABLE, 0)
         become_user_namespace_root()
     namespaces.join(config.join)
     _native.unshare(config.unshare)
@@ -230,7 +238,10 @@ def _after_start(step, *args) -> None:
 def become_user_namespace_root() -> None:
     """Uid and gid 0 of the new user namespace, no supplementary groups
     (its creator has every capability there, so it may)."""
-    os.setgroups([])
+    try:
+        os.setgroups([])
+    except PermissionError:
+        pass  # rootless: setgroups is denied in this namespace, and we have none
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
 

@@ -297,6 +297,17 @@ def _parse_hooks(hooks: dict) -> dict[str, list[Hook]]:
     return result
 
 
+def _check_rootless_mappings(spec: Spec) -> None:
+    """Without privileges a process may map only its own uid and gid, one
+    id each (more would take newuidmap/newgidmap and /etc/subuid)."""
+    for key, mappings, own in (("uidMappings", spec.uid_mappings, os.geteuid()),
+                               ("gidMappings", spec.gid_mappings, os.getegid())):
+        if len(mappings) != 1 or mappings[0][1] != own or mappings[0][2] != 1:
+            raise _fail(f"linux.{key}", f"as a non-root user kubirun can map only your own id"
+                        f" ({own}), size 1: mapping ranges (newuidmap, /etc/subuid) is not"
+                        " supported yet")
+
+
 def _parse_mappings(linux: dict, key: str) -> list[tuple[int, int, int]]:
     """uidMappings/gidMappings: (containerID, hostID, size) triples."""
     result = []
@@ -335,8 +346,7 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
         if not spec.uid_mappings or not spec.gid_mappings:
             raise _fail("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings")
         if os.geteuid() != 0:
-            raise _fail("linux.namespaces", "user namespaces for a non-root caller (rootless)"
-                        " are not supported yet")
+            _check_rootless_mappings(spec)
     elif spec.uid_mappings or spec.gid_mappings:
         raise _fail("linux.uidMappings", "id mappings need a new user namespace")
     uts = spec.namespace("uts")
@@ -465,8 +475,8 @@ def default_config(rootless: bool = False) -> dict:
         },
     }
     if rootless:
-        # What runc spec --rootless writes; kubirun refuses user namespaces
-        # until rootless mode lands, and says so when the config is loaded.
+        # What runc spec --rootless writes: map yourself to root, no new
+        # network namespace (a user cannot make veths), /sys bound.
         linux = config["linux"]
         linux.pop("resources")
         linux["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
@@ -475,5 +485,8 @@ def default_config(rootless: bool = False) -> dict:
         config["mounts"][-2:] = [
             {"destination": "/sys", "type": "none", "source": "/sys",
              "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
+        for mount in config["mounts"]:
+            if mount["type"] == "devpts":  # gid 5 is not mapped
+                mount["options"] = [o for o in mount["options"] if o != "gid=5"]
         config["process"]["terminal"] = True
     return config

@@ -133,6 +133,10 @@ def write_id_maps(pid: int, uid_mappings: list[tuple[int, int, int]],
                   gid_mappings: list[tuple[int, int, int]]) -> None:
     """The new user namespace's uid and gid maps, written by the runtime
     (root in the parent namespace may map any ids)."""
+    if os.geteuid() != 0:
+        # Unprivileged, a gid map is accepted only once setgroups is denied.
+        with open(f"/proc/{pid}/setgroups", "w") as f:
+            f.write("deny")
     for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
         text = "".join(f"{inside} {outside} {size}\n" for inside, outside, size in mappings)
         try:

@@ -1,0 +1,83 @@
+"""Rootless: a user without privileges runs a container from a bundle it
+owns and is root inside (its own uid mapped to 0), with state under its
+$XDG_RUNTIME_DIR and a clear warning when no cgroup is delegated to it."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import pytest
+
+from tests.conftest import KUBIRUN_SCRIPT
+
+NOBODY = 65534
+AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+
+
+@pytest.fixture
+def user_home(busybox_dir):
+    if subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), "--version"], capture_output=True).returncode:
+        pytest.skip("this checkout is not readable by the unprivileged user")
+    top = tempfile.mkdtemp(prefix="kubirun-rootless-", dir="/tmp")
+    os.chmod(top, 0o755)
+    shutil.copytree(busybox_dir, os.path.join(top, "bundle", "rootfs"), symlinks=True)
+    os.mkdir(os.path.join(top, "run"), 0o700)
+    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", top], check=True)
+    yield top
+    shutil.rmtree(top)
+
+
+def _as_user(home: str, *args: str) -> subprocess.CompletedProcess:
+    env = {"XDG_RUNTIME_DIR": os.path.join(home, "run"), "PATH": "/usr/bin:/bin"}
+    return subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), *args], capture_output=True, text=True,
+                          timeout=30, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_spec_rootless_gives_a_working_config(user_home):
+    bundle = os.path.join(user_home, "bundle")
+    assert _as_user(user_home, "spec", "--rootless", "--bundle", bundle).returncode == 0
+    path = os.path.join(bundle, "config.json")
+    config = json.loads(open(path).read())
+    assert config["linux"]["uidMappings"] == [{"containerID": 0, "hostID": NOBODY, "size": 1}]
+    config["process"].update(terminal=False, args=["sh", "-c", "id; cat /proc/self/uid_map"])
+    config["root"]["readonly"] = False
+    with open(path, "w") as f:
+        json.dump(config, f)
+    result = _as_user(user_home, "run", "--bundle", bundle, "r1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("uid=0(root) gid=0(root)")
+    assert lines[1].split() == ["0", str(NOBODY), "1"]
+    assert "no cgroup this user may write" in result.stderr  # said, not hidden
+    assert os.listdir(os.path.join(user_home, "run", "kubirun")) == []
+
+
+def test_limits_without_a_delegated_cgroup_are_an_error(user_home):
+    bundle = os.path.join(user_home, "bundle")
+    _as_user(user_home, "spec", "--rootless", "--bundle", bundle)
+    path = os.path.join(bundle, "config.json")
+    config = json.loads(open(path).read())
+    config["process"].update(terminal=False, args=["true"])
+    config["linux"]["resources"] = {"pids": {"limit": 10}}
+    with open(path, "w") as f:
+        json.dump(config, f)
+    result = _as_user(user_home, "run", "--bundle", bundle, "r2")
+    assert result.returncode != 0
+    assert "no cgroup this user may write" in result.stderr
+    assert os.listdir(os.path.join(user_home, "run", "kubirun")) == []
+
+
+def test_mapping_someone_elses_ids_is_refused(user_home):
+    bundle = os.path.join(user_home, "bundle")
+    _as_user(user_home, "spec", "--rootless", "--bundle", bundle)
+    path = os.path.join(bundle, "config.json")
+    config = json.loads(open(path).read())
+    config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 0, "size": 1}]
+    with open(path, "w") as f:
+        json.dump(config, f)
+    result = _as_user(user_home, "run", "--bundle", bundle, "r3")
+    assert result.returncode != 0
+    assert "linux.uidMappings" in result.stderr
