@@ -9,8 +9,8 @@ order), and write the smallest sequence of devices.allow / devices.deny
 lines that turns one into the other, so that a running container never
 sees a moment of "deny everything" unless the mode itself changes.
 
-On cgroup v2 device control needs an eBPF program; for now only the
-trivial "allow everything" request is accepted there (``is_allow_all``).
+On cgroup v2 the same emulated state (``from_rules``) is turned into an
+eBPF program attached to the cgroup (``ebpf``).
 """
 from __future__ import annotations
 

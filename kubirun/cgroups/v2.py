@@ -4,7 +4,8 @@ This module owns the v2 file formats for limits (memory.max, cpu.max,
 io.max, pids.max ...), controller delegation (cgroup.subtree_control),
 the v2 freezer (cgroup.freeze + cgroup.events) and cgroup.kill. The
 functions that take a directory are shared with the hybrid driver, which
-uses them on its unified-hierarchy directory.
+uses them on its unified-hierarchy directory. Device rules become an eBPF
+program attached to the cgroup (``ebpf``, imported only for them).
 
 Conversions from the OCI (v1-shaped) values follow runc's fs2 driver.
 """
@@ -27,7 +28,7 @@ from .convert import (
     shares_to_weight,
     swappiness_unset,
 )
-from .devices import DeviceRuleError, is_allow_all, rules_from_oci
+from .devices import DeviceRuleError, rules_from_oci
 from .stats import parse_key_values, parse_uint, v2_stats
 from .v1 import write_hugetlb
 
@@ -174,6 +175,9 @@ class V2Cgroup(Cgroup):
         super().__init__(path, layout, state)
         self.mount = layout.unified
         self.dir = self.mount + path
+        # True while the leaf is one this object made and no device program
+        # has been attached to it since: allowing every device needs no bpf(2)
+        self._no_device_program = False
 
     def _roots(self) -> list[str]:
         return [self.mount]
@@ -186,6 +190,8 @@ class V2Cgroup(Cgroup):
         # a cgroup with processes cannot delegate domain controllers).
         if new and dirpath != self.dir:
             enable_all(self.path, dirpath)
+        if new and dirpath == self.dir:
+            self._no_device_program = True  # a new cgroup has no programs of its own
 
     # --- freezer / kill ---------------------------------------------------------
 
@@ -214,19 +220,59 @@ class V2Cgroup(Cgroup):
     def apply(self, resources: dict) -> list[str]:
         """Write the OCI linux.resources; returns warnings. Everything the
         host cannot do is refused before anything is written."""
+        prog_fd = None
         try:
             oci.check(resources)
             warnings = self._refuse_v1_only(resources)
+            # The device program is made and loaded (checked by the kernel's
+            # verifier) before anything is written; attached in _write.
+            devices = self._device_program(resources)
+            if devices:
+                prog_fd = self._bpf_call(lambda ebpf: ebpf.load(devices))
             needed = {}
             for c, what in oci.needs(resources).items():
                 if c in V2_NAME:
                     needed[V2_NAME[c]] = what
             needed.update(unified_needs(resources.get("unified") or {}))
             ensure_controllers(self.path, self.mount, needed, self._enabled)
-            self._write(resources, warnings)
+            self._write(resources, warnings, devices, prog_fd)
             return warnings
         except (ConversionError, DeviceRuleError) as e:
             raise CgroupError(f"cgroup {self.path}: {e}", path=self.path) from None
+        finally:
+            if prog_fd is not None:
+                os.close(prog_fd)  # the attachment holds the program
+
+    # --- devices: an eBPF program (see ebpf) -------------------------------------
+
+    @staticmethod
+    def _device_program(resources: dict) -> bytes | None:
+        """None without device rules (the filter, if any, is left as it
+        is); b"" when they allow everything; else the program's code."""
+        if not resources.get("devices"):
+            return None
+        from . import ebpf
+
+        return ebpf.device_filter(rules_from_oci(resources["devices"])) or b""
+
+    def _bpf_call(self, call):
+        from . import ebpf
+
+        try:
+            return call(ebpf)
+        except ebpf.BPFError as e:
+            raise CgroupError(f"cgroup {self.path}: {self.dir}: {e}", path=self.path, file=self.dir,
+                              errno=e.errno) from None
+
+    def _set_devices(self, prog_fd: int | None) -> None:
+        if prog_fd is not None:
+            # attached before the old programs are detached: never unfiltered
+            self._bpf_call(lambda ebpf: ebpf.install(self.dir, prog_fd))
+            self._no_device_program = False
+        elif not self._no_device_program:
+            # everything allowed: no program at all, as with a new cgroup
+            self._bpf_call(lambda ebpf: ebpf.remove_all(self.dir))
+            self._no_device_program = True
 
     def _refuse_v1_only(self, resources: dict) -> list[str]:
         """Errors for what only v1 can do, warnings for tuning v2 lacks."""
@@ -254,8 +300,6 @@ class V2Cgroup(Cgroup):
         if net.get("classID") or net.get("priorities"):
             problems.append("network.classID/priorities need the v1 net_cls/net_prio controllers, "
                             "which cgroup v2 does not have")
-        if resources.get("devices") and not is_allow_all(rules_from_oci(resources["devices"])):
-            problems.append("device rules on cgroup v2 need an eBPF program: not supported yet")
         if bio.get("weightDevice") and not self._bfq_per_device():
             problems.append("blockIO.weightDevice needs per-device BFQ weights (io.bfq.weight, kernel 5.4+ "
                             "with the BFQ scheduler)")
@@ -270,9 +314,10 @@ class V2Cgroup(Cgroup):
         current = fs.read_optional(self.path, self.dir, "io.bfq.weight")
         return current is not None and not current.strip().isdigit()
 
-    def _write(self, resources: dict, warnings: list[str]) -> None:
+    def _write(self, resources: dict, warnings: list[str], devices: bytes | None = None,
+               prog_fd: int | None = None) -> None:
         d = self.dir
-        # runc's order: pids, memory, io, cpu, cpuset, hugetlb, rdma, unified
+        # runc's order: pids, memory, io, cpu, devices, cpuset, hugetlb, rdma, unified
         limit = oci.section(resources, "pids").get("limit")
         if limit is not None:
             fs.write(self.path, d, "pids.max", pids_limit(limit))
@@ -283,6 +328,8 @@ class V2Cgroup(Cgroup):
         cpu = oci.section(resources, "cpu")
         if oci.cpu_requested(cpu):
             self._set_cpu(cpu, warnings)
+        if devices is not None:
+            self._set_devices(prog_fd)
         for key in ("cpus", "mems"):
             if cpu.get(key):
                 fs.write(self.path, d, "cpuset." + key, cpu[key])

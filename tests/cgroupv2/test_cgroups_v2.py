@@ -1,6 +1,6 @@
 """The cgroup manager on a pure cgroup v2 host: the real-kernel tests of
 tests/integration/test_cgroups.py again, plus what only v2 has (controller
-delegation, io.max, cgroup.kill, "unified", the device-rule refusal).
+delegation, io.max, cgroup.kill, "unified"; device rules: test_devices_v2.py).
 
 Meant for the v2 VM (see /work/shared/v2vm/README.md):
 
@@ -156,12 +156,10 @@ def test_v2_kill_all_sigkill_uses_cgroup_kill(box):
     wait_for(lambda: not cg.pids(), "the sleeps to die")
 
 
-def test_v2_refuses_device_rules(box):
+def test_v2_refuses_v1_only_controllers(box):
+    # device rules are an eBPF program on v2: see test_devices_v2.py
     cg = box.cg
     cg.create()
-    with pytest.raises(CgroupError, match="device rules on cgroup v2 need an eBPF program: not supported yet"):
-        cg.apply({"devices": [{"allow": False, "access": "rwm"},
-                              {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]})
     with pytest.raises(CgroupError, match="net_cls/net_prio"):
         cg.apply({"network": {"classID": 1048577}})
 
