@@ -85,7 +85,9 @@ TEST_CGROUP_PARENT = f"/kubirun-test-{os.getpid()}"
 def remove_cgroup_parent(path: str) -> None:
     """rmdir ``path`` in every hierarchy (it must be empty by now: a
     container's cgroup left inside makes the session check fail)."""
-    for hierarchy in os.listdir("/sys/fs/cgroup"):
+    hierarchies = [""] if os.path.exists("/sys/fs/cgroup/cgroup.controllers") \
+        else os.listdir("/sys/fs/cgroup")  # pure v2: one hierarchy, at the top
+    for hierarchy in hierarchies:
         try:
             os.rmdir(os.path.join("/sys/fs/cgroup", hierarchy, path.strip("/")))
         except OSError:

@@ -60,7 +60,8 @@ def cgroup_dirs(path: str) -> list[Path]:
     """The directories of cgroup ``path`` that exist, in every hierarchy."""
     found = []
     rel = path.strip("/")
-    for hierarchy in sorted(os.listdir(CGROUP_MOUNT)):
+    pure_v2 = (CGROUP_MOUNT / "cgroup.controllers").exists()  # one hierarchy, at the top
+    for hierarchy in [""] if pure_v2 else sorted(os.listdir(CGROUP_MOUNT)):
         d = CGROUP_MOUNT / hierarchy / rel
         if d.is_dir():
             found.append(d)
