@@ -349,9 +349,9 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
             _check_rootless_mappings(spec)
     elif spec.uid_mappings or spec.gid_mappings:
         raise _fail("linux.uidMappings", "id mappings need a new user namespace")
-    uts = spec.namespace("uts")
-    if spec.hostname and (uts is None or uts.path):
-        raise _fail("hostname", "setting a hostname needs a new uts namespace")
+    if spec.hostname and spec.namespace("uts") is None:
+        # (a joined one is fine: the name is set there, as runc does)
+        raise _fail("hostname", "setting a hostname needs a uts namespace of the container's")
     spec.cgroups_path = _get(linux, "cgroupsPath", str, "linux") or None
     spec.resources = _get(linux, "resources", dict, "linux", {})
     spec.masked_paths = _strings(linux, "maskedPaths", "linux")

@@ -80,7 +80,7 @@ def test_errors_name_the_json_path(bundle, change, where):
     assert str(err.value).startswith(f"config.json: {where}:"), str(err.value)
 
 
-def test_a_hostname_needs_a_new_uts_namespace(bundle):
+def test_a_hostname_needs_a_uts_namespace(bundle):
     config = _config()
     config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "uts"]
     with pytest.raises(SpecError, match="hostname"):
