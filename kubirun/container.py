@@ -511,6 +511,16 @@ def _wait_gone(state: dict, timeout: float = 10.0) -> None:
         os.close(pidfd)
 
 
+def _raise_start_failure(container_id: str, received: bytes) -> None:
+    if not received.startswith(b"0"):
+        raise KubirunError(f"cannot start container {container_id}: its init"
+                           " closed the exec fifo without starting")
+    report = received[1:]
+    if report.startswith(b"E"):
+        code, _, message = report[1:].partition(b"\0")
+        raise ContainerStartError(message.decode(errors="replace"), int(code or 1))
+
+
 def _release_init(fifo: str, state: dict) -> None:
     """``start``: open the fifo for reading; the init, blocked opening it
     for writing, writes one byte and goes on to ``execve``."""
@@ -524,15 +534,24 @@ def _release_init(fifo: str, state: dict) -> None:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
+        received = b""
         while True:
             for ready, _ in poller.poll():
-                if ready == fd:
-                    if os.read(fd, 1):
-                        return
-                    raise KubirunError(f"cannot start container {state['id']}: its init"
-                                       " closed the exec fifo without starting")
-                if ready == pidfd:
+                if ready == pidfd and not received:
                     raise KubirunError(f"cannot start container {state['id']}: its init has exited")
+                if ready != fd:
+                    continue
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    continue
+                if data:
+                    received += data
+                    continue
+                # End of file: the init has exec'd its program (the fd was
+                # close-on-exec), or died; what it wrote says which.
+                _raise_start_failure(state["id"], received)
+                return
     finally:
         os.close(fd)
         os.close(pidfd)

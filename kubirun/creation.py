@@ -102,6 +102,8 @@ def with_default_devices(spec: Spec) -> dict:
         return resources
     rules += DEFAULT_ALLOWED_DEVICES
     for dev in spec.devices:
+        if dev["type"] == "p":
+            continue  # a fifo is no device for the devices cgroup
         rules.append({"allow": True, "type": dev["type"] if dev["type"] != "u" else "c",
                       "major": dev.get("major"), "minor": dev.get("minor"), "access": "rwm"})
     resources["devices"] = rules
@@ -276,7 +278,9 @@ def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_creat
         channel.expect(HOOKS, "joining its cgroup")
         persist()  # hooks may call `kubirun state ID`
         state = hook_state()
-        run_hooks("prestart", spec.hooks.get("prestart", []), state)
+        # prestart (the deprecated phase) sees "created", as crun shows it
+        # and runtime-tools expects; createRuntime is part of create.
+        run_hooks("prestart", spec.hooks.get("prestart", []), dict(state, status="created"))
         run_hooks("createRuntime", spec.hooks.get("createRuntime", []), state)
         channel.go()
     channel.expect(READY, "preparing its process")

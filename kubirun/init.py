@@ -69,8 +69,10 @@ def container_init(config: InitConfig) -> "NoReturn":  # noqa: F821
         _setup_and_exec(config)
     except KubirunError as err:
         channel.report_error(err.exit_code, str(err))
+        report_after_start(err.exit_code, str(err))
     except BaseException as err:  # noqa: BLE001 - the child must never unwind into the CLI
         channel.report_error(1, describe(err))
+        report_after_start(1, describe(err))
     os._exit(1)
 
 
@@ -158,6 +160,7 @@ def _setup_and_exec(config: InitConfig) -> None:
         rootfs.move_into(kernel, config.rootfs)
     else:
         rootfs.pivot_into(kernel, config.rootfs)
+    rootfs.share_root_if_asked(kernel, config.rootfs_propagation)
 
     # 10. Finish the root: sysctls, read-only and masked paths, ro root.
     rootfs.write_sysctls(config.sysctl)  # before /proc/sys turns read-only, as runc
@@ -215,6 +218,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     seccomp = config.seccomp
     early = seccomp is not None and seccomp.must_load_early(spec)
     if early:
+        process.set_oom_score(spec)  # a procfs write the profile may not allow
         _after_start(seccomp.load)
     process.become(spec, identity)
 
@@ -293,17 +297,33 @@ def _die_of(signum: int, _frame: object) -> None:
     os._exit(128 + signum)
 
 
+# After `start`, the fifo stays open (close-on-exec) until execve: `start`
+# reads to its end, so it returns once the program runs, and a failure in
+# between (user, capabilities, seccomp, execve) is written there for it.
+_start_report_fd: int | None = None
+
+
 def _wait_for_start(fifo: int) -> None:
     """Block until `start` opens the fifo for reading, then tell it we are
     going (one byte).  Reopened through /proc/self/fd: the O_PATH fd
     cannot be written to."""
+    global _start_report_fd
     previous = {sig: signal.signal(sig, _die_of) for sig in CREATED_FATAL_SIGNALS}
     fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
     for sig, handler in previous.items():
         signal.signal(sig, handler)
     os.write(fd, b"0")
-    os.close(fd)
     os.close(fifo)
+    _start_report_fd = fd
+
+
+def report_after_start(code: int, message: str) -> None:
+    """A failure after `start` released us: to `start`, which waits for it."""
+    if _start_report_fd is not None:
+        try:
+            os.write(_start_report_fd, f"E{code}\0{message}".encode(errors="replace"))
+        except OSError:
+            pass
 
 
 def _run_hooks(phase: str, hooks: list, state: dict) -> None:

@@ -234,6 +234,17 @@ def prepare(spec: ProcessSpec, hostname: str) -> tuple[Identity, str, dict[str, 
     return identity, program, env
 
 
+def set_oom_score(spec: ProcessSpec) -> None:
+    """``process.oomScoreAdj``, once (lowering it needs privileges)."""
+    if spec.oom_score_adj is None:
+        return
+    from kubirun.ns.procfs import ProcFS
+
+    with ProcFS("/proc") as proc:
+        proc.write(f"{os.getpid()}/oom_score_adj", str(spec.oom_score_adj))
+    spec.oom_score_adj = None
+
+
 def become(spec: ProcessSpec, identity: Identity) -> None:
     """Turn this (root) process into the container's process: limits and
     OOM score first (they may need privileges), then capabilities around
@@ -242,11 +253,7 @@ def become(spec: ProcessSpec, identity: Identity) -> None:
         from kubirun import rlimits
 
         rlimits.apply(spec.rlimits)
-    if spec.oom_score_adj is not None:
-        from kubirun.ns.procfs import ProcFS
-
-        with ProcFS("/proc") as proc:
-            proc.write(f"{os.getpid()}/oom_score_adj", str(spec.oom_score_adj))
+    set_oom_score(spec)
     caps = None
     if spec.capabilities is not None:
         from kubirun.capabilities import CapabilityPlan, last_cap

@@ -136,6 +136,10 @@ def private_store(tmp_path, monkeypatch) -> Path:
     state_root = tmp_path / "state"
     monkeypatch.setenv("KUBIRUN_STORE", str(store))
     monkeypatch.setenv("KUBIRUN_ROOT", str(state_root))
+    # Never the default bridge: a host with a kubi0 bridge in its root
+    # namespace would get veths from tests (network tests ask explicitly,
+    # inside namespaces of their own).
+    monkeypatch.setenv("KUBIRUN_NETWORK", "none")
     yield store
     containers = store / "containers"
     if containers.exists():

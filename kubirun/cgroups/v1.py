@@ -211,9 +211,10 @@ class V1Cgroup(Cgroup):
 
     def _set_devices(self, entries: list) -> None:
         d = self.dir_of("devices")
-        target = from_rules(rules_from_oci(entries))
+        rules = rules_from_oci(entries)
+        target = from_rules(rules)
         current = from_list(fs.read(self.path, d, "devices.list"))
-        for rule in current.transition(target):
+        for rule in _in_listed_order(current.transition(target), rules):
             fs.write(self.path, d, "devices.allow" if rule.allow else "devices.deny", rule.cgroup_string())
         # runc's final check: an allow list must now be exactly the target; of
         # a deny list devices.list only shows the mode
@@ -417,3 +418,19 @@ def write_hugetlb(cgpath: str, d: str, limits: list, suffix: str) -> None:
                 fs.write(cgpath, d, prefix + ".rsvd" + suffix, str(limit))
             else:
                 rsvd = False
+
+
+def _in_listed_order(ops: list, rules: list) -> list:
+    """The emulator's writes, with its allow rules put back in the order the
+    config lists them (runtime-spec: devices are applied "in the listed
+    order"; devices.list then shows them so, as crun writes them)."""
+    first: dict = {}
+    for i, rule in enumerate(rules):
+        first.setdefault((rule.type, rule.major, rule.minor), i)
+    places = [i for i, rule in enumerate(ops) if rule.allow and rule.type != "a"]
+    allows = sorted((ops[i] for i in places),
+                    key=lambda r: first.get((r.type, r.major, r.minor), len(rules)))
+    ops = list(ops)
+    for i, rule in zip(places, allows):
+        ops[i] = rule
+    return ops

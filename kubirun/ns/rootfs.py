@@ -31,8 +31,13 @@ def set_propagation(kernel: Kernel, flags: int) -> None:
         # slave or shared: our mounts must still not reach the host, so the
         # tree becomes a slave first (runc does the same).
         kernel.mount(None, "/", None, MS_REC | MS_SLAVE)
-        if not flags & MS_SLAVE:
-            kernel.mount(None, "/", None, flags)
+
+
+def share_root_if_asked(kernel: Kernel, flags: int) -> None:
+    """rootfsPropagation shared or unbindable, on the container's own "/":
+    after pivot_root, which refuses a shared root (crun's order)."""
+    if not flags & (MS_PRIVATE | MS_SLAVE):
+        kernel.mount(None, "/", None, flags)
 
 
 def bind_root(kernel: Kernel, rootfs: str) -> None:

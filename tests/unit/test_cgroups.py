@@ -795,13 +795,14 @@ def test_v1_devices_transition(fake_v1):
     ]
     cg.apply({"devices": rules})
     b = "devices/kubirun-test/box"
-    # deny-list to allow-list: one "deny all", then the allows, sorted as runc
+    # deny-list to allow-list: one "deny all", then the allows in the order
+    # the config lists them (runtime-tools checks devices.list shows that)
     assert fake_v1.written() == [
         (b, "devices.deny", "a *:* rwm"),
-        (b, "devices.allow", "c 1:3 rwm"),
         (b, "devices.allow", "c 1:5 rw"),
-        (b, "devices.allow", "c 10:200 rw"),
+        (b, "devices.allow", "c 1:3 rwm"),
         (b, "devices.allow", "c 136:* rwm"),
+        (b, "devices.allow", "c 10:200 rw"),
     ]
     # an update writes only the difference, and no "deny all"
     fake_v1.writes.clear()

@@ -17,7 +17,11 @@ def _click_params(words: list[str]) -> dict:
     sub = cli.get_command(ctx, "run")
     sub_ctx = sub.make_context("run", list(words))
     params = dict(sub_ctx.params)
-    params["env"] = list(params["env"])
+    from kubirun.cli.table import RUN
+
+    for opt in RUN.options:  # click gives a tuple for a multiple option, the fast path a list
+        if opt.kind == "multiple":
+            params[opt.dest] = list(params[opt.dest])
     return params
 
 
