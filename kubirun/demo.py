@@ -41,7 +41,11 @@ def ps(image: str | None = None) -> int:
         print(f"... and {len(lines) - _HOST_LINES - 1} more processes")
 
     _heading("ps aux inside a container (kubirun run IMAGE -- ps aux)")
-    code = container.run(container.RunOptions(image=image, process=ProcessSpec(args=["ps", "aux"])))
+    from kubirun.ns.net import NetworkOptions
+
+    # No network needed for the lesson: no bridge made on the host for it.
+    code = container.run(container.RunOptions(image=image, process=ProcessSpec(args=["ps", "aux"]),
+                                              network=NetworkOptions("none")))
     sys.stdout.flush()
     print(f"\nThe host shows {len(lines) - 1} processes; the container sees only its own, "
           "and its program is PID 1.")

@@ -2,11 +2,19 @@
 foreground, on the same lifecycle as an OCI bundle.
 
     1. the container gets a directory of its own (``$KUBIRUN_STORE/containers/ID``)
-    2. the image becomes a root filesystem (in place, or unpacked there)
-    3. a config like ``kubirun spec``'s, with the command line's process,
-       is made in memory: the container is an OCI container from here on
-    4. create, start, wait (relaying the terminal, forwarding signals)
-    5. delete, and the unpacked root with it unless ``--keep``
+       and its network is started on (``kubirun.ns.net``: in bridge mode an
+       address is leased and a helper forked, working meanwhile)
+    2. the image becomes a root filesystem (``kubirun.image.source``): a
+       directory in place, or the image's layers from the store (imported
+       once) as an overlay mount at ``containers/ID/rootfs``
+    3. a config like ``kubirun spec``'s, with the command line's process
+       completed by the image's config (Entrypoint/Cmd, Env, WorkingDir,
+       User; Labels as annotations), is made in memory: the container is
+       an OCI container from here on
+    4. create; the network is attached to the waiting init; start, wait
+       (relaying the terminal, forwarding signals)
+    5. delete (the network's teardown with it), the overlay unmounted and
+       the container's directory removed, unless ``--keep``
 """
 from __future__ import annotations
 
@@ -29,13 +37,21 @@ class RunOptions:
 
     def __init__(self, image: str, name: str | None = None, hostname: str | None = None,
                  process: ProcessSpec | None = None, keep: bool = False,
-                 resources: dict | None = None) -> None:
+                 resources: dict | None = None, network=None, platform: str | None = None,
+                 command: list[str] | None = None, entrypoint: list[str] | None = None,
+                 workdir_given: bool = False) -> None:
         self.image = image
         self.name = name
         self.hostname = hostname
         self.process = process or ProcessSpec()
         self.keep = keep
         self.resources = resources or {}  # linux.resources, from --memory, --cpus...
+        self.network = network  # a kubirun.ns.net.NetworkOptions (None: the default mode)
+        # The image's config fills what the command line leaves unsaid:
+        self.platform = platform  # --platform, for multi-platform image indexes
+        self.command = command  # CMD as given ([] or None: the image's Cmd)
+        self.entrypoint = entrypoint  # --entrypoint (None: the image's)
+        self.workdir_given = workdir_given  # -w was given (else the image's WorkingDir)
 
 
 class _Terminated(BaseException):
@@ -61,14 +77,14 @@ def image_config(process: ProcessSpec, hostname: str, rootfs: str, resources: di
     config["process"]["args"] = process.args
     config["root"] = {"path": rootfs}
     config["hostname"] = hostname
-    config["linux"]["resources"] = resources
+    # Deny every device but the defaults (creation.with_default_devices
+    # appends those), as docker and podman do, then the run's limits.
+    config["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}], **resources}
     return config
 
 
 def run(options: RunOptions) -> int:
     """Run a container to completion and return its exit status."""
-    from kubirun.container import Container, CreateOptions
-
     name = validate_id(options.name or new_id())
     container_dir = os.path.join(store_dir(), "containers", name)
     os.makedirs(os.path.dirname(container_dir), 0o700, exist_ok=True)
@@ -79,20 +95,40 @@ def run(options: RunOptions) -> int:
 
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     container = None
+    network = None
     try:
-        from kubirun.image.source import materialize
+        from kubirun.image.source import prepare
+        from kubirun.ns import net
         from kubirun.spec import parse
 
-        rootfs = materialize(options.image, os.path.join(container_dir, "rootfs"))
-        spec = parse(image_config(options.process, options.hostname or name, rootfs,
-                                  options.resources), container_dir)
+        # First: in bridge mode its helper works while the image unpacks.
+        network = net.setup(options.network or net.NetworkOptions(), name, container_dir,
+                            options.hostname or name)
+        from kubirun.container import Container, CreateOptions
+
+        image = prepare(options.image, container_dir, options.platform, copy=options.keep)
+        if image.config is not None:
+            from kubirun.image import config as image_defaults
+
+            image_defaults.apply(options.process, image.config, options.command or [],
+                                 options.entrypoint, options.workdir_given)
+        config = image_config(options.process, options.hostname or name, image.rootfs,
+                              options.resources)
+        if image.config:
+            config.setdefault("annotations", {}).update(image_defaults.annotations(image.config))
+        if network is not None:
+            network.configure(config)
+        spec = parse(config, container_dir)
         if options.process.capabilities is None:
             from kubirun.capabilities import container_default_sets
 
             options.process.capabilities = container_default_sets()
         spec.process = options.process
         container = Container.create(name, spec, options=CreateOptions(
-            foreground=True, remove_on_delete=None if options.keep else container_dir))
+            foreground=True, remove_on_delete=None if options.keep else container_dir,
+            network=network.record if network is not None else None))
+        if network is not None:
+            network.attach(container.load()["pid"])  # the init waits in its namespace
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         return container.start_and_wait(interactive=options.process.interactive)
@@ -101,13 +137,20 @@ def run(options: RunOptions) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if container is not None:
-            container.delete(force=True)
-        elif not options.keep:
-            remove_container_dir(container_dir)
+        try:
+            if container is not None:
+                container.delete(force=True)  # the network's teardown too (state["network"])
+            elif not options.keep:
+                remove_container_dir(container_dir)
+        finally:
+            if network is not None:
+                network.close(torn_down=container is not None)
 
 
 def remove_container_dir(path: str) -> None:
+    from kubirun.image.overlay import unmount
+
+    unmount(path)  # an image's overlay root, before anything is removed
     try:
         os.rmdir(path)  # a root used in place leaves the directory empty
     except FileNotFoundError:

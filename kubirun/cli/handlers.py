@@ -18,22 +18,33 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         keep: bool, detach: bool, bundle: str | None, pid_file: str | None,
         console_socket: str | None, no_pivot: bool, no_new_keyring: bool,
         preserve_fds: str, memory: str | None, cpus: str | None, pids_limit: str | None,
-        cpuset_cpus: str | None, io_weight: str | None) -> int:
+        cpuset_cpus: str | None, io_weight: str | None, network: str | None = None,
+        publish: list = (), nat: bool = False, bridge: str | None = None,
+        subnet: str | None = None, platform: str | None = None,
+        entrypoint: str | None = None, store: str | None = None) -> int:
     args = list(command)
     if args and args[0] == "--":  # `run IMAGE -- CMD`: the separator is ours, not CMD's
         args = args[1:]
     limits = (memory, cpus, pids_limit, cpuset_cpus, io_weight)
     if bundle is not None or _looks_like_a_container_id(image):
-        if (args or name or hostname or env or user or tty or interactive or workdir != "/"
+        if (args or name or hostname or env or user or tty or interactive
+                or workdir not in (None, "/") or platform is not None or entrypoint is not None
+                or store is not None
                 or any(v is not None for v in limits)):
             raise KubirunError("run with a bundle takes only the container id; the process"
                                " and its limits come from the bundle's config.json")
+        if network is not None or publish or nat or bridge is not None or subnet is not None:
+            raise KubirunError("run with a bundle takes no --network, -p, --nat, --bridge or"
+                               " --subnet: its network namespace comes from its config.json")
         return _run_bundle(image, bundle or ".", detach, keep, pid_file, console_socket,
                            no_pivot, _count(preserve_fds, "--preserve-fds"), no_new_keyring)
     if detach:
         raise KubirunError("-d is for bundles (`kubirun run -b BUNDLE -d ID`)")
     from kubirun import imagerun
     from kubirun.process import DEFAULT_ARGS, ProcessSpec, parse_env_items
+
+    if store is not None:
+        os.environ["KUBIRUN_STORE"] = os.path.abspath(store)
 
     spec = ProcessSpec(
         args=args or list(DEFAULT_ARGS),
@@ -43,11 +54,18 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         terminal=tty,
         interactive=interactive,
     )
+    from kubirun.ns.net import NetworkOptions
     from kubirun.resources import run_limits
 
     return imagerun.run(imagerun.RunOptions(image=image, name=name, hostname=hostname,
                                             process=spec, keep=keep,
-                                            resources=run_limits(*limits)))
+                                            resources=run_limits(*limits),
+                                            network=NetworkOptions(network, list(publish), nat,
+                                                                   bridge, subnet),
+                                            platform=platform, command=args,
+                                            entrypoint=None if entrypoint is None
+                                            else [entrypoint] if entrypoint else [],
+                                            workdir_given=workdir is not None))
 
 
 def _looks_like_a_container_id(word: str) -> bool:

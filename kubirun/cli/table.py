@@ -157,9 +157,10 @@ FEATURES = Command("features", "Print what this kubirun supports (runtime-spec f
 RUN = Command(
     name="run",
     help="Run a container: from an image, or from an OCI bundle.\n\n"
-         "`kubirun run IMAGE [-- CMD...]`: IMAGE is a root filesystem, a directory (used in "
-         "place) or a tar archive (.tar, .tar.gz, ...) unpacked for this container; CMD "
-         "defaults to /bin/sh.\n\n"
+         "`kubirun run IMAGE [-- CMD...]`: IMAGE is a directory (a root used in place), a "
+         "root filesystem tar (plain, gzip, zstd, xz), a docker-save archive or an OCI layout "
+         "(directory or tar; LAYOUT:NAME picks one image), detected by content, unpacked once "
+         "into the store and mounted; CMD defaults to the image's Cmd, else /bin/sh.\n\n"
          "`kubirun run [-b BUNDLE] [-d] ID`: as `runc run`, create and start container ID from "
          "an OCI bundle (the current directory by default), then wait for it and delete it "
          "(unless -d). The bundle form is chosen with -b, or when IMAGE is not a path but the "
@@ -170,8 +171,9 @@ RUN = Command(
         Option(("--hostname",), "hostname", "Hostname inside (default: the name).", "value", "NAME"),
         Option(("-e", "--env"), "env", "Set KEY=VALUE (or pass KEY from this environment).",
                "multiple", "KEY[=VALUE]", ()),
-        Option(("-w", "--workdir"), "workdir", "Working directory inside (default: /).",
-               "value", "DIR", "/"),
+        Option(("-w", "--workdir"), "workdir",
+               "Working directory inside (default: the image's WorkingDir, else /).",
+               "value", "DIR"),
         Option(("-u", "--user"), "user", "Run as UID[:GID] or NAME[:GROUP] of the image.",
                "value", "USER"),
         Option(("-t", "--tty"), "tty", "Give the container a terminal (a pty made inside it)."),
@@ -184,12 +186,64 @@ RUN = Command(
         Option(("--cpuset-cpus",), "cpuset_cpus", "CPUs the container may run on (e.g. 0-1).",
                "value", "LIST"),
         Option(("--io-weight",), "io_weight", "Block IO weight, 10 to 1000.", "value", "N"),
+        Option(("--network",), "network",
+               "none, host, bridge or ns:PATH. Default: bridge when a bridge can be made"
+               " (as root, or if kubi0/--bridge exists), else none (only lo);"
+               " $KUBIRUN_NETWORK replaces this default.",
+               "value", "MODE"),
+        Option(("-p", "--publish"), "publish",
+               "Bridge mode: publish a port, HOST:CONTAINER[/tcp|udp] (repeatable).",
+               "multiple", "HOST:CONTAINER", ()),
+        Option(("--nat",), "nat", "Bridge mode: IP forwarding and masquerading for the subnet"
+               " (off unless asked)."),
+        Option(("--bridge",), "bridge", "Bridge mode: the bridge to use or make (default kubi0).",
+               "value", "NAME"),
+        Option(("--subnet",), "subnet", "Bridge mode: the bridge's subnet (default 10.89.0.0/16).",
+               "value", "CIDR"),
+        Option(("--platform",), "platform",
+               "The image to take from a multi-platform index, OS/ARCH[/VARIANT] (default: this"
+               " host's).", "value", "PLATFORM"),
+        Option(("--entrypoint",), "entrypoint",
+               "Replace the image's Entrypoint (and its Cmd: CMD follows it); '' clears it.",
+               "value", "PROGRAM"),
+        Option(("--store",), "store", "The image store (default: $KUBIRUN_STORE, else"
+               " /var/lib/kubirun).", "value", "DIR"),
         Option(("-d", "--detach"), "detach", "Bundle form: do not wait for the container."),
         *_CREATE_OPTIONS,
     ),
     arguments=(Argument("image"), Argument("command", required=False, variadic=True)),
     epilog="Example: kubirun run rootfs/busybox.tar.gz -- ps aux",
 )
+
+_PLATFORM = Option(("--platform",), "platform",
+                   "OS/ARCH[/VARIANT] to take from a multi-platform index (default: this host's).",
+                   "value", "PLATFORM")
+_STORE = Option(("--store",), "store",
+                "The image store (default: $KUBIRUN_STORE, else /var/lib/kubirun).", "value", "DIR")
+IMAGES_LS = Command("ls", "List the images of the store ($KUBIRUN_STORE, default /var/lib/kubirun).",
+                    "kubirun.image.commands:ls",
+                    (_FORMAT, Option(("-q", "--quiet"), "quiet", "Only ids."), _STORE))
+IMAGES_IMPORT = Command(
+    "import", "Import an image file or layout into the store (unpack its layers once).",
+    "kubirun.image.commands:import_", (_PLATFORM, _STORE), (Argument("image"),),
+    epilog="IMAGE: a root filesystem tar (plain, gzip, zstd, xz), a docker-save archive, or an"
+           " OCI layout (directory or tar); LAYOUT:NAME picks one of several images.")
+IMAGES_RM = Command("rm", "Remove images (by id prefix, name or source file) from the store.",
+                    "kubirun.image.commands:rm",
+                    (Option(("-f", "--force"), "force", "Even if a container uses it."), _STORE),
+                    (Argument("images", variadic=True),))
+IMAGES_PRUNE = Command("prune", "Remove unused layers and leftovers; with -a, unused images too.",
+                       "kubirun.image.commands:prune",
+                       (Option(("-a", "--all"), "all", "Also images no container uses."), _STORE))
+BUNDLE = Command(
+    "bundle", "Write an OCI bundle (config.json + rootfs/) from an image, for any OCI runtime.",
+    "kubirun.image.commands:bundle",
+    (_PLATFORM,
+     Option(("--entrypoint",), "entrypoint", "Replace the image's Entrypoint (and its Cmd).",
+            "value", "PROGRAM"),
+     _STORE),
+    (Argument("image"), Argument("directory"), Argument("command", required=False, variadic=True)),
+    epilog="Example: kubirun bundle image.tar b && runc run -b b c1")
 
 DEMO_PS = Command(
     name="ps",
@@ -203,5 +257,7 @@ DEMO_PS = Command(
 
 # Top-level commands; `demo` is a group of teaching demos.
 COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, PS, LIST, PAUSE,
-                                 RESUME, EVENTS, UPDATE, SPEC, FEATURES)}
-GROUPS = {"demo": ("Teaching demos: one command, one lesson.", {"ps": DEMO_PS})}
+                                 RESUME, EVENTS, UPDATE, SPEC, FEATURES, BUNDLE)}
+GROUPS = {"demo": ("Teaching demos: one command, one lesson.", {"ps": DEMO_PS}),
+          "images": ("The image store: each layer unpacked once, shared by containers.",
+                     {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)})}

@@ -1,8 +1,17 @@
 """From the IMAGE argument to a root filesystem directory.
 
-IMAGE is either a directory, used in place as the root (``chroot``-like),
-or a tar archive of a root filesystem (``.tar``, ``.tar.gz``, ...), detected
-by content, unpacked into the container's own directory.
+IMAGE is, by content (never by its name):
+
+- a directory: used in place as the root (``chroot``-like); nothing is
+  imported, nothing heavy even imported, unless it is an image layout
+  (``oci-layout`` + ``index.json``, or an unpacked ``docker save``);
+- a tar archive of a root filesystem (plain, gzip, zstd, xz, bzip2), a
+  ``docker save`` archive or an OCI layout archive: imported into the
+  store once (``kubirun.image.store``), then every container's root is an
+  overlay mount of its layers.
+
+``LAYOUT:NAME`` picks one image of a layout (or docker archive) holding
+several (``org.opencontainers.image.ref.name`` or a RepoTag).
 """
 from __future__ import annotations
 
@@ -10,33 +19,71 @@ import os
 
 from kubirun.errors import ImageError
 
-_GZIP = b"\x1f\x8b"
-_BZIP2 = b"BZh"
-_XZ = b"\xfd7zXZ\x00"
+
+class Prepared:
+    """A container's root, and the image it came from (None for a
+    directory root)."""
+
+    def __init__(self, rootfs: str, image: dict | None = None, mounted: bool = False) -> None:
+        self.rootfs = rootfs
+        self.image = image
+        self.mounted = mounted
+
+    @property
+    def config(self) -> dict | None:
+        """The image config's ``config`` object (Entrypoint, Cmd, Env...)."""
+        if self.image is None:
+            return None
+        return (self.image.get("config") or {}).get("config") or {}
 
 
-def looks_like_tar(path: str) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(512)
-    if head.startswith((_GZIP, _BZIP2, _XZ)):
-        return True
-    return len(head) == 512 and head[257:262] == b"ustar"
+def split_ref(image: str) -> tuple[str, str | None]:
+    """``layout.tar:v1`` -> (``layout.tar``, ``v1``) when the whole name
+    does not exist but the part before the last colon does."""
+    if os.path.lexists(image):
+        return image, None
+    path, sep, ref = image.rpartition(":")
+    if sep and path and ref and "/" not in ref and os.path.exists(path):
+        return path, ref
+    return image, None
 
 
-def materialize(image: str, unpack_dir: str) -> str:
-    """The root directory: ``image`` itself, or ``unpack_dir`` filled from it."""
-    if not os.path.exists(image):
+def is_layout_dir(path: str) -> bool:
+    """Two stats for a root in place; the full check only when needed."""
+    if not (os.path.exists(os.path.join(path, "oci-layout"))
+            or os.path.exists(os.path.join(path, "manifest.json"))):
+        return False
+    from kubirun.image.formats import DIR, directory_kind
+
+    return directory_kind(path) != DIR
+
+
+def prepare(image: str, container_dir: str, platform: str | None = None,
+            copy: bool = False) -> Prepared:
+    """The root for a container whose directory is ``container_dir``:
+    ``image`` itself, or the image's layers mounted (or copied, with
+    ``copy``) at ``container_dir/rootfs``."""
+    path, ref = split_ref(image)
+    if not os.path.exists(path):
         raise ImageError(f"image {image}: no such file or directory")
-    if os.path.isdir(image):
-        return os.path.abspath(image)
-    try:
-        is_tar = looks_like_tar(image)
-    except OSError as err:
-        raise ImageError(f"image {image}: {err.strerror}") from err
-    if not is_tar:
-        raise ImageError(f"image {image}: not a directory or a tar archive")
-    from kubirun.image.extract import extract_tar  # only runs that unpack pay for tarfile
+    if os.path.isdir(path) and ref is None and not is_layout_dir(path):
+        if platform is not None:
+            raise ImageError(f"--platform: image {image} is a root directory, not an image")
+        return Prepared(os.path.abspath(path))
+    from kubirun.image.store import Store
 
-    os.mkdir(unpack_dir, 0o755)
-    extract_tar(image, unpack_dir)
-    return unpack_dir
+    store = Store()
+    try:
+        lock = store.lock(shared=True).__enter__()
+    except FileNotFoundError:
+        store.ensure()
+        lock = store.lock(shared=True).__enter__()
+    try:
+        record = store.lookup(path, platform, ref)
+        if record is None:
+            record = store.import_image(path, platform, ref)
+        rootfs, mounted = store.make_root(record, container_dir, copy=copy)
+    finally:
+        lock.__exit__(None, None, None)
+    return Prepared(rootfs, record, mounted)
+

@@ -465,3 +465,238 @@ def test_gzip_stream_missing_its_tail_is_an_image_error(tmp_path, normal_tar, ro
     """The last bytes of a .tar.gz lost: the tail entries are gone."""
     data = normal_tar.read_bytes()
     corrupt(tmp_path, root, data[:-100])
+
+
+# --- formats the tar reader must understand ----------------------------------------
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_long_names_and_link_targets(tmp_path, root, fmt):
+    long_dir = "d" * 120 + "/"
+    long_file = long_dir + "f" * 150
+    archive = tmp_path / "long.tar"
+    with tarfile.open(archive, "w", format=fmt) as tar:
+        for info, data in (directory(long_dir), None), file(long_file, b"long\n"), \
+                (symlink("link", "/" + long_file), None):
+            info.size = len(data) if data else 0
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    extract_tar(str(archive), str(root))
+    assert (root / long_file).read_bytes() == b"long\n"
+    assert os.readlink(root / "link") == "/" + long_file
+
+
+def test_big_ids_in_base_256(tmp_path, root):
+    archive = tmp_path / "big.tar"
+    with tarfile.open(archive, "w", format=tarfile.GNU_FORMAT) as tar:
+        info, data = file("big", b"x", uid=3_000_000, gid=3_000_001)
+        info.size = 1
+        tar.addfile(info, io.BytesIO(data))
+    extract_tar(str(archive), str(root))
+    st = os.lstat(root / "big")
+    assert (st.st_uid, st.st_gid) == (3_000_000, 3_000_001)
+
+
+def test_zstd_rootfs(tmp_path, root):
+    plain = make_tar(tmp_path / "plain.tar", [file("./hello", b"zstd\n")], compression="")
+    packed = tmp_path / "rootfs.tar.zst"
+    packed.write_bytes(subprocess.run(["zstd", "-q", "-c", str(plain)], capture_output=True,
+                                      check=True).stdout)
+    extract_tar(str(packed), str(root))
+    assert (root / "hello").read_bytes() == b"zstd\n"
+
+
+def test_truncated_zstd_is_an_image_error(tmp_path, root):
+    plain = make_tar(tmp_path / "plain.tar", [file("./hello", random.Random(5).randbytes(100_000))],
+                     compression="")
+    data = subprocess.run(["zstd", "-q", "-c", str(plain)], capture_output=True, check=True).stdout
+    corrupt(tmp_path, root, data[: len(data) // 2])
+
+
+def test_bad_header_checksum_is_an_image_error(tmp_path, root):
+    data = bytearray(make_tar(tmp_path / "t.tar", [file("a", b"a")], compression="").read_bytes())
+    data[0] ^= 0xFF  # the name changes, the checksum does not
+    corrupt(tmp_path, root, bytes(data))
+
+
+def test_xattrs_user_and_capability_kept_trusted_ignored(tmp_path, root):
+    archive = tmp_path / "x.tar"
+    cap = bytes.fromhex("0100000200200000000000000000000000000000")
+    with tarfile.open(archive, "w", format=tarfile.PAX_FORMAT) as tar:
+        info, data = file("f", b"f")
+        info.size = 1
+        info.pax_headers = {"SCHILY.xattr.user.note": "hello",
+                            "SCHILY.xattr.trusted.overlay.opaque": "y",
+                            "SCHILY.xattr.security.capability": cap.decode("utf-8", "surrogateescape")}
+        tar.addfile(info, io.BytesIO(data))
+    extract_tar(str(archive), str(root))
+    assert os.getxattr(root / "f", "user.note") == b"hello"
+    assert os.getxattr(root / "f", "security.capability") == cap
+    assert "trusted.overlay.opaque" not in os.listxattr(root / "f")
+
+
+# --- layers: whiteouts, applied or in overlayfs's format -------------------------------
+
+def apply_layers(tmp_path: Path, dest: Path, layers: list[list], mode: str = "apply",
+                 lowers: tuple = ()) -> None:
+    from kubirun.image.compression import Decoded
+    from kubirun.image.extract import RootWriter, apply_tar
+    from kubirun.image.tarstream import TarReader
+
+    writer = RootWriter(str(dest), whiteouts=mode, lowers=tuple(str(p) for p in lowers))
+    try:
+        for n, entries in enumerate(layers):
+            archive = make_tar(tmp_path / f"layer{n}.tar", entries, compression="")
+            fd = os.open(archive, os.O_RDONLY)
+            try:
+                writer.begin_layer()
+                apply_tar(TarReader(Decoded(fd)), writer)
+            finally:
+                os.close(fd)
+        writer.finish()
+    finally:
+        writer.close()
+
+
+def test_whiteouts_applied(tmp_path, root):
+    apply_layers(tmp_path, root, [
+        [directory("d/"), file("d/a", b"a"), file("d/b", b"b"), directory("gone/"), file("gone/x", b"x"),
+         directory("o/"), file("o/old", b"old"), directory("o/sub/"), file("o/sub/deep", b"deep"),
+         directory("full/"), file("full/x", b"x")],
+        [file("d/.wh.a", b""), file(".wh.gone", b""), file("o/.wh..wh..opq", b""),
+         file("o/new", b"new"), file("full", b"now a file"), file(".wh.never-was", b"")],
+    ])
+    assert sorted(os.listdir(root / "d")) == ["b"]
+    assert not os.path.lexists(root / "gone")
+    assert sorted(os.listdir(root / "o")) == ["new"]
+    assert (root / "full").read_bytes() == b"now a file"  # a directory of an earlier layer
+
+
+def test_opaque_marker_after_its_own_layers_entries_keeps_them(tmp_path, root):
+    apply_layers(tmp_path, root, [
+        [directory("o/"), file("o/old", b"old")],
+        [directory("o/"), file("o/new", b"new"), file("o/.wh..wh..opq", b"")],
+    ])
+    assert sorted(os.listdir(root / "o")) == ["new"]
+
+
+def test_whiteouts_in_overlay_format(tmp_path, root):
+    apply_layers(tmp_path, root, [[file("d/.wh.a", b""), file("o/.wh..wh..opq", b""), file("o/n", b"n")]],
+                 mode="overlay")
+    st = os.lstat(root / "d" / "a")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert os.getxattr(root / "o", "trusted.overlay.opaque") == b"y"
+
+
+@pytest.mark.parametrize("name", [".wh..", ".wh...", "d/.wh.."])
+def test_whiteout_of_dot_or_dotdot_is_refused(tmp_path, root, name):
+    with pytest.raises(UnsafeArchiveError, match="whiteout"):
+        apply_layers(tmp_path, root, [[directory("d/")], [file(name, b"")]])
+
+
+def test_overlay_mode_refuses_a_lower_layers_symlink(tmp_path, root, outside):
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    apply_layers(tmp_path, lower, [[symlink("etc", str(outside))]], mode="overlay")
+    with pytest.raises(UnsafeArchiveError, match="earlier layer"):
+        apply_layers(tmp_path, root, [[file("etc/passwd", b"x")]], mode="overlay", lowers=(lower,))
+    assert os.listdir(outside) == []
+
+
+def test_overlay_mode_hardlink_to_a_lower_layer_copies_it(tmp_path, root):
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    apply_layers(tmp_path, lower, [[directory("bin/"), file("bin/tool", b"tool", 0o4755)]], mode="overlay")
+    apply_layers(tmp_path, root, [[hardlink("bin/alias", "bin/tool")]], mode="overlay", lowers=(lower,))
+    assert (root / "bin/alias").read_bytes() == b"tool"
+    assert mode_of(root / "bin/alias") == 0o4755
+    assert not (root / "bin/tool").exists()
+
+
+def test_prefetched_stream_passes_errors_on(tmp_path):
+    from kubirun.image.compression import Decoded, Prefetched
+
+    path = tmp_path / "bad.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00" + random.Random(9).randbytes(10_000))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stream = Prefetched(Decoded(fd))
+        with pytest.raises(zlib.error):
+            while stream.read_chunk():
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_overlay_markers_refused_by_the_file_system_become_plain_files(tmp_path, root, monkeypatch):
+    """A store on a file system that refuses overlayfs's markers (an
+    overlayfs itself): whiteouts stay .wh. files, and a copy applies them."""
+    from kubirun.image.extract import RootWriter, copy_tree
+
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    apply_layers(tmp_path, lower, [[directory("o/"), file("o/old", b"old"), file("gone", b"x")]],
+                 mode="overlay")
+    real_mknod, real_setxattr = os.mknod, os.setxattr
+
+    def no_whiteout_devices(path, mode=0o600, device=0, *, dir_fd=None):
+        if stat.S_ISCHR(mode) and device == 0:
+            raise PermissionError(1, "Operation not permitted")
+        return real_mknod(path, mode, device, dir_fd=dir_fd)
+
+    def no_trusted(path, name, value, *args, **kwargs):
+        if name.startswith("trusted."):
+            raise PermissionError(1, "Operation not permitted")
+        return real_setxattr(path, name, value, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mknod", no_whiteout_devices)
+    monkeypatch.setattr(os, "setxattr", no_trusted)
+    upper = tmp_path / "upper"
+    upper.mkdir()
+    writer = RootWriter(str(upper), whiteouts="overlay", lowers=(str(lower),))
+    try:
+        from kubirun.image.compression import Decoded
+        from kubirun.image.extract import apply_tar
+        from kubirun.image.tarstream import TarReader
+
+        archive = make_tar(tmp_path / "top.tar", [file(".wh.gone", b""), directory("o/"),
+                                                  file("o/.wh..wh..opq", b""), file("o/new", b"new")],
+                           compression="")
+        fd = os.open(archive, os.O_RDONLY)
+        try:
+            apply_tar(TarReader(Decoded(fd)), writer)
+        finally:
+            os.close(fd)
+        writer.finish()
+        assert writer.plain_markers
+    finally:
+        writer.close()
+    monkeypatch.undo()
+    assert (upper / ".wh.gone").is_file() and (upper / "o" / ".wh..wh..opq").is_file()
+    flat = RootWriter(str(root))
+    try:
+        copy_tree(str(lower), flat, overlay_whiteouts=True)
+        copy_tree(str(upper), flat, overlay_whiteouts=True)
+        flat.finish()
+    finally:
+        flat.close()
+    assert sorted(os.listdir(root)) == ["o"]
+    assert sorted(os.listdir(root / "o")) == ["new"]
+
+
+def test_opaque_marker_under_a_symlink_is_refused(tmp_path, root, outside):
+    (outside / "keep").write_text("keep")
+    with pytest.raises(UnsafeArchiveError, match="symlink"):
+        apply_layers(tmp_path, root, [[symlink("s", str(outside))], [file("s/.wh..wh..opq", b"")]])
+    assert (outside / "keep").read_text() == "keep"
+
+
+def test_overlay_mode_implied_directories_keep_the_lower_layers_attributes(tmp_path, root):
+    """umoci writes `data/.wh.a` without a `data/` entry: the new layer's
+    data/ must not turn the merged /data into root's 0755."""
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    apply_layers(tmp_path, lower, [[directory("data/", 0o1770, uid=12, gid=34, mtime=T0 + 3),
+                                    file("data/a", b"a")]], mode="overlay")
+    apply_layers(tmp_path, root, [[file("data/.wh.a", b""), file("data/c", b"c")]], mode="overlay",
+                 lowers=(lower,))
+    st = os.lstat(root / "data")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime) == (0o1770, 12, 34, T0 + 3)
