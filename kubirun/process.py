@@ -290,5 +290,9 @@ def enter_workdir(cwd: str) -> None:
         here = os.getcwd()
     except FileNotFoundError:
         here = ""
+    except PermissionError:
+        # A seccomp profile may refuse getcwd(2) (runtime-tools' does): the
+        # kernel's own link says the same, "(unreachable)/..." outside the root.
+        here = os.readlink("/proc/self/cwd")
     if not here.startswith("/"):
         raise ExecError(f"working directory {cwd!r} is outside the container's root", 1)
