@@ -123,7 +123,8 @@ def script_interpreter(script: str) -> str:
 def build_candidates(tmp: Path, rootfs: Path) -> list[Candidate]:
     kubirun = kubirun_command()
     candidates = [
-        Candidate("kubirun", lambda n: [kubirun, "run", str(rootfs), "--", "/bin/true"],
+        # --network none: what runc's bundle has (lo only), and no bridge on the host
+        Candidate("kubirun", lambda n: [kubirun, "run", "--network", "none", str(rootfs), "--", "/bin/true"],
                   env={**os.environ, "KUBIRUN_STORE": str(tmp / "store")}),
     ]
     oci_runtimes = [r for r in ("runc", "crun") if shutil.which(r)]

@@ -135,8 +135,10 @@ def warm_candidates(tmp: Path, busybox: Path) -> list[Candidate]:
     rootfs.mkdir()
     _check(["tar", "--numeric-owner", "-xzf", str(busybox), "-C", str(rootfs)], "unpacking busybox")
     return [
-        Candidate("stored image", lambda n: [kubirun, "run", str(busybox), "--", "/bin/true"], env=env),
-        Candidate("directory", lambda n: [kubirun, "run", str(rootfs), "--", "/bin/true"], env=env),
+        Candidate("stored image", lambda n: [kubirun, "run", "--network", "none", str(busybox), "--",
+                                             "/bin/true"], env=env),
+        Candidate("directory", lambda n: [kubirun, "run", "--network", "none", str(rootfs), "--",
+                                          "/bin/true"], env=env),
     ]
 
 

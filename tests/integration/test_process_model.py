@@ -68,7 +68,11 @@ def test_start_path_imports_neither_click_nor_pyroute2(busybox_dir):
 
 def test_console_script_works_with_an_empty_environment(busybox_dir, private_store):
     result = subprocess.run([str(KUBIRUN_SCRIPT), "run", str(busybox_dir), "--", "/bin/echo", "ok"],
-                            env={"KUBIRUN_STORE": str(private_store)}, capture_output=True, text=True)
+                            # no PATH (engines call runtimes so); a private state root, and
+                            # no bridge in the host's namespace
+                            env={"KUBIRUN_STORE": str(private_store), "KUBIRUN_NETWORK": "none",
+                                 "KUBIRUN_ROOT": os.environ["KUBIRUN_ROOT"]},
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
 

@@ -298,7 +298,8 @@ def test_without_privileges_one_clear_error_and_nothing_left():
         os.chown(store, 65534, 65534)
         result = subprocess.run(
             [*as_nobody, str(KUBIRUN_SCRIPT), "run", "--name", "unprivileged", image, "--", "true"],
-            env={"KUBIRUN_STORE": store}, capture_output=True, text=True, timeout=30)
+            env={"KUBIRUN_STORE": store, "KUBIRUN_NETWORK": "none"}, capture_output=True, text=True,
+            timeout=30)
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("kubirun: "), lines
