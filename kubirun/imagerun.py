@@ -29,7 +29,10 @@ DEFAULT_STORE = "/var/lib/kubirun"
 
 
 def store_dir() -> str:
-    return os.environ.get("KUBIRUN_STORE") or DEFAULT_STORE
+    """The image store (containers live under it too): see image.store."""
+    from kubirun.image.store import store_root
+
+    return store_root()
 
 
 class RunOptions:
@@ -80,7 +83,27 @@ def image_config(process: ProcessSpec, hostname: str, rootfs: str, resources: di
     # Deny every device but the defaults (creation.with_default_devices
     # appends those), as docker and podman do, then the run's limits.
     config["linux"]["resources"] = {"devices": [{"allow": False, "access": "rwm"}], **resources}
+    if os.geteuid() != 0:
+        make_rootless(config)
     return config
+
+
+def make_rootless(config: dict) -> None:
+    """A user without privileges: a user namespace mapping the user's own
+    uid and gid to root, which then owns the container's other namespaces
+    (its own network namespace, with lo only, included); no gid 5 for the
+    ptys (it is not mapped); devices are bound from the host (creation
+    does that in a user namespace); resources only if a cgroup is
+    delegated (creation warns otherwise)."""
+    linux = config["linux"]
+    linux["namespaces"].append({"type": "user"})
+    linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+    linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+    if not any(linux["resources"].get(k) for k in linux["resources"] if k != "devices"):
+        linux["resources"] = {}  # a user cannot write device rules without a cgroup anyway
+    for mount in config["mounts"]:
+        if mount["type"] == "devpts":
+            mount["options"] = [o for o in mount["options"] if o != "gid=5"]
 
 
 def run(options: RunOptions) -> int:

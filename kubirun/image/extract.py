@@ -63,6 +63,22 @@ def _is_whiteout_device(st: os.stat_result) -> bool:
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
+# Unpacking as a user without privileges (rootless): files keep the user as
+# owner (root inside, through the user namespace's mapping), and device
+# nodes are left out.
+UNPRIVILEGED = os.geteuid() != 0
+
+
+def _chown(name: str, uid: int, gid: int, dir_fd: int) -> None:
+    if not UNPRIVILEGED:
+        os.chown(name, uid, gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _fchown(fd: int, uid: int, gid: int) -> None:
+    if not UNPRIVILEGED:
+        os.fchown(fd, uid, gid)
+
+
 class RootWriter:
     """Creates files under one root directory, never outside it."""
 
@@ -135,7 +151,7 @@ class RootWriter:
                     # The directory of a layer below, implied by this layer's
                     # entry: it keeps its owner, mode and mtime (overlayfs's
                     # copy-up would), or the merged view would change them.
-                    os.chown(part, below.st_uid, below.st_gid, dir_fd=fd, follow_symlinks=False)
+                    _chown(part, below.st_uid, below.st_gid, dir_fd=fd)
                     os.chmod(part, stat.S_IMODE(below.st_mode), dir_fd=fd)
                     self._deferred_mtimes.append((parts[: depth + 1], below.st_mtime))
             except OSError as err:
@@ -247,6 +263,8 @@ class RootWriter:
             self._set_attrs(parent, name, member, symlink=True)
         elif kind == LNK:
             self._add_hardlink(parent, name, member)
+        elif kind in (CHR, BLK) and UNPRIVILEGED:
+            return  # only root may make device nodes (rootless podman skips them too)
         elif kind in (CHR, BLK, FIFO):
             fmt = stat.S_IFCHR if kind == CHR else stat.S_IFBLK if kind == BLK else stat.S_IFIFO
             device = os.makedev(member.devmajor, member.devminor) if kind != FIFO else 0
@@ -288,7 +306,7 @@ class RootWriter:
             os.close(fd)
 
     def _set_fd_attrs(self, fd: int, member: Entry) -> None:
-        os.fchown(fd, member.uid, member.gid)
+        _fchown(fd, member.uid, member.gid)
         os.fchmod(fd, member.mode & 0o7777)
         if member.xattrs:
             _set_xattrs(fd, member.xattrs)
@@ -300,7 +318,7 @@ class RootWriter:
                 fill(fd)
             # chown clears setuid/setgid and file capabilities: chmod and
             # xattrs come after it.
-            os.fchown(fd, member.uid, member.gid)
+            _fchown(fd, member.uid, member.gid)
             os.fchmod(fd, member.mode & 0o7777)
             if member.xattrs:
                 _set_xattrs(fd, member.xattrs)
@@ -351,7 +369,7 @@ class RootWriter:
 
     @staticmethod
     def _set_attrs(parent: int, name: str, member: Entry, symlink: bool = False) -> None:
-        os.chown(name, member.uid, member.gid, dir_fd=parent, follow_symlinks=False)
+        _chown(name, member.uid, member.gid, dir_fd=parent)
         if not symlink:
             # We created this node ourselves a moment ago: it is not a symlink.
             os.chmod(name, member.mode & 0o7777, dir_fd=parent)

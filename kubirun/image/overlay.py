@@ -89,7 +89,9 @@ def unmount(container_dir: str) -> None:
     try:
         _native.umount2(os.path.join(container_dir, "rootfs"), _native.MNT_DETACH)
     except OSError as err:
-        if err.errno not in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR):
+        # EPERM: a user without privileges, who could not have mounted it either
+        rootless = err.errno == errno.EPERM and os.geteuid() != 0
+        if err.errno not in (errno.EINVAL, errno.ENOENT, errno.ENOTDIR) and not rootless:
             raise
         if not os.path.isdir(os.path.join(container_dir, "upper")):
             return

@@ -32,7 +32,12 @@ DEFAULT_STORE = "/var/lib/kubirun"
 
 
 def store_root() -> str:
-    return os.environ.get("KUBIRUN_STORE") or DEFAULT_STORE
+    if os.environ.get("KUBIRUN_STORE"):
+        return os.environ["KUBIRUN_STORE"]
+    if os.geteuid() != 0:  # rootless: the user's own data directory
+        data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        return os.path.join(data, "kubirun")
+    return DEFAULT_STORE
 
 
 def _hex(digest: str) -> str:

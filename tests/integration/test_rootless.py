@@ -81,3 +81,25 @@ def test_mapping_someone_elses_ids_is_refused(user_home):
     result = _as_user(user_home, "run", "--bundle", bundle, "r3")
     assert result.returncode != 0
     assert "linux.uidMappings" in result.stderr
+
+
+def test_a_user_runs_an_image_tarball_and_is_root_inside(user_home, busybox_tarball):
+    """The issue's own words: a non-root user runs `kubirun run
+    rootfs/busybox.tar.gz -- id` and sees uid 0 inside.  The store is the
+    user's ($XDG_DATA_HOME/kubirun), owners in the image become the user
+    (root inside), and nothing is left behind."""
+    image = os.path.join(user_home, "busybox.tar.gz")
+    shutil.copy(busybox_tarball, image)
+    os.chown(image, NOBODY, NOBODY)
+    env = {"XDG_RUNTIME_DIR": os.path.join(user_home, "run"), "PATH": "/usr/bin:/bin",
+           "XDG_DATA_HOME": os.path.join(user_home, "data"), "HOME": user_home}
+    result = subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), "run", image, "--", "sh", "-c",
+                             "id; stat -c %U /bin/busybox; cat /proc/self/uid_map"],
+                            capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("uid=0(root) gid=0(root)")
+    assert lines[1] == "root"
+    assert lines[2].split() == ["0", str(NOBODY), "1"]
+    assert os.listdir(os.path.join(user_home, "data", "kubirun", "containers")) == []
+    assert os.listdir(os.path.join(user_home, "run", "kubirun")) == []

@@ -300,10 +300,14 @@ def test_without_privileges_one_clear_error_and_nothing_left():
             [*as_nobody, str(KUBIRUN_SCRIPT), "run", "--name", "unprivileged", image, "--", "true"],
             env={"KUBIRUN_STORE": store, "KUBIRUN_NETWORK": "none"}, capture_output=True, text=True,
             timeout=30)
+        # Rootless runs work (tests/integration/test_rootless.py), but not in
+        # a root the user may not write (an empty directory of root's here):
+        # one error line, after the warning that no cgroup is delegated.
         assert result.returncode != 0
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("kubirun: "), lines
-        assert "Permission denied" in lines[0] or "not permitted" in lines[0], lines
+        errors = [line for line in lines if ": warning: " not in line]
+        assert len(errors) == 1 and errors[0].startswith("kubirun: "), lines
+        assert "Permission denied" in errors[0] or "not permitted" in errors[0], lines
         assert os.listdir(os.path.join(store, "containers")) == []
     finally:
         shutil.rmtree(top)

@@ -10,9 +10,9 @@
     ns:PATH  joins the network namespace at PATH (``/run/netns/NAME``,
              ``/proc/PID/ns/net``), as it is
 
-The default is ``bridge`` when a bridge can be made: it exists already
-(one read of ``/proc/net/dev``), or we are root (who may make it, as
-docker makes docker0); ``none`` otherwise (a user without privileges).
+The default is ``bridge`` when a bridge can be made or used, that is as
+root (who may make it, as docker makes docker0); ``none`` for a user
+without privileges (no rootless networking yet).
 ``$KUBIRUN_NETWORK`` (a mode) replaces that default: the test suite sets
 ``none``, so that no test makes a device in the host's namespace.
 
@@ -97,9 +97,10 @@ def check_bridge_name(name: str) -> None:
 
 
 def default_mode(bridge: str = DEFAULT_BRIDGE) -> str:
-    """``bridge`` if a bridge can be made here (it exists, or we are root),
-    else ``none``."""
-    return "bridge" if os.geteuid() == 0 or bridge in links() else "none"
+    """``bridge`` as root (who may make and use the bridge), else ``none``."""
+    if os.geteuid() != 0:
+        return "none"  # a user cannot plug veths into a bridge (no rootless networking yet)
+    return "bridge"
 
 
 def links() -> list[str]:
