@@ -147,8 +147,8 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     config.domainname = spec.domainname
     for ns in spec.namespaces:
         flag = namespaces.NAMESPACE_FLAGS[ns.type]
-        if ns.type == "pid":
-            continue  # the fork takes care of it
+        if ns.type in ("pid", "time"):
+            continue  # the fork takes care of them (their children enter them)
         if ns.type == "user":
             config.in_user_ns = True
             if ns.path:  # joined first: it gives the rights to join the others
@@ -210,8 +210,14 @@ def start_init(container_id: str, spec: Spec, fifo: str, options) -> InitRun:
                          "bundle": spec.bundle, "annotations": spec.annotations}
     sys.stdout.flush()
     sys.stderr.flush()
-    pid = namespaces.fork_init(pid_ns.path if pid_ns else None, pid_ns is not None and not pid_ns.path,
-                               new_user=config.new_user)
+    time_ns = spec.namespace("time")
+    if time_ns is not None:
+        with namespaces.TimeNamespaceForChildren(spec.time_offsets, time_ns.path):
+            pid = namespaces.fork_init(pid_ns.path if pid_ns else None,
+                                       pid_ns is not None and not pid_ns.path, new_user=config.new_user)
+    else:
+        pid = namespaces.fork_init(pid_ns.path if pid_ns else None, pid_ns is not None and not pid_ns.path,
+                                   new_user=config.new_user)
     if pid == 0:
         container_init(config)  # never returns
     channel.parent_side()

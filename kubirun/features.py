@@ -10,7 +10,7 @@ def features() -> dict:
     from kubirun.ns.mountspec import FLAG_OPTIONS, IGNORED_OPTIONS, PROPAGATION_OPTIONS
     from kubirun.spec import HOOK_PHASES, NAMESPACE_TYPES
 
-    unsupported_ns = ("user", "time")
+    unsupported_ns = ()
     return {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.3.0",

@@ -70,6 +70,7 @@ class Spec:
         self.sysctl: dict[str, str] = {}
         self.rootfs_propagation: str | None = None
         self.personality: int | None = None
+        self.time_offsets: dict = {}
         self.uid_mappings: list[tuple[int, int, int]] = []
         self.gid_mappings: list[tuple[int, int, int]] = []
         self.seccomp = None  # kubirun.seccomp.Profile, for linux.seccomp
@@ -308,6 +309,23 @@ def _check_rootless_mappings(spec: Spec) -> None:
                         " supported yet")
 
 
+def _parse_time_offsets(linux: dict) -> dict:
+    """linux.timeOffsets: {"monotonic"|"boottime": {"secs": N, "nanosecs": N}}."""
+    offsets = _get(linux, "timeOffsets", dict, "linux", {})
+    result = {}
+    for clock, value in offsets.items():
+        here = f"linux.timeOffsets.{clock}"
+        if clock not in ("monotonic", "boottime"):
+            raise _fail(here, "only monotonic and boottime clocks have offsets")
+        _expect(value, dict, here)
+        secs = _get(value, "secs", int, here, 0)
+        nanosecs = _uint(value, "nanosecs", here, 0)
+        if nanosecs >= 1_000_000_000:
+            raise _fail(f"{here}.nanosecs", f"must be below 1e9, got {nanosecs}")
+        result[clock] = {"secs": secs, "nanosecs": nanosecs}
+    return result
+
+
 def _parse_mappings(linux: dict, key: str) -> list[tuple[int, int, int]]:
     """uidMappings/gidMappings: (containerID, hostID, size) triples."""
     result = []
@@ -337,8 +355,12 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
         if path is not None and not path.startswith("/"):
             raise _fail(f"{here}.path", f"must be an absolute path, got {path!r}")
         spec.namespaces.append(Namespace(kind, path))
-    if "time" in seen:
-        raise _fail("linux.namespaces", "time namespaces are not supported yet")
+    spec.time_offsets = _parse_time_offsets(linux)
+    time_ns = spec.namespace("time")
+    if spec.time_offsets and (time_ns is None or time_ns.path):
+        raise _fail("linux.timeOffsets", "needs a new time namespace")
+    if time_ns is not None and os.geteuid() != 0:
+        raise _fail("linux.namespaces", "time namespaces need root (rootless: not supported)")
     spec.uid_mappings = _parse_mappings(linux, "uidMappings")
     spec.gid_mappings = _parse_mappings(linux, "gidMappings")
     user = spec.namespace("user")

@@ -18,6 +18,7 @@ from kubirun._native import (
     CLONE_NEWNET,
     CLONE_NEWNS,
     CLONE_NEWPID,
+    CLONE_NEWTIME,
     CLONE_NEWUSER,
     CLONE_NEWUTS,
     PR_SET_DUMPABLE,
@@ -37,15 +38,16 @@ NAMESPACE_FLAGS = {
     "network": CLONE_NEWNET,
     "cgroup": CLONE_NEWCGROUP,
     "user": CLONE_NEWUSER,
+    "time": CLONE_NEWTIME,
 }
 # /proc/PID/ns/<name> for each type
 PROC_NS_NAMES = {"pid": "pid", "mount": "mnt", "uts": "uts", "ipc": "ipc", "network": "net",
-                 "cgroup": "cgroup", "user": "user"}
+                 "cgroup": "cgroup", "user": "user", "time": "time"}
 # setns order for `exec`: the user namespace first (it gives the
 # capabilities the other joins need there), the mount namespace last, since
 # joining it changes our root and the other /proc/PID/ns paths were opened
 # before.
-JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "network", "pid", "mount")
+JOIN_ORDER = ("user", "cgroup", "ipc", "uts", "network", "time", "pid", "mount")
 
 
 def open_namespace(path: str, kind: str) -> int:
@@ -152,3 +154,39 @@ def host_id(mappings: list[tuple[int, int, int]], inside: int) -> int | None:
         if start <= inside < start + size:
             return outside + inside - start
     return None
+
+
+class TimeNamespaceForChildren:
+    """A time namespace for the init we are about to fork (like a PID
+    namespace, it is one's children that enter it): a new one with
+    ``offsets`` (seconds and nanoseconds for "monotonic" and "boottime",
+    written before any process is in it), or the one at ``path``.  On exit
+    our children's time namespace is ours again."""
+
+    def __init__(self, offsets: dict | None, path: str | None) -> None:
+        self.offsets, self.path = offsets, path
+        self._own: int | None = None
+
+    def __enter__(self) -> "TimeNamespaceForChildren":
+        self._parent = os.getpid()
+        self._own = os.open("/proc/self/ns/time_for_children", os.O_RDONLY | os.O_CLOEXEC)
+        if self.path is not None:
+            fd = open_namespace(self.path, "time")
+            try:
+                _native.setns(fd, CLONE_NEWTIME)
+            finally:
+                os.close(fd)
+            return self
+        _native.unshare(CLONE_NEWTIME)
+        lines = "".join(f"{clock} {value['secs']} {value['nanosecs']}\n"
+                        for clock, value in (self.offsets or {}).items())
+        if lines:
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write(lines)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._own is None or os.getpid() != self._parent:
+            return  # the forked init leaves the block too: it stays where it is
+        _native.setns(self._own, CLONE_NEWTIME)
+        os.close(self._own)
