@@ -33,7 +33,7 @@ def test_a_raced_mount_destination_never_escapes_the_root(tmp_path, busybox_dir)
     root = tmp_path / "rootfs"
     shutil.copytree(busybox_dir, root, symlinks=True)
     (root / "root-marker").write_text("the container's root\n")
-    (root / "mnt").mkdir()
+    (root / "mnt").mkdir(exist_ok=True)  # other tests may have made it in the shared root
     os.symlink("/etc", root / "mnt-link")  # what an attacker would want mounted over
     volume = tmp_path / "volume"
     volume.mkdir()
