@@ -18,22 +18,9 @@ def split_globals(argv: list[str]) -> tuple[dict, list[str]] | None:
     params: dict = {opt.dest: _initial(opt) for opt in GLOBAL_OPTIONS}
     i = 0
     while i < len(argv) and argv[i].startswith("-"):
-        items = _split_option_word(argv[i], by_name)
-        i += 1
-        if items is None:
+        i = _take_option(argv, i, by_name, params)
+        if i is None:
             return None
-        for opt, value in items:
-            if opt.kind == "flag":
-                if value is not None:
-                    return None
-                params[opt.dest] = True
-                continue
-            if value is None:
-                if i >= len(argv):
-                    return None
-                value = argv[i]
-                i += 1
-            _store(params, opt, value)
     return params, argv[i:]
 
 
@@ -65,22 +52,32 @@ def parse(command: Command, words: list[str]) -> dict | None:
         if word == "--":
             positional.extend(words[i:])
             break
-        items = _split_option_word(word, by_name)
-        if items is None:
+        i = _take_option(words, i - 1, by_name, params)
+        if i is None:
             return None
-        for opt, value in items:
-            if opt.kind == "flag":
-                if value is not None:
-                    return None
-                params[opt.dest] = True
-                continue
-            if value is None:  # the value is the next word
-                if i >= len(words):
-                    return None
-                value = words[i]
-                i += 1
-            _store(params, opt, value)
     return _bind_arguments(command, positional, params)
+
+
+def _take_option(words: list[str], i: int, by_name: dict, params: dict) -> int | None:
+    """Store the option word ``words[i]`` (and its value, which may be the
+    next word); the index after what was used, or None if not understood."""
+    items = _split_option_word(words[i], by_name)
+    i += 1
+    if items is None:
+        return None
+    for opt, value in items:
+        if opt.kind == "flag":
+            if value is not None:
+                return None
+            params[opt.dest] = True
+            continue
+        if value is None:  # the value is the next word
+            if i >= len(words):
+                return None
+            value = words[i]
+            i += 1
+        _store(params, opt, value)
+    return i
 
 
 def _split_option_word(word: str, by_name: dict) -> list | None:
