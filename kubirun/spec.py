@@ -237,6 +237,18 @@ def _parse_capabilities(caps: dict | None, where: str) -> dict[str, list[str]] |
     return result
 
 
+def _typed_once(item: object, here: str, known, seen: set, what: str) -> str:
+    """An object's ``type``: one of ``known``, not seen before in its list."""
+    _expect(item, dict, here)
+    kind = _get(item, "type", str, here)
+    if kind not in known:
+        raise _fail(f"{here}.type", f"unknown {what} {kind!r}")
+    if kind in seen:
+        raise _fail(f"{here}.type", f"{what} {kind!r} listed twice")
+    seen.add(kind)
+    return kind
+
+
 def _parse_rlimits(items: list, where: str) -> list[tuple[str, int, int]]:
     from kubirun.rlimits import RLIMITS
 
@@ -244,13 +256,7 @@ def _parse_rlimits(items: list, where: str) -> list[tuple[str, int, int]]:
     seen = set()
     for i, item in enumerate(items):
         here = f"{where}.rlimits[{i}]"
-        _expect(item, dict, here)
-        kind = _get(item, "type", str, here)
-        if kind not in RLIMITS:
-            raise _fail(f"{here}.type", f"unknown rlimit {kind!r}")
-        if kind in seen:
-            raise _fail(f"{here}.type", f"{kind} given twice")
-        seen.add(kind)
+        kind = _typed_once(item, here, RLIMITS, seen, "rlimit")
         hard, soft = _uint(item, "hard", here), _uint(item, "soft", here)
         if hard is None or soft is None:
             raise _fail(here, "needs both soft and hard")
@@ -344,13 +350,7 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
     seen = set()
     for i, ns in enumerate(_get(linux, "namespaces", list, "linux", [])):
         here = f"linux.namespaces[{i}]"
-        _expect(ns, dict, here)
-        kind = _get(ns, "type", str, here)
-        if kind not in NAMESPACE_TYPES:
-            raise _fail(f"{here}.type", f"unknown namespace type {kind!r}")
-        if kind in seen:
-            raise _fail(f"{here}.type", f"namespace {kind!r} listed twice")
-        seen.add(kind)
+        kind = _typed_once(ns, here, NAMESPACE_TYPES, seen, "namespace type")
         path = _get(ns, "path", str, here) or None
         if path is not None and not path.startswith("/"):
             raise _fail(f"{here}.path", f"must be an absolute path, got {path!r}")
