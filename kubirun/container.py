@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import time
 
-from kubirun import _native, jsonio, log
+from kubirun import _native, log
 from kubirun.errors import ContainerStartError, KubirunError
 from kubirun.spec import Spec, SpecError
 from kubirun.state import NotFound, StateDir, default_root, list_ids, process_start_time
@@ -190,7 +190,7 @@ class Container:
                 os.kill(self._init_pid, 9)  # our own child: its PID cannot be recycled before we reap it
             except ProcessLookupError:
                 pass
-            _reap(self._init_pid)
+            reap(self._init_pid)
             self._init_pid = None
         if self._channel is not None:
             self._channel.close()
@@ -253,7 +253,7 @@ class Container:
                 try:
                     self._channel.expect(b"", "running")
                 except ContainerStartError:
-                    _reap(pid)
+                    reap(pid)
                     self._init_pid = None
                     raise
                 if self._master is not None:
@@ -262,7 +262,7 @@ class Container:
                     master, self._master = self._master, None
                     with console.TerminalRelay(master, pidfd, interactive) as relay:
                         relay.run()
-                code = _reap(pid)
+                code = reap(pid)
                 self._init_pid = None
                 if code == 137:
                     self._say_if_oom_killed()
@@ -322,7 +322,7 @@ class Container:
             if self._init_pid is not None:
                 # This process forked the init (the library used in-process):
                 # reap it, or it stays a zombie of ours.
-                _reap(self._init_pid)
+                reap(self._init_pid)
                 self._init_pid = None
             self._destroy(state)
         finally:
@@ -458,7 +458,8 @@ def write_pid_file(path: str, pid: int) -> None:
     os.rename(tmp, path)
 
 
-def _reap(pid: int) -> int:
+def reap(pid: int) -> int:
+    """Wait for our child ``pid``; its exit status, 128+N for death by signal N."""
     try:
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:

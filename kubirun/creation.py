@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 
-from kubirun import _native, log
+from kubirun import log
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.errors import KubirunError
 from kubirun.init import InitConfig, container_init

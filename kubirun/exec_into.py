@@ -23,6 +23,7 @@ import sys
 from kubirun import _native, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, CLONE_NEWPID, PR_SET_DUMPABLE
 from kubirun.channel import READY, InitChannel
+from kubirun.container import reap
 from kubirun.errors import ExecError, KubirunError, describe
 from kubirun.init import cgroups_join
 from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES
@@ -160,7 +161,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             os.kill(child, 9)
         except ProcessLookupError:
             pass
-        _reap(child)
+        reap(child)
         raise
     finally:
         channel.close()
@@ -178,18 +179,9 @@ def _wait(child: int, channel: InitChannel, master: int | None, interactive: boo
 
                 with console.TerminalRelay(master, pidfd, interactive) as relay:
                     relay.run()
-            return _reap(child)
+            return reap(child)
     finally:
         os.close(pidfd)
-
-
-def _reap(pid: int) -> int:
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return 0
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: list[tuple[str, int]],

@@ -283,8 +283,6 @@ def cgroups_join(files: list[tuple[str, bool]]) -> int | None:
     return memory_file
 
 
-
-
 # While created, the init dies of the signals that would end a program
 # that does not handle them (as runc's init does): `kill ID` (TERM) of a
 # created container works.  A PID namespace's init only gets signals it has

@@ -23,7 +23,6 @@ _OUT = 4 << 20  # most bytes one step may produce (bounds memory on a bomb)
 DEFAULT_MAX_SIZE = 64 << 30
 
 
-
 def sniff(head: bytes) -> str:
     if head.startswith(b"\x1f\x8b"):
         return GZIP
@@ -73,17 +72,31 @@ class Budget:
 
 # --- decompressors: feed(raw) / more() -> bytes, at most _OUT at a time ------
 
-class _Gzip:
-    """zlib in gzip mode; concatenated members (pigz -i, cat a.gz b.gz) and
-    zero padding after the last one are accepted, as gzip -d does."""
+class _Buffered:
+    """What every decompressor here shares: input not yet consumed, fed in
+    and drained by ``more`` (of the subclass), and the end test."""
 
-    def __init__(self) -> None:
-        self.d: object | None = zlib.decompressobj(31)
-        self.buf = b""
+    buf = b""
+    d: object | None = None
 
     def feed(self, raw: bytes) -> bytes:
         self.buf = self.buf + raw if self.buf else raw
         return self.more()
+
+    def more(self) -> bytes:
+        raise NotImplementedError
+
+    def finished(self) -> bool:
+        return self.d is None and not self.buf.strip(b"\x00")
+
+
+class _Gzip(_Buffered):
+    """zlib in gzip mode; concatenated members (pigz -i, cat a.gz b.gz) and
+    zero padding after the last one are accepted, as gzip -d does."""
+
+    def __init__(self) -> None:
+        self.d = zlib.decompressobj(31)
+        self.buf = b""
 
     def more(self) -> bytes:
         while True:
@@ -104,21 +117,14 @@ class _Gzip:
             if out:
                 return out
 
-    def finished(self) -> bool:
-        return self.d is None and not self.buf.strip(b"\x00")
 
-
-class _Incremental:
+class _Incremental(_Buffered):
     """lzma and bz2 decompressors (they keep unconsumed input themselves)."""
 
     def __init__(self, factory) -> None:
         self.factory = factory
         self.d = factory()
         self.buf = b""
-
-    def feed(self, raw: bytes) -> bytes:
-        self.buf = self.buf + raw if self.buf else raw
-        return self.more()
 
     def more(self) -> bytes:
         while True:
@@ -139,9 +145,6 @@ class _Incremental:
                 self.buf, self.d = d.unused_data, None
             if out:
                 return out
-
-    def finished(self) -> bool:
-        return self.d is None and not self.buf.strip(b"\x00")
 
 
 _zstd_lib = None

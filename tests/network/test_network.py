@@ -39,14 +39,6 @@ def test_default_is_bridge_as_root(netns, rootfs):
     assert "kubi0" in netns.links()  # it stays, as docker0 does
 
 
-def test_kubirun_network_replaces_the_default(netns, rootfs):
-    result = netns.kubirun("run", str(rootfs), "--", "ip", "-o", "link",
-                           env={**os.environ, "KUBIRUN_NETWORK": "none"})
-    assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 1  # lo
-    assert "kubi0" not in netns.links()
-
-
 def test_bridge_gives_eth0_an_address_a_route_and_the_bridge_mtu(netns, rootfs):
     result = netns.kubirun("run", "--network", "bridge", str(rootfs), "--", "sh", "-c",
                            "ip -o -4 addr show eth0; ip route; cat /sys/class/net/eth0/mtu")

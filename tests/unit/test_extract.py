@@ -17,39 +17,9 @@ import pytest
 from kubirun.errors import ImageError, UnsafeArchiveError
 from kubirun.image.extract import entry_parts, extract_tar
 from tests.conftest import make_tar, snapshot
+from tests.image.builders import T0, directory, entry, file, hardlink, symlink  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="extraction keeps owners and makes devices: needs root")
-
-T0 = 1_600_000_000  # a fixed mtime base, far from "now"
-
-
-def entry(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, uid: int = 0, gid: int = 0,
-          mtime: int = T0, linkname: str = "", dev: tuple[int, int] = (0, 0)) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = mode
-    info.uid, info.gid = uid, gid
-    info.mtime = mtime
-    info.linkname = linkname
-    info.devmajor, info.devminor = dev
-    return info
-
-
-def directory(name: str, mode: int = 0o755, **kw) -> tarfile.TarInfo:
-    return entry(name, tarfile.DIRTYPE, mode, **kw)
-
-
-def symlink(name: str, target: str) -> tarfile.TarInfo:
-    return entry(name, tarfile.SYMTYPE, 0o777, linkname=target)
-
-
-def hardlink(name: str, target: str) -> tarfile.TarInfo:
-    return entry(name, tarfile.LNKTYPE, 0o644, linkname=target)
-
-
-def file(name: str, data: bytes, mode: int = 0o644, **kw) -> tuple[tarfile.TarInfo, bytes]:
-    return entry(name, tarfile.REGTYPE, mode, **kw), data
-
 
 # --- a normal root filesystem ------------------------------------------------
 
