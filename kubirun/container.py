@@ -155,12 +155,17 @@ class Container:
             os.chown(self.dir.fifo, host_id(spec.uid_mappings, 0) or 0,
                      host_id(spec.gid_mappings, 0) or 0)
         state["cgroup_path"] = creation.cgroup_path(spec, self.id)
+        if spec.namespace("mount") is None:
+            from kubirun.ns import hostmount
+
+            log.warning(f"container {self.id}: no mount namespace: it shares kubirun's, in a chroot")
+            state["host_mount"] = hostmount.record(spec.root, self.dir.path)  # before the init binds
         # Written twice only (each write is a rename, ~0.3 ms on ext4): now,
         # so that a runtime killed from here on leaves a record of what to
         # clean up, and once the init is waiting.
         self.dir.write(state)
 
-        run = creation.start_init(self.id, spec, self.dir.fifo, options)
+        run = creation.start_init(self.id, spec, self.dir.fifo, options, state.get("host_mount"))
         self._init_pid, self._channel, self._master = run.pid, run.channel, run.master
         state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
         log.debug(f"container {self.id}: init forked, pid {run.pid}")
@@ -207,6 +212,10 @@ class Container:
                 self._cgroup(state).destroy()
             except Exception as err:  # noqa: BLE001 - report, and still remove the state
                 log.warning(f"container {self.id}: cannot remove its cgroup: {err}")
+        if state.get("host_mount"):
+            from kubirun.ns import hostmount
+
+            hostmount.detach(state["host_mount"])
         self.dir.remove()
 
     # --- start -----------------------------------------------------------
@@ -363,6 +372,10 @@ class Container:
                     os.rmdir(directory)
                 except OSError:
                     pass
+        if state.get("host_mount"):
+            from kubirun.ns import hostmount
+
+            hostmount.detach(state["host_mount"])  # the mounts it made in ours
         if state.get("network"):
             from kubirun.ns.net import teardown
 

@@ -132,7 +132,7 @@ def join_files(spec: Spec, cgroup) -> list[tuple[str, bool]]:
 
 
 def init_config(container_id: str, spec: Spec, fifo: str | None, options,
-                channel: InitChannel) -> InitConfig:
+                channel: InitChannel, host_mount: dict | None = None) -> InitConfig:
     mounts = plan_mounts([m for m in spec.mounts if m.get("type") not in CGROUP_TYPES], [])
     cgroup_mounts = [m for m in spec.mounts if m.get("type") in CGROUP_TYPES]
     dev_is_tmpfs = any(m["destination"].rstrip("/") == "/dev" and m.get("type") == "tmpfs"
@@ -163,7 +163,10 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
         else:
             config.unshare |= flag
     if spec.namespace("mount") is None:
-        raise KubirunError("config.json: linux.namespaces: a container needs a mount namespace")
+        # Shares kubirun's mount namespace: mounts under a private bind of
+        # the root, which the state records (ns.hostmount) and delete detaches.
+        config.host_mount = host_mount
+        config.rootfs = host_mount["path"]  # the root, once bound there
     net = spec.namespace("network")
     config.new_netns = net is not None and net.path is None
     if spec.rootfs_propagation:
@@ -185,12 +188,13 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     return config
 
 
-def start_init(container_id: str, spec: Spec, fifo: str, options) -> InitRun:
+def start_init(container_id: str, spec: Spec, fifo: str, options,
+               host_mount: dict | None = None) -> InitRun:
     """Fork the init (steps 2 and 3)."""
     import sys
 
     channel = InitChannel()
-    config = init_config(container_id, spec, fifo, options, channel)
+    config = init_config(container_id, spec, fifo, options, channel, host_mount)
     ours = None
     if spec.process.terminal:
         from kubirun import console

@@ -106,6 +106,12 @@ def _open_namespaces(pid: int, configured: dict) -> list[tuple[str, int]]:
             result.append((kind, os.open(theirs, os.O_RDONLY | os.O_CLOEXEC)))
         except FileNotFoundError:
             raise KubirunError(f"container's init {pid} is gone") from None
+    if "mount" not in configured:
+        # It shares our mount namespace, chrooted (ns.hostmount): so are we.
+        try:
+            result.append(("root", os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)))
+        except FileNotFoundError:
+            raise KubirunError(f"container's init {pid} is gone") from None
     return result
 
 
@@ -196,9 +202,13 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
         # 3. Into the container's cgroup (ourselves: see Cgroup.join_files),
         #    the memory hierarchy last.
         memory_file = cgroups_join(cgroup_join)
-        # 4. Join the container's namespaces; the mount namespace last.
+        # 4. Join the container's namespaces; the mount namespace last (or,
+        #    for a container without one, its chroot).
         for kind, fd in namespaces:
-            if kind != "pid":
+            if kind == "root":
+                os.fchdir(fd)
+                os.chroot(".")
+            elif kind != "pid":
                 _native.setns(fd, NAMESPACE_FLAGS[kind])
         os.chdir("/")
         if memory_file is not None:

@@ -46,6 +46,8 @@ class InitConfig:
         self.sysctl: dict[str, str] = {}
         self.personality: int | None = None  # linux.personality's domain
         self.no_pivot = False
+        # no mount namespace of its own: ns.hostmount.record() of the root
+        self.host_mount: dict | None = None
         # wait here for `start`: an O_PATH fd of the exec fifo, opened by the
         # runtime (as the user namespace's root we may not reach its path)
         self.exec_fifo: int | None = None
@@ -108,9 +110,15 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.session_keyring:
         _join_session_keyring(config.session_keyring)
 
-    # 4. Nothing we mount from here on reaches the host.
-    rootfs.set_propagation(kernel, config.rootfs_propagation)
-    rootfs.bind_root(kernel, config.rootfs)
+    # 4. Nothing we mount from here on reaches the host (sharing its mount
+    #    namespace: nothing leaves a private bind of our root).
+    if config.host_mount is None:
+        rootfs.set_propagation(kernel, config.rootfs_propagation)
+        rootfs.bind_root(kernel, config.rootfs)
+    else:
+        from kubirun.ns import hostmount
+
+        hostmount.bind_root(kernel, config.host_mount)
 
     # 5. The spec's mounts and devices, resolved inside the new root.
     root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
@@ -156,7 +164,9 @@ def _setup_and_exec(config: InitConfig) -> None:
         import kubirun.ns.procfs  # noqa: F401
     if config.hooks_start_container:
         import kubirun.hooks  # noqa: F401
-    if config.no_pivot:
+    if config.host_mount is not None:
+        rootfs.chroot_into(kernel, config.rootfs)  # pivot_root would move the host's root
+    elif config.no_pivot:
         rootfs.move_into(kernel, config.rootfs)
     else:
         rootfs.pivot_into(kernel, config.rootfs)

@@ -374,6 +374,10 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
     if spec.hostname and spec.namespace("uts") is None:
         # (a joined one is fine: the name is set there, as runc does)
         raise _fail("hostname", "setting a hostname needs a uts namespace of the container's")
+    if spec.namespace("mount") is None and user is not None:
+        # Without a mount namespace the container shares kubirun's (see
+        # ns.hostmount), where a user namespace's root may not mount.
+        raise _fail("linux.namespaces", "a user namespace needs a mount namespace too")
     spec.cgroups_path = _get(linux, "cgroupsPath", str, "linux") or None
     spec.resources = _get(linux, "resources", dict, "linux", {})
     spec.masked_paths = _strings(linux, "maskedPaths", "linux")
@@ -398,6 +402,8 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
     if propagation and propagation not in ("private", "rprivate", "slave", "rslave", "shared",
                                            "rshared", "unbindable", "runbindable"):
         raise _fail("linux.rootfsPropagation", f"unknown propagation {propagation!r}")
+    if propagation and spec.namespace("mount") is None:
+        raise _fail("linux.rootfsPropagation", "needs a mount namespace (it would change kubirun's own mounts)")
     spec.rootfs_propagation = propagation or None
     if linux.get("seccomp") is not None:
         from kubirun import seccomp
@@ -415,7 +421,19 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
         if linux.get(field):
             raise _fail(f"linux.{field}", "not supported yet by kubirun")
     if linux.get("mountLabel"):
-        raise _fail("linux.mountLabel", "SELinux labels are not available on this host")
+        _ignore_mount_label(linux["mountLabel"])
+
+
+def _ignore_mount_label(label: object) -> None:
+    """``linux.mountLabel`` only labels files; without SELinux there is no
+    label to give and no policy that would read it, so it changes nothing
+    (crun ignores it too).  A *process* label is a confinement the user
+    relies on: that one stays refused (see process parsing)."""
+    _expect(label, str, "linux.mountLabel")
+    if os.path.exists("/sys/fs/selinux/enforce"):
+        raise _fail("linux.mountLabel", "SELinux is enabled on this host, but kubirun cannot label mounts")
+    from . import log
+    log.warning(f"config.json: linux.mountLabel {label!r} ignored: SELinux is not enabled on this host")
 
 
 # sysctls that belong to the IPC namespace (as runc's validator lists them)

@@ -139,6 +139,11 @@ class StateDir:
         except OSError:
             import shutil
 
+            for name in os.listdir(self.path):
+                if os.path.ismount(os.path.join(self.path, name)):
+                    # a container's root (ns.hostmount): removing the tree
+                    # would remove the files of the root itself
+                    raise KubirunError(f"{self.path}/{name} is still a mount point: not removing it")
             shutil.rmtree(self.path, ignore_errors=True)
 
 

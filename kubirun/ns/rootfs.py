@@ -77,6 +77,14 @@ def move_into(kernel: Kernel, rootfs: str) -> None:
     kernel.chdir("/")
 
 
+def chroot_into(kernel: Kernel, rootfs: str) -> None:
+    """No mount namespace of its own (``ns.hostmount``): a chroot, the host's
+    mounts unchanged.  As weak as runc's: CAP_SYS_CHROOT gets out."""
+    kernel.chdir(rootfs)
+    os.chroot(".")
+    kernel.chdir("/")
+
+
 def open_verified_dev_null() -> int:
     """/dev/null as an O_PATH fd, checked to be the character device 1:3:
     a container that replaced its /dev/null (by a symlink to a procfs file,

@@ -98,6 +98,25 @@ def test_what_kubirun_cannot_honour_is_refused_not_ignored(bundle):
         parse(config, str(bundle))
 
 
+def test_selinux_process_label_is_refused_without_selinux(bundle):
+    config = _config()
+    config["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0"
+    with pytest.raises(SpecError, match="process.selinuxLabel.*SELinux"):
+        parse(config, str(bundle))
+
+
+def test_a_mount_label_is_ignored_with_a_warning_without_selinux(bundle, capsys):
+    """A mount label only labels files: with SELinux off nothing would read
+    it (crun ignores it too); a process label, a confinement, stays refused."""
+    config = _config()
+    config["linux"]["mountLabel"] = "system_u:object_r:container_file_t:s0:c1,c2"
+    parse(config, str(bundle))
+    assert "linux.mountLabel" in capsys.readouterr().err
+    config["linux"]["mountLabel"] = 7
+    with pytest.raises(SpecError, match="linux.mountLabel: expected a string"):
+        parse(config, str(bundle))
+
+
 def test_malformed_json_gives_line_and_column(bundle):
     (bundle / "config.json").write_text('{"ociVersion": "1.2.0",\n "root": }')
     with pytest.raises(SpecError, match=r"malformed JSON: .*line 2 column"):
