@@ -64,12 +64,12 @@ def set_up_cgroup(path: str, spec: Spec, container_id: str):
     except Exception as err:
         if os.geteuid() == 0 or getattr(err, "errno", None) not in (errno.EACCES, errno.EPERM):
             raise
-        # Rootless without a delegated cgroup: run, but say what is lost.
-        if limits_requested(spec):
-            raise KubirunError(f"cannot apply linux.resources: no cgroup this user may write"
-                               f" ({err}); delegate one, or drop the limits") from None
-        log.warning(f"container {container_id}: no cgroup this user may write ({path}):"
-                    " it runs without one (no limits, pause, ps or stats)")
+        # Rootless without a delegated cgroup: run, but say what is lost
+        # (podman does the same on a cgroup v1 host).
+        lost = "its linux.resources are NOT applied" if limits_requested(spec) else "no limits"
+        log.warning(f"container {container_id}: no cgroup this user may write ({path}: {err}):"
+                    f" it runs without one ({lost}; no pause, ps or stats);"
+                    " delegate a cgroup to this user to have them")
         return None
     try:
         for warning in cgroup.apply(with_default_devices(spec)):
@@ -126,9 +126,13 @@ def cgroup_binds(cgroup) -> list[tuple[str, str]]:
 def join_files(spec: Spec, cgroup) -> list[tuple[str, bool]]:
     """What the init (and later ``exec``) writes to join the cgroup; a
     hybrid host's unified hierarchy only when a limit lives there."""
+    return cgroup.join_files(include_unified=needs_unified(spec))
+
+
+def needs_unified(spec: Spec) -> bool:
+    """Whether a hybrid host's unified hierarchy holds a limit of the spec."""
     resources = spec.resources or {}
-    needs_unified = bool(resources.get("hugepageLimits") or resources.get("unified"))
-    return cgroup.join_files(include_unified=needs_unified)
+    return bool(resources.get("hugepageLimits") or resources.get("unified"))
 
 
 def init_config(container_id: str, spec: Spec, fifo: str | None, options,
@@ -278,7 +282,7 @@ def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_creat
 
         channel.go(jsonio.dumps({"join": [], "binds": []}).encode())
     elif runtime_joins_cgroup(spec):
-        cgroup.add(run.pid)
+        cgroup.add(run.pid, include_unified=needs_unified(spec))
         channel.go(cgroup_answer(spec, cgroup, joined=True))
     else:
         channel.go(cgroup_answer(spec, cgroup))  # made (set_up_cgroup) while it mounted

@@ -194,15 +194,19 @@ class Cgroup:
             # Whatever we made and could not take back is still ours.
             self._created.extend(d for d in made if d not in self._created and os.path.isdir(d))
 
-    def add(self, pid: int, memory: bool | None = None) -> None:
+    def add(self, pid: int, memory: bool | None = None, include_unified: bool = True) -> None:
         """Move ``pid`` (the whole thread group) into the cgroup everywhere;
         with ``memory=False`` everywhere but the hierarchy that charges
         memory, with ``memory=True`` only there (a runtime joins that one
-        last, so its own memory is not charged to the container)."""
+        last, so its own memory is not charged to the container).
+        ``include_unified``: as for ``join_files``."""
         from . import fs
 
         memory_dir = self.memory_dir()
+        unified = getattr(self, "unified_mount", None) if not include_unified else None
         for d in self.dirs():
+            if unified and d.startswith(unified + "/"):
+                continue
             if memory is None or (d == memory_dir) == memory:
                 fs.write(self.path, d, "cgroup.procs", str(int(pid)))
 

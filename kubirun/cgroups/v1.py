@@ -84,9 +84,9 @@ class V1Cgroup(Cgroup):
                     parent = fs.read(self.path, os.path.dirname(dirpath), prefix + name)
                     fs.write(self.path, dirpath, prefix + name, parent.strip() or "\n")
 
-    def add(self, pid: int, memory: bool | None = None) -> None:
+    def add(self, pid: int, memory: bool | None = None, include_unified: bool = True) -> None:
         try:
-            super().add(pid, memory)
+            super().add(pid, memory, include_unified)
         except CgroupError as e:
             if e.errno == errno.ENOSPC and "cpuset" in (e.file or ""):
                 raise CgroupError(f"{e} (its cpuset.cpus or cpuset.mems is empty)", path=e.path,
