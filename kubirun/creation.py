@@ -229,20 +229,29 @@ def start_init(container_id: str, spec: Spec, fifo: str, options,
     if pid == 0:
         container_init(config)  # never returns
     channel.parent_side()
-    if config.exec_fifo is not None:
-        os.close(config.exec_fifo)  # the init's now
-    if config.new_user:
-        # Its first stop: map its ids before it does anything as root.
-        channel.expect(USERNS, "starting in its user namespace")
-        namespaces.write_id_maps(pid, spec.uid_mappings, spec.gid_mappings)
-        channel.go()
-    master = None
-    if config.console_socket is not None:
-        config.console_socket.close()
-    if ours is not None:
-        from kubirun import console
+    try:
+        if config.exec_fifo is not None:
+            os.close(config.exec_fifo)  # the init's now
+        if config.new_user:
+            # Its first stop: map its ids before it does anything as root.
+            channel.expect(USERNS, "starting in its user namespace")
+            namespaces.write_id_maps(pid, spec.uid_mappings, spec.gid_mappings)
+            channel.go()
+        master = None
+        if config.console_socket is not None:
+            config.console_socket.close()
+        if ours is not None:
+            from kubirun import console
 
-        master = console.receive_master(ours, console.caller_terminal())
+            master = console.receive_master(ours, console.caller_terminal())
+    except BaseException:
+        # Not yet the caller's to undo (it learns the pid from our return).
+        from kubirun.container import reap
+
+        os.kill(pid, 9)  # our own child: its pid cannot be recycled before we reap it
+        reap(pid)
+        channel.close()
+        raise
     return InitRun(pid, channel, ours, master)
 
 

@@ -91,19 +91,29 @@ def image_config(process: ProcessSpec, hostname: str, rootfs: str, resources: di
 def make_rootless(config: dict) -> None:
     """A user without privileges: a user namespace mapping the user's own
     uid and gid to root, which then owns the container's other namespaces
-    (its own network namespace, with lo only, included); no gid 5 for the
-    ptys (it is not mapped); devices are bound from the host (creation
-    does that in a user namespace); resources only if a cgroup is
-    delegated (creation warns otherwise)."""
+    (its own network namespace, with lo only, included); devices are bound
+    from the host (creation does that in a user namespace); resources only
+    if a cgroup is delegated (creation warns otherwise).
+
+    With newuidmap/newgidmap installed and entries for the user in
+    /etc/subuid and /etc/subgid, ids 1.. map to those ranges too, as
+    podman's do: the image's other users exist (``su``, ``-u nobody``,
+    supplementary groups), and the ptys get gid 5.  Else root alone."""
+    from kubirun.ns import idmap
+
     linux = config["linux"]
     linux["namespaces"].append({"type": "user"})
-    linux["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
-    linux["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+    uids, gids = idmap.container_mappings("uid"), idmap.container_mappings("gid")
+    if uids is None or gids is None:
+        uids, gids = [(0, os.geteuid(), 1)], [(0, os.getegid(), 1)]
+    linux["uidMappings"] = [{"containerID": c, "hostID": h, "size": n} for c, h, n in uids]
+    linux["gidMappings"] = [{"containerID": c, "hostID": h, "size": n} for c, h, n in gids]
     if not any(linux["resources"].get(k) for k in linux["resources"] if k != "devices"):
         linux["resources"] = {}  # a user cannot write device rules without a cgroup anyway
-    for mount in config["mounts"]:
-        if mount["type"] == "devpts":
-            mount["options"] = [o for o in mount["options"] if o != "gid=5"]
+    if not any(c <= 5 < c + n for c, _, n in gids):
+        for mount in config["mounts"]:
+            if mount["type"] == "devpts":  # gid 5 (tty) is not mapped
+                mount["options"] = [o for o in mount["options"] if o != "gid=5"]
 
 
 def run(options: RunOptions) -> int:
@@ -182,3 +192,9 @@ def remove_container_dir(path: str) -> None:
         import shutil  # rmtree never follows symlinks out of the tree
 
         shutil.rmtree(path, ignore_errors=True)
+        if os.geteuid() != 0 and os.path.lexists(path):
+            # What the container's other users made (subordinate ids) is
+            # removed from a user namespace mapping them.
+            from kubirun.ns import idmap
+
+            idmap.remove_tree(path)

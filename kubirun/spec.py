@@ -305,14 +305,18 @@ def _parse_hooks(hooks: dict) -> dict[str, list[Hook]]:
 
 
 def _check_rootless_mappings(spec: Spec) -> None:
-    """Without privileges a process may map only its own uid and gid, one
-    id each (more would take newuidmap/newgidmap and /etc/subuid)."""
-    for key, mappings, own in (("uidMappings", spec.uid_mappings, os.geteuid()),
-                               ("gidMappings", spec.gid_mappings, os.getegid())):
-        if len(mappings) != 1 or mappings[0][1] != own or mappings[0][2] != 1:
-            raise _fail(f"linux.{key}", f"as a non-root user kubirun can map only your own id"
-                        f" ({own}), size 1: mapping ranges (newuidmap, /etc/subuid) is not"
-                        " supported yet")
+    """Without privileges a process may map its own uid and gid, one id
+    each; ranges of its /etc/subuid and /etc/subgid entries go through
+    newuidmap/newgidmap (kubirun.ns.idmap checks what those would allow)."""
+    from kubirun.ns import idmap
+
+    for key, kind, mappings in (("uidMappings", "uid", spec.uid_mappings),
+                                ("gidMappings", "gid", spec.gid_mappings)):
+        try:
+            idmap.check(kind, mappings)
+        except idmap.IdMapError as err:
+            where = f"linux.{key}" if err.index is None else f"linux.{key}[{err.index}]"
+            raise _fail(where, str(err)) from None
 
 
 def _parse_time_offsets(linux: dict) -> dict:

@@ -133,19 +133,13 @@ def fork_into_new_pid_namespace() -> int:
 
 def write_id_maps(pid: int, uid_mappings: list[tuple[int, int, int]],
                   gid_mappings: list[tuple[int, int, int]]) -> None:
-    """The new user namespace's uid and gid maps, written by the runtime
-    (root in the parent namespace may map any ids)."""
-    if os.geteuid() != 0:
-        # Unprivileged, a gid map is accepted only once setgroups is denied.
-        with open(f"/proc/{pid}/setgroups", "w") as f:
-            f.write("deny")
-    for name, mappings in (("uid_map", uid_mappings), ("gid_map", gid_mappings)):
-        text = "".join(f"{inside} {outside} {size}\n" for inside, outside, size in mappings)
-        try:
-            with open(f"/proc/{pid}/{name}", "w") as f:
-                f.write(text)
-        except OSError as err:
-            raise OSError(err.errno, f"cannot write {name}: {err.strerror}", f"/proc/{pid}/{name}") from None
+    """The new user namespace's uid and gid maps, written by the runtime:
+    root in the parent namespace may map any ids; a user its own id alone,
+    or ranges of /etc/subuid and /etc/subgid through newuidmap/newgidmap
+    (see kubirun.ns.idmap)."""
+    from kubirun.ns import idmap
+
+    idmap.write(pid, uid_mappings, gid_mappings)
 
 
 def host_id(mappings: list[tuple[int, int, int]], inside: int) -> int | None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.oci_helpers import bundle, oci  # noqa: F401
+from tests.integration.oci_helpers import wait_for
+
 
 NAMESPACES = ("mnt", "pid", "net", "ipc", "uts", "cgroup")
 
@@ -153,7 +154,7 @@ def test_a_runtime_killed_mid_create_leaves_mounts_that_delete_removes(kubirun_o
     creating = subprocess.Popen(oci.argv("create", "--bundle", str(b), container_id),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from tests.integration.oci_helpers import wait_for
+
 
         wait_for(gate.exists, "the createRuntime hook")
         assert _mounts_under(oci.root / container_id)

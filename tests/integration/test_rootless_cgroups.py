@@ -77,9 +77,16 @@ def user_bundle(busybox_dir):
 
 
 def _as_user(top: Path, *args: str) -> subprocess.CompletedProcess:
+    """kubirun as the user; output through files (a detached container
+    keeps them open)."""
     env = {"XDG_RUNTIME_DIR": str(top / "run"), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), *args], capture_output=True, text=True,
-                          timeout=30, env=env, stdin=subprocess.DEVNULL)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        result = subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), *args], stdout=out, stderr=err,
+                                text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
+        out.seek(0)
+        err.seek(0)
+        result.stdout, result.stderr = out.read(), err.read()
+    return result
 
 
 def _config(top: Path, args: list[str], cgroups_path: str | None, resources: dict) -> Path:
@@ -97,12 +104,14 @@ def _config(top: Path, args: list[str], cgroups_path: str | None, resources: dic
 
 def test_limits_are_enforced_in_a_delegated_cgroup(user_bundle, delegated):
     container = f"{delegated}/c1"
-    bundle = _config(user_bundle, ["sh", "-c", "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 2 & done; wait"],
-                     container, {"pids": {"limit": 5}, "memory": {"limit": 64 << 20}})
+    bundle = _config(user_bundle, ["sleep", "60"], container,
+                     {"pids": {"limit": 5}, "memory": {"limit": 64 << 20}})
     started = _as_user(user_bundle, "run", "-d", "--bundle", str(bundle), "limited")
     assert started.returncode == 0, started.stderr
     try:
         assert "no cgroup this user may write" not in started.stderr
+        pid = json.loads(_as_user(user_bundle, "state", "limited").stdout)["pid"]
+        assert any(line.endswith(f":pids:{container}") for line in Path(f"/proc/{pid}/cgroup").read_text().split())
         assert (CGROUP / "pids" / container.lstrip("/") / "pids.max").read_text().strip() == "5"
         memory = CGROUP / "memory" / container.lstrip("/") / "memory.limit_in_bytes"
         assert int(memory.read_text()) == 64 << 20
