@@ -56,6 +56,19 @@ def mask(names: list[str], highest: int) -> int:
     return bits
 
 
+def beyond_our_bounding_set(sets: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(set, name) of what the process asks to hold but could not: no
+    thread gains a capability its bounding set lacks, and the container's
+    init inherits ours.  Checked at create, where runc fails too, rather
+    than after `start` (bounding names beyond it just stay absent)."""
+    with open("/proc/self/status") as f:
+        ours = next(int(line.split()[1], 16) for line in f if line.startswith("CapBnd:"))
+    highest = last_cap()
+    return [(kind, name) for kind in ("effective", "permitted", "inheritable")
+            for name in sets.get(kind, [])
+            if CAPABILITIES[name] <= highest and not ours & (1 << CAPABILITIES[name])]
+
+
 class CapabilityPlan:
     """The sets of one process, as bit masks for this kernel."""
 

@@ -144,6 +144,15 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     # In a user namespace mknod is not allowed: devices are bound from the host.
     in_user_ns = spec.namespace("user") is not None
     mounts.extend(plan_devices(spec.devices, dev_is_tmpfs, bind=in_user_ns))
+    if spec.process.capabilities:
+        from kubirun.capabilities import beyond_our_bounding_set
+
+        missing = beyond_our_bounding_set(spec.process.capabilities)
+        if missing:
+            kind, name = missing[0]
+            raise KubirunError(f"config.json: process.capabilities.{kind}: {name} is not in kubirun's own"
+                               f" bounding set (the host withheld it): the container cannot hold it"
+                               + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     config = InitConfig(spec.root, spec.process, channel, mounts, spec.hostname)
     # /sys/fs/cgroup shows the container's own cgroup: mounted once the
     # runtime has made it (it says where in its answer to the CGROUP stop).

@@ -194,3 +194,23 @@ def test_an_unsupported_oci_version_is_refused(oci, bundle):
         config["ociVersion"] = "0.1"
 
     _refused(oci, bundle(edit=edit), "ociVersion")
+
+
+def test_a_capability_the_runtime_lacks_fails_create(oci, bundle):
+    """No thread gains a capability its bounding set lacks: a runtime run
+    without CAP_SYS_TIME cannot give it, and says so at create (runc
+    too), not after `start`."""
+    def edit(config):
+        for kind in ("bounding", "effective", "permitted"):
+            config["process"]["capabilities"][kind].append("CAP_SYS_TIME")
+    b = bundle(["true"], edit=edit)
+    cid = oci.new_id()
+    without = ["setpriv", "--bounding-set", "-sys_time", *oci.argv("create", "--bundle", str(b), cid)]
+    import subprocess
+
+    result = subprocess.run(without, capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0
+    if oci.name == "kubirun":
+        assert "process.capabilities.effective: CAP_SYS_TIME is not in kubirun's own bounding set" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert_nothing_left(oci, cid, b)
