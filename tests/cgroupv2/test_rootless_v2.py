@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
 from kubirun.cgroups import CgroupError, detect_layout
-from tests.conftest import KUBIRUN_SCRIPT, TEST_CGROUP_PARENT
+from tests.conftest import TEST_CGROUP_PARENT
+from tests.integration.rootless_helpers import NOBODY, as_user, user_home
 
 
 def _pure_v2() -> bool:
@@ -34,7 +33,6 @@ def _pure_v2() -> bool:
 
 
 MOUNT = Path("/sys/fs/cgroup")
-NOBODY = 65534
 CONTROLLERS = "+pids +memory"
 
 pytestmark = [
@@ -67,29 +65,14 @@ def delegated():
 
 @pytest.fixture
 def user_bundle(busybox_dir):
-    top = Path(tempfile.mkdtemp(prefix="kubirun-rootless-v2-", dir="/tmp"))
-    os.chmod(top, 0o755)
-    shutil.copytree(busybox_dir, top / "bundle" / "rootfs", symlinks=True)
-    (top / "run").mkdir(mode=0o700)
-    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(top)], check=True)
-    yield top
-    shutil.rmtree(top)
+    for home in user_home(busybox_dir, "kubirun-rootless-v2-"):
+        yield Path(home)
 
 
 def _as_user_in(shell: Path, top: Path, *args: str) -> subprocess.CompletedProcess:
-    """kubirun as the user, started from inside the delegated cgroup.  Its
-    output goes through a file: a detached container keeps it open."""
-    launcher = (f'echo $$ > {shell}/cgroup.procs && exec setpriv --reuid={NOBODY} --regid={NOBODY}'
-                f' --clear-groups "$@"')
-    env = {"XDG_RUNTIME_DIR": str(top / "run"), "PATH": "/usr/bin:/bin"}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        result = subprocess.run(["sh", "-c", launcher, "launcher", str(KUBIRUN_SCRIPT), *args],
-                                stdout=out, stderr=err, text=True, timeout=120, env=env,
-                                stdin=subprocess.DEVNULL)
-        out.seek(0)
-        err.seek(0)
-        result.stdout, result.stderr = out.read(), err.read()
-    return result
+    """kubirun as the user, started from inside the delegated cgroup."""
+    launcher = ["sh", "-c", f'echo $$ > {shell}/cgroup.procs && exec "$@"', "launcher"]
+    return as_user(str(top), *args, timeout=120, prefix=launcher)
 
 
 def _bundle(user_bundle: Path, shell: Path, cgroup: str, args: list[str]) -> Path:

@@ -7,33 +7,22 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 
 import pytest
 
 from tests.conftest import KUBIRUN_SCRIPT
+from tests.integration import rootless_helpers
+from tests.integration.rootless_helpers import AS_NOBODY, NOBODY, as_user
 
-NOBODY = 65534
-AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 
 
 @pytest.fixture
 def user_home(busybox_dir):
-    if subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), "--version"], capture_output=True).returncode:
-        pytest.skip("this checkout is not readable by the unprivileged user")
-    top = tempfile.mkdtemp(prefix="kubirun-rootless-", dir="/tmp")
-    os.chmod(top, 0o755)
-    shutil.copytree(busybox_dir, os.path.join(top, "bundle", "rootfs"), symlinks=True)
-    os.mkdir(os.path.join(top, "run"), 0o700)
-    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", top], check=True)
-    yield top
-    shutil.rmtree(top)
+    yield from rootless_helpers.user_home(busybox_dir, "kubirun-rootless-")
 
 
-def _as_user(home: str, *args: str) -> subprocess.CompletedProcess:
-    env = {"XDG_RUNTIME_DIR": os.path.join(home, "run"), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), *args], capture_output=True, text=True,
-                          timeout=30, env=env, stdin=subprocess.DEVNULL)
+def _as_user(home: str, *args: str):
+    return as_user(home, *args)
 
 
 def test_spec_rootless_gives_a_working_config(user_home):

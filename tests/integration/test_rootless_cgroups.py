@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import KUBIRUN_SCRIPT, TEST_CGROUP_PARENT
+from tests.conftest import TEST_CGROUP_PARENT
+from tests.integration.rootless_helpers import NOBODY, as_user, user_home
 
-NOBODY = 65534
-AS_NOBODY = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 CGROUP = Path("/sys/fs/cgroup")
 
 
@@ -65,28 +62,12 @@ def delegated():
 
 @pytest.fixture
 def user_bundle(busybox_dir):
-    if subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), "--version"], capture_output=True).returncode:
-        pytest.skip("this checkout is not readable by the unprivileged user")
-    top = tempfile.mkdtemp(prefix="kubirun-rootless-cg-", dir="/tmp")
-    os.chmod(top, 0o755)
-    shutil.copytree(busybox_dir, os.path.join(top, "bundle", "rootfs"), symlinks=True)
-    os.mkdir(os.path.join(top, "run"), 0o700)
-    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", top], check=True)
-    yield Path(top)
-    shutil.rmtree(top)
+    for home in user_home(busybox_dir, "kubirun-rootless-cg-"):
+        yield Path(home)
 
 
 def _as_user(top: Path, *args: str) -> subprocess.CompletedProcess:
-    """kubirun as the user; output through files (a detached container
-    keeps them open)."""
-    env = {"XDG_RUNTIME_DIR": str(top / "run"), "PATH": "/usr/bin:/bin"}
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        result = subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), *args], stdout=out, stderr=err,
-                                text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
-        out.seek(0)
-        err.seek(0)
-        result.stdout, result.stderr = out.read(), err.read()
-    return result
+    return as_user(str(top), *args, timeout=30)
 
 
 def _config(top: Path, args: list[str], cgroups_path: str | None, resources: dict) -> Path:

@@ -16,10 +16,8 @@ import tempfile
 
 import pytest
 
-from tests.conftest import KUBIRUN_SCRIPT
+from tests.integration.rootless_helpers import NOBODY, as_user, user_home
 
-NOBODY = 65534
-AS_NOBODY = [shutil.which("setpriv") or "/usr/bin/setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 SUB_START, SUB_COUNT = 3_000_000, 65536  # far from any real user's ids
 OUTSIDE = 4_000_000
 
@@ -78,23 +76,14 @@ def subids():
 @pytest.fixture
 def home(busybox_dir, busybox_tarball):
     """A directory of nobody's: bundle/rootfs, the image, run/ for state."""
-    if subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), "--version"], capture_output=True).returncode:
-        pytest.skip("this checkout is not readable by the unprivileged user")
-    top = tempfile.mkdtemp(prefix="kubirun-subids-", dir="/tmp")
-    os.chmod(top, 0o755)
-    shutil.copytree(busybox_dir, os.path.join(top, "bundle", "rootfs"), symlinks=True)
-    shutil.copy(busybox_tarball, os.path.join(top, "busybox.tar.gz"))
-    os.mkdir(os.path.join(top, "run"), 0o700)
-    subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", top], check=True)
-    yield top
-    subprocess.run(["rm", "-rf", "--one-file-system", top], check=True)
+    for top in user_home(busybox_dir, "kubirun-subids-"):
+        shutil.copy(busybox_tarball, os.path.join(top, "busybox.tar.gz"))
+        os.chown(os.path.join(top, "busybox.tar.gz"), NOBODY, NOBODY)
+        yield top
 
 
 def _as_user(home: str, *args: str, path: str = "/usr/bin:/bin") -> subprocess.CompletedProcess:
-    env = {"XDG_RUNTIME_DIR": os.path.join(home, "run"), "XDG_DATA_HOME": os.path.join(home, "data"),
-           "HOME": home, "PATH": path}
-    return subprocess.run([*AS_NOBODY, str(KUBIRUN_SCRIPT), *args], capture_output=True, text=True,
-                          timeout=60, env=env, stdin=subprocess.DEVNULL)
+    return as_user(home, *args, path=path)
 
 
 def _left_behind(home: str) -> list[str]:
