@@ -69,6 +69,20 @@ def write(cgpath: str, dirpath: str, name: str, value: str) -> None:
         raise fail(cgpath, f"cannot write {value!r} to", path, e) from None
 
 
+def write_or_defer(cgpath: str, dirpath: str, name: str, value: str, may_defer: bool) -> bool:
+    """``write``, except that when the kernel refuses the value (EINVAL)
+    and ``may_defer``, it returns True: the caller writes it again once the
+    limit it depends on is in place (a CFS period or burst, an RT period,
+    before their new quota or runtime; runc's order)."""
+    try:
+        write(cgpath, dirpath, name, value)
+    except CgroupError as e:
+        if e.errno != _errno.EINVAL or not may_defer:
+            raise
+        return True
+    return False
+
+
 def exists(dirpath: str, name: str) -> bool:
     return os.path.exists(os.path.join(dirpath, name))
 

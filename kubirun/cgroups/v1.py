@@ -307,23 +307,13 @@ class V1Cgroup(Cgroup):
         # in place: then write it again after the quota, as runc does.
         period_again = burst_again = False
         if period:
-            try:
-                fs.write(self.path, d, "cpu.cfs_period_us", str(period))
-            except CgroupError as e:
-                if e.errno != errno.EINVAL or not quota:
-                    raise
-                period_again = True
+            period_again = fs.write_or_defer(self.path, d, "cpu.cfs_period_us", str(period), bool(quota))
         if burst is not None:
             if not fs.exists(d, "cpu.cfs_burst_us"):
                 warnings.append(f"cpu.burst is ignored: {d}/cpu.cfs_burst_us does not exist (kernel < 5.14)")
                 burst = None
             else:
-                try:
-                    fs.write(self.path, d, "cpu.cfs_burst_us", str(burst))
-                except CgroupError as e:
-                    if e.errno != errno.EINVAL or not quota:
-                        raise
-                    burst_again = True
+                burst_again = fs.write_or_defer(self.path, d, "cpu.cfs_burst_us", str(burst), bool(quota))
         if quota:
             fs.write(self.path, d, "cpu.cfs_quota_us", str(quota))
             if period_again:
@@ -337,14 +327,8 @@ class V1Cgroup(Cgroup):
     def _set_rt(self, d: str, cpu: dict) -> None:
         runtime = cpu.get("realtimeRuntime") or 0
         period = cpu.get("realtimePeriod") or 0
-        period_again = False
-        if period:
-            try:
-                fs.write(self.path, d, "cpu.rt_period_us", str(period))
-            except CgroupError as e:
-                if e.errno != errno.EINVAL or not runtime:
-                    raise
-                period_again = True
+        period_again = bool(period) and fs.write_or_defer(self.path, d, "cpu.rt_period_us", str(period),
+                                                          bool(runtime))
         if runtime:
             fs.write(self.path, d, "cpu.rt_runtime_us", str(runtime))
             if period_again:

@@ -408,13 +408,7 @@ class V2Cgroup(Cgroup):
                 warnings.append(f"cpu.burst is ignored: {d}/cpu.max.burst does not exist (kernel < 5.14)")
                 burst = None
             else:
-                try:
-                    fs.write(self.path, d, "cpu.max.burst", str(burst))
-                except CgroupError as e:
-                    # may need the new quota first (runc)
-                    if e.errno != errno.EINVAL or not quota:
-                        raise
-                    burst_again = True
+                burst_again = fs.write_or_defer(self.path, d, "cpu.max.burst", str(burst), bool(quota))
         if quota or period:
             # no period given: the kernel keeps the current one
             value = str(quota) if quota > 0 else "max"
