@@ -212,10 +212,7 @@ class Container:
                 self._cgroup(state).destroy()
             except Exception as err:  # noqa: BLE001 - report, and still remove the state
                 log.warning(f"container {self.id}: cannot remove its cgroup: {err}")
-        if state.get("host_mount"):
-            from kubirun.ns import hostmount
-
-            hostmount.detach(state["host_mount"])
+        _detach_host_mount(state)
         self.dir.remove()
 
     # --- start -----------------------------------------------------------
@@ -372,10 +369,7 @@ class Container:
                     os.rmdir(directory)
                 except OSError:
                     pass
-        if state.get("host_mount"):
-            from kubirun.ns import hostmount
-
-            hostmount.detach(state["host_mount"])  # the mounts it made in ours
+        _detach_host_mount(state)
         if state.get("network"):
             from kubirun.ns.net import teardown
 
@@ -469,6 +463,14 @@ def write_pid_file(path: str, pid: int) -> None:
     with open(tmp, "w") as f:
         f.write(str(pid))
     os.rename(tmp, path)
+
+
+def _detach_host_mount(state: dict) -> None:
+    """A container without a mount namespace: the mounts it made in ours."""
+    if state.get("host_mount"):
+        from kubirun.ns import hostmount
+
+        hostmount.detach(state["host_mount"])
 
 
 def reap(pid: int) -> int:

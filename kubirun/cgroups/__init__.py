@@ -203,12 +203,16 @@ class Cgroup:
         from . import fs
 
         memory_dir = self.memory_dir()
-        unified = getattr(self, "unified_mount", None) if not include_unified else None
         for d in self.dirs():
-            if unified and d.startswith(unified + "/"):
+            if not include_unified and self._in_hybrid_unified(d):
                 continue
             if memory is None or (d == memory_dir) == memory:
                 fs.write(self.path, d, "cgroup.procs", str(int(pid)))
+
+    def _in_hybrid_unified(self, directory: str) -> bool:
+        """Whether ``directory`` is in a hybrid host's unified hierarchy."""
+        unified = getattr(self, "unified_mount", None)
+        return self.kind == "hybrid" and bool(unified) and directory.startswith(unified + "/")
 
     def join_files(self, include_unified: bool = True) -> list[tuple[str, bool]]:
         """The files a process writes "0" to, to move *itself* into the
@@ -223,10 +227,9 @@ class Cgroup:
         container needs unless hugetlb is limited there).
         """
         memory_dir = self.memory_dir()
-        unified = getattr(self, "unified_mount", None)
         files = []
         for d in self.dirs():
-            if unified and d.startswith(unified + "/") or self.kind == "v2":
+            if self._in_hybrid_unified(d) or self.kind == "v2":
                 if self.kind == "hybrid" and not include_unified:
                     continue
                 files.append((d + "/cgroup.procs", d == memory_dir))
