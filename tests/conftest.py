@@ -21,23 +21,50 @@ BUSYBOX_IMAGE = REPO / "rootfs" / "busybox.tar.gz"
 
 
 # --- the host must be left as it was -------------------------------------
+#
+# Other workloads may run containers on this machine meanwhile (podman,
+# runc, another kubirun): the session judges only what the suite itself
+# makes.  Its own mounts are under its directories (pytest's base temporary
+# directory, the checkout), its cgroups carry its prefix and PID, its links
+# its prefixes, its processes its cgroups or its marker in their environment;
+# and only what it added counts (what others removed meanwhile is theirs).
+
+SUITE_PREFIX = "kubirun-test"  # in every cgroup name the suite makes
+SUITE_LINKS = ("kubi", "kb")  # bridges and veths the suite's runs could make
+SESSION_MARKER = f"KUBIRUN_TEST_SESSION={os.getpid()}"
+OWNED_PATHS: list[str] = [str(REPO)]  # and pytest's base temp, once the session knows it
+
+
+def _owned_path(path: str) -> bool:
+    return any(path == top or path.startswith(top + "/") for top in OWNED_PATHS)
+
 
 def _mount_table() -> list[tuple[str, ...]]:
+    """The mounts under the suite's own directories."""
     rows = []
     with open("/proc/self/mountinfo") as f:
         for line in f:
             fields = line.split()
             sep = fields.index("-")
+            if not _owned_path(fields[4]):
+                continue
             # mount point, options, fs type, source: ids may be reused, so skip them
             rows.append((fields[4], fields[5], fields[sep + 1], fields[sep + 2]))
     return sorted(rows)
+
+
+def _ours(cgroup_name: str) -> bool:
+    """A cgroup directory name this session makes: kubirun-test-PID,
+    kubirun-test-podman-PID..., or runc's shared kubirun-test-runc."""
+    return cgroup_name.startswith(SUITE_PREFIX) and (
+        cgroup_name.endswith(f"-{os.getpid()}") or cgroup_name == f"{SUITE_PREFIX}-runc")
 
 
 def _our_cgroups() -> set[str]:
     found = set()
     for base, dirs, _ in os.walk("/sys/fs/cgroup"):
         for d in dirs:
-            if "kubirun" in d:
+            if _ours(d):
                 found.add(os.path.join(base, d))
     return found
 
@@ -55,12 +82,28 @@ def _is_zombie(pid: str) -> bool:
         return True  # gone
 
 
-def _namespaces_in_use() -> dict[str, set[str]]:
-    """Every pid/mnt/net namespace some process is in."""
+def _is_ours(pid: str) -> bool:
+    """Did the suite make this process: in one of its cgroups, or started
+    with its marker in the environment?"""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            if any(_ours(part) for line in f for part in line.strip().split("/")):
+                return True
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return SESSION_MARKER.encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _namespaces_in_use(only_ours: bool = False) -> dict[str, set[str]]:
+    """Every pid/mnt/net namespace some process is in (some process of the
+    suite's)."""
     seen: dict[str, set[str]] = {"pid": set(), "mnt": set(), "net": set()}
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or _is_zombie(pid):
             continue  # a zombie waits for PID 1 to reap it (slowly here): not running
+        if only_ours and not _is_ours(pid):
+            continue
         for kind in seen:
             try:
                 seen[kind].add(os.readlink(f"/proc/{pid}/ns/{kind}"))
@@ -69,17 +112,15 @@ def _namespaces_in_use() -> dict[str, set[str]]:
     return seen
 
 
+def _suite_links() -> set[str]:
+    return {name for name in os.listdir("/sys/class/net") if name.startswith(SUITE_LINKS)}
+
+
 def _host_snapshot() -> dict:
-    return {
-        "mounts": _mount_table(),
-        "cgroups": _our_cgroups(),
-        "dev_null": _dev_null(),
-        "net_links": sorted(os.listdir("/sys/class/net")),
-        "netns": sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else [],
-    }
+    return {"mounts": set(_mount_table()), "cgroups": _our_cgroups(), "links": _suite_links()}
 
 
-TEST_CGROUP_PARENT = f"/kubirun-test-{os.getpid()}"
+TEST_CGROUP_PARENT = f"/{SUITE_PREFIX}-{os.getpid()}"
 
 
 def remove_cgroup_parent(path: str) -> None:
@@ -95,8 +136,12 @@ def remove_cgroup_parent(path: str) -> None:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def host_left_as_found():
+def host_left_as_found(tmp_path_factory):
+    OWNED_PATHS.append(str(tmp_path_factory.getbasetemp()))
+    name, _, value = SESSION_MARKER.partition("=")
+    os.environ[name] = value  # every process the suite starts carries it
     before = _host_snapshot()
+    dev_null = _dev_null()
     namespaces_before = _namespaces_in_use()
     # Containers made by tests get their cgroups under a parent of the
     # session's, removed at the end (kubirun leaves its shared parent).
@@ -105,8 +150,11 @@ def host_left_as_found():
     remove_cgroup_parent(TEST_CGROUP_PARENT)
     after = _host_snapshot()
     for key in before:
-        assert after[key] == before[key], f"the test session changed the host's {key}"
-    leaked = {kind: ids - namespaces_before[kind] for kind, ids in _namespaces_in_use().items()}
+        added = sorted(after[key] - before[key])
+        assert not added, f"the test session left {key} behind: {added}"
+    assert _dev_null() == dev_null, "the test session changed /dev/null's owner, mode or device"
+    leaked = {kind: ids - namespaces_before[kind]
+              for kind, ids in _namespaces_in_use(only_ours=True).items()}
     assert not any(leaked.values()), f"processes left running in namespaces made by tests: {leaked}"
 
 
