@@ -94,19 +94,15 @@ DEFAULT_ALLOWED_DEVICES = [
 
 def with_default_devices(spec: Spec) -> dict:
     """The spec's resources, with the device rules completed as runc does:
-    the default devices and those of ``linux.devices`` are allowed after
-    the config's own rules."""
+    the default devices are allowed after the config's own rules.  A node
+    in ``linux.devices`` is only made: whether the container may use it is
+    for ``resources.devices`` to say (listing /dev/kmsg must not open the
+    host's kernel log to a config that denies every device)."""
     resources = dict(spec.resources or {})
     rules = list(resources.get("devices") or [])
-    if not rules and not spec.devices:
+    if not rules:
         return resources
-    rules += DEFAULT_ALLOWED_DEVICES
-    for dev in spec.devices:
-        if dev["type"] == "p":
-            continue  # a fifo is no device for the devices cgroup
-        rules.append({"allow": True, "type": dev["type"] if dev["type"] != "u" else "c",
-                      "major": dev.get("major"), "minor": dev.get("minor"), "access": "rwm"})
-    resources["devices"] = rules
+    resources["devices"] = rules + DEFAULT_ALLOWED_DEVICES
     return resources
 
 

@@ -1,0 +1,31 @@
+"""Device access is decided by ``linux.resources.devices`` (plus runc's
+default devices), never by a node's presence in ``linux.devices``: a config
+that denies every device and lists /dev/kmsg gets the node, not the host's
+kernel log.  Against kubirun and runc (``oci``)."""
+from __future__ import annotations
+
+KMSG = {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o620,
+        "uid": 0, "gid": 0}
+# Opening /dev/kmsg write-only passes the driver's own checks and writes
+# nothing: what refuses it, or not, is the devices cgroup.
+OPEN_KMSG = "ls /dev/kmsg && (exec 3>/dev/kmsg) 2>/dev/null && echo opened || echo denied"
+
+
+def _run(oci, bundle, rules):
+    def edit(config):
+        config["linux"]["devices"] = [dict(KMSG)]
+        config["linux"].setdefault("resources", {})["devices"] = rules
+    return oci.cmd("run", "--bundle", str(bundle(["sh", "-c", OPEN_KMSG], edit=edit)), oci.new_id())
+
+
+def test_a_listed_device_is_not_allowed_by_that_alone(oci, bundle):
+    result = _run(oci, bundle, [{"allow": False, "access": "rwm"}])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["/dev/kmsg", "denied"]
+
+
+def test_a_listed_device_that_the_rules_allow_can_be_opened(oci, bundle):
+    result = _run(oci, bundle, [{"allow": False, "access": "rwm"},
+                                {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "w"}])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["/dev/kmsg", "opened"]
