@@ -8,6 +8,7 @@ what keeps the host's mount table untouched.
 """
 from __future__ import annotations
 
+import errno
 import os
 
 from kubirun._native import (
@@ -70,11 +71,47 @@ def pivot_into(kernel: Kernel, rootfs: str) -> None:
 def move_into(kernel: Kernel, rootfs: str) -> None:
     """``--no-pivot``: move the root's mount onto "/" and chroot into it (for
     roots on a ramdisk, where pivot_root is impossible).  The host's mounts
-    stay reachable from below: weaker, as runc warns."""
+    stay in the mount namespace, below the chroot: weaker, as runc warns.
+    So first, as runc does, the host's full procfs and sysfs mounts go:
+    left there, they would let the container mount a procfs of its own
+    (the kernel refuses that only while none is fully visible), one
+    without the masked and read-only paths."""
+    for mountpoint in _revealing_mounts(rootfs):
+        try:
+            kernel.mount(None, mountpoint, None, MS_SLAVE | MS_REC)  # nothing propagates
+        except FileNotFoundError:
+            continue
+        try:
+            kernel.umount2(mountpoint, MNT_DETACH)
+        except OSError as err:
+            if err.errno not in (errno.EINVAL, errno.EPERM):
+                raise
+            if mountpoint in _revealing_mounts(rootfs):  # still there: cover it
+                kernel.mount("tmpfs", mountpoint, "tmpfs", 0)
     kernel.chdir(rootfs)
     kernel.mount(rootfs, "/", None, MS_MOVE)
     os.chroot(".")
     kernel.chdir("/")
+
+
+def _revealing_mounts(rootfs: str) -> list[str]:
+    """Mount points of whole procfs and sysfs trees outside ``rootfs``,
+    parents first (/proc/self/mountinfo's order)."""
+    from kubirun.cgroups.mountinfo import _unescape
+
+    rootfs = os.path.realpath(rootfs)  # as mountinfo shows it
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            fstype = fields[fields.index("-") + 1]
+            mountpoint = _unescape(fields[4])
+            if fstype not in ("proc", "sysfs") or fields[3] != "/":
+                continue
+            if mountpoint == rootfs or mountpoint.startswith(rootfs.rstrip("/") + "/"):
+                continue
+            found.append(mountpoint)
+    return found
 
 
 def chroot_into(kernel: Kernel, rootfs: str) -> None:
