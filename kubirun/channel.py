@@ -44,6 +44,10 @@ class InitChannel:
             os._exit(1)
         return answer[1:]
 
+    def report_fd(self) -> int:
+        """The fd an error report goes to (the exec helper writes there)."""
+        return self._to_runtime_w
+
     def tell(self, tag: bytes) -> None:
         os.write(self._to_runtime_w, tag)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import os
 
-from kubirun import log
+from kubirun import _native, log
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.errors import KubirunError
 from kubirun.init import InitConfig, container_init
@@ -199,6 +199,7 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     config.hooks_create_container = spec.hooks.get("createContainer", [])
     config.hooks_start_container = spec.hooks.get("startContainer", [])
     config.seccomp = spec.seccomp.compile() if spec.seccomp else None
+    config.exec_helper = _native.exec_helper_fd()
     return config
 
 

@@ -129,6 +129,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             import socket
 
             ours, console = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    helper = _native.exec_helper_fd()
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     pid_fd = next((fd for kind, fd in namespaces if kind == "pid"), None)
     sys.stdout.flush()
@@ -140,7 +141,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
         child = os.fork()
         if child == 0:
             _exec_child(spec, channel, namespaces, state.get("cgroup_join", []), console,
-                        ours is not None, options.preserve_fds, seccomp)
+                        ours is not None, options.preserve_fds, seccomp, helper)
         if pid_fd is not None:
             _native.setns(own_pid_ns, CLONE_NEWPID)
     finally:
@@ -237,7 +238,8 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
         if seccomp is not None and not early:
             seccomp.load()
         channel.tell(READY)
-        process.exec_program(program, spec.args, env)
+        process.exec_program(program, spec.args, env, helper, (channel.report_fd(),), False,
+                             seccomp is None or seccomp.execveat_allowed)
     except KubirunError as err:
         channel.report_error(err.exit_code, str(err))
     except BaseException as err:  # noqa: BLE001

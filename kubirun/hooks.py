@@ -29,9 +29,12 @@ class HookError(KubirunError):
     pass
 
 
-def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None) -> None:
+def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None, exec_helper: int = -1) -> None:
     """Run each hook of ``phase`` in order; raise on the first failure
-    (or call ``warn(message)`` and go on, for poststart and poststop)."""
+    (or call ``warn(message)`` and go on, for poststart and poststop).
+    ``exec_helper``: for the hooks the container's init runs, in the
+    container's namespaces, which must not be exec'd from Python (see
+    ``_native.exec_helper_fd``)."""
     if not hooks:
         return
     from kubirun import jsonio
@@ -39,7 +42,7 @@ def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None) -> None:
     payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks):
         try:
-            run_hook(hook, payload)
+            run_hook(hook, payload, exec_helper)
         except (HookError, OSError) as err:
             message = f"{phase} hook #{i} ({hook.path}) failed: {err.strerror if isinstance(err, OSError) else err}"
             if phase in WARN_ONLY:
@@ -49,12 +52,15 @@ def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None) -> None:
             raise HookError(message) from None
 
 
-def run_hook(hook: Hook, payload: bytes) -> None:
+def run_hook(hook: Hook, payload: bytes, exec_helper: int = -1) -> None:
     stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
     try:
-        pid = os.posix_spawn(hook.path, hook.args or [hook.path], _env(hook.env),
-                             file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0)],
-                             setsigdef=(13, 25))  # SIGPIPE, SIGXFSZ: Python ignores them
+        if exec_helper < 0:
+            pid = os.posix_spawn(hook.path, hook.args or [hook.path], _env(hook.env),
+                                 file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0)],
+                                 setsigdef=(13, 25))  # SIGPIPE, SIGXFSZ: Python ignores them
+        else:
+            pid = _spawn_through_helper(hook, stdin_r, exec_helper)
     finally:
         os.close(stdin_r)
     pidfd = _native.pidfd_open(pid)
@@ -72,6 +78,23 @@ def run_hook(hook: Hook, payload: bytes) -> None:
         raise HookError(f"exit status {code}")
     if code < 0:
         raise HookError(f"killed by signal {-code}")
+
+
+def _spawn_through_helper(hook: Hook, stdin_r: int, exec_helper: int) -> int:
+    """posix_spawn's work by hand, ending in the exec helper's execve."""
+    import _signal
+
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.dup2(stdin_r, 0)
+            for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+                _signal.signal(sig, _signal.SIG_DFL)
+            _native.exec_through_helper(exec_helper, hook.path, hook.args or [hook.path],
+                                        _env(hook.env))
+        finally:
+            os._exit(127)
+    return pid
 
 
 def _env(items: list[str]) -> dict[str, str]:

@@ -61,6 +61,9 @@ class InitConfig:
         self.hooks_start_container: list = []
         self.hook_state: dict = {}
         self.seccomp = None  # a compiled kubirun.seccomp.Program, loaded last
+        # the sealed memfd of kubirun-exec: the program is exec'd through it
+        # (_native.exec_helper_fd, the CVE-2019-5736 defence)
+        self.exec_helper: int = -1
 
 
 def container_init(config: InitConfig) -> "NoReturn":  # noqa: F821
@@ -155,7 +158,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     # Our PID as the host sees it, for the hooks' state: /proc is still
     # the host's here.
     config.hook_state["pid"] = int(os.readlink("/proc/self"))
-    _run_hooks("createContainer", config.hooks_create_container, config.hook_state)
+    _run_hooks("createContainer", config.hooks_create_container, config.hook_state,
+               config.exec_helper)
 
     # 9. Switch root: the host's filesystem is gone from view (and with it
     #    Python's own modules: import now what the steps below need).
@@ -212,7 +216,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     if fifo is not None:
         _wait_for_start(fifo)
     config.hook_state["status"] = "created"
-    _run_hooks("startContainer", config.hooks_start_container, config.hook_state)
+    _run_hooks("startContainer", config.hooks_start_container, config.hook_state,
+               config.exec_helper)
 
     # 15. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones
@@ -232,10 +237,14 @@ def _setup_and_exec(config: InitConfig) -> None:
         _after_start(seccomp.load)
     process.become(spec, identity)
 
-    # 17. Become the container's program: the filter, then execve.
+    # 17. Become the container's program: the filter, then execve, by way
+    #     of the exec helper, which reports a failure of it where we would.
     if seccomp is not None and not early:
         _after_start(seccomp.load)
-    _after_start(process.exec_program, program, spec.args, env)
+    report_fds = (channel.report_fd(),) if _start_report_fd is None else \
+        (channel.report_fd(), _start_report_fd)
+    _after_start(process.exec_program, program, spec.args, env, config.exec_helper, report_fds,
+                 True, seccomp is None or seccomp.execveat_allowed)
 
 
 def _after_start(step, *args) -> None:
@@ -334,11 +343,11 @@ def report_after_start(code: int, message: str) -> None:
             pass
 
 
-def _run_hooks(phase: str, hooks: list, state: dict) -> None:
+def _run_hooks(phase: str, hooks: list, state: dict, exec_helper: int) -> None:
     if hooks:
         from kubirun.hooks import run_hooks
 
-        run_hooks(phase, hooks, state)
+        run_hooks(phase, hooks, state, exec_helper=exec_helper)
 
 
 def _reset_signals() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
+from kubirun import _native
 from kubirun.errors import ExecError, KubirunError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -193,16 +194,17 @@ def find_executable(name: str, search_path: str) -> str:
     raise ExecError(f'exec: "{name}": executable file not found in $PATH', 127)
 
 
-def exec_program(path: str, args: list[str], env: dict[str, str]) -> None:
-    """``execve``, with failures turned into the exit codes shells use."""
+def exec_program(path: str, args: list[str], env: dict[str, str], helper: int,
+                 report_fds: tuple[int, ...] = (), say_on_stderr: bool = False,
+                 execveat_allowed: bool = True) -> None:
+    """Become the program, through the exec helper (``_native``: the
+    CVE-2019-5736 defence): its ``execve`` failure is reported by the
+    helper on ``report_fds`` with the exit codes shells use."""
     try:
-        os.execve(path, args, env)
-    except PermissionError as err:
-        raise ExecError(f'exec: "{args[0]}": permission denied', 126) from err
-    except FileNotFoundError as err:
-        raise ExecError(f'exec: "{args[0]}": no such file or directory', 127) from err
+        _native.exec_through_helper(helper, path, args, env, report_fds, say_on_stderr,
+                                    execveat_allowed)
     except OSError as err:
-        raise ExecError(f'exec: "{args[0]}": {err.strerror}', 126) from err
+        raise ExecError(f"cannot run kubirun's exec helper: {err.strerror}", 126) from err
 
 
 def preload(spec: ProcessSpec) -> None:

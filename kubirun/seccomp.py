@@ -144,10 +144,13 @@ class Program:
     """A compiled filter: BPF instructions and seccomp(2) flags.  Plain
     bytes, so a forked init holds all it needs without libseccomp."""
 
-    __slots__ = ("bpf", "flags")
+    __slots__ = ("bpf", "flags", "execveat_allowed")
 
-    def __init__(self, bpf: bytes, flags: int = 0) -> None:
+    def __init__(self, bpf: bytes, flags: int = 0, execveat_allowed: bool = False) -> None:
         self.bpf, self.flags = bpf, flags
+        # Does the filter surely let execveat through?  The exec helper is
+        # exec'd with it (else with execve of /proc/self/fd/N).
+        self.execveat_allowed = execveat_allowed
 
     def load(self) -> None:
         """Install the filter on this process (and so on what it execs)."""
@@ -170,11 +173,13 @@ class Program:
         return "CAP_SYS_ADMIN" not in process.capabilities.get("effective", [])
 
     def to_state(self) -> dict:
-        return {"bpf": binascii.b2a_base64(self.bpf, newline=False).decode(), "flags": self.flags}
+        return {"bpf": binascii.b2a_base64(self.bpf, newline=False).decode(), "flags": self.flags,
+                "execveat": self.execveat_allowed}
 
     @classmethod
     def from_state(cls, state: dict) -> "Program":
-        return cls(binascii.a2b_base64(state["bpf"]), state.get("flags", 0))
+        return cls(binascii.a2b_base64(state["bpf"]), state.get("flags", 0),
+                   state.get("execveat", False) is True)
 
 
 # --- 1. parse ----------------------------------------------------------------
@@ -322,7 +327,20 @@ def _compile(profile: Profile, warn) -> Program:
         seccomp.kubi_seccomp_release(ctx)
     if profile.flags and not _native.seccomp_flags_supported(profile.flags):
         raise _fail(f"{profile.where}.flags", "not supported by this kernel")
-    return Program(bpf, profile.flags)
+    return Program(bpf, profile.flags, _allows_unconditionally(profile, "execveat"))
+
+
+ALLOWING = (lib.SCMP_ACT_ALLOW, lib.SCMP_ACT_LOG)
+
+
+def _allows_unconditionally(profile: Profile, name: str) -> bool:
+    """Whether the profile surely lets ``name`` through, whatever its
+    arguments: a rule without conditions allows it, or the default does
+    and no rule names it."""
+    rules = [rule for rule in profile.rules if name in rule.names]
+    if any(rule.action in ALLOWING and not rule.args for rule in rules):
+        return True
+    return not rules and profile.default_action in ALLOWING
 
 
 def _condition_sets(args: list[tuple[int, int, int, int]]) -> list[list[tuple[int, int, int, int]]]:

@@ -9,6 +9,7 @@ recording fake (see ``tests/unit``) without root.
 """
 from __future__ import annotations
 
+import errno
 import os
 from kubirun._native._kernel import ffi, lib
 
@@ -230,6 +231,63 @@ def libseccomp():
 def link_up(ifname: str) -> None:
     if lib.kubi_link_up(_enc(ifname)) < 0:
         raise _fail("ioctl(SIOCSIFFLAGS)", ifname)
+
+
+# --- the exec helper (CVE-2019-5736) ----------------------------------------
+#
+# A process kubirun sets up is the Python interpreter until its last execve,
+# so /proc/self/exe is the host's Python binary: a container program that is
+# `#!/proc/self/exe` would run that binary inside the container, where any
+# container process could open it for writing.  So the container's program
+# is never exec'd from Python: kubirun execs kubirun-exec (exec_helper.c)
+# from a sealed memfd, and that execs the program.  /proc/self/exe is then
+# the sealed copy at worst, never a host file.
+
+EXEC_HELPER = os.path.join(os.path.dirname(__file__), "kubirun-exec")
+_exec_helper_fd: int | None = None
+
+
+def exec_helper_fd() -> int:
+    """The sealed memfd copy of kubirun-exec, made once per process
+    (close-on-exec; forked children inherit it)."""
+    global _exec_helper_fd
+    if _exec_helper_fd is None:
+        try:
+            fd = os.open(EXEC_HELPER, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.read(fd, 1 << 20)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise OSError(err.errno, f"kubirun's exec helper is missing, reinstall kubirun"
+                          f" (make, or pip install): {err.strerror}", EXEC_HELPER) from None
+        memfd = lib.kubi_sealed_memfd(b"kubirun-exec", data, len(data))
+        if memfd < 0:
+            raise _fail("memfd_create", EXEC_HELPER)
+        _exec_helper_fd = memfd
+    return _exec_helper_fd
+
+
+def exec_through_helper(helper: int, path: str, args: list[str], env: dict[str, str],
+                        report_fds: tuple[int, ...] = (), say_on_stderr: bool = False,
+                        execveat_allowed: bool = True) -> None:
+    """Become ``path`` by way of the helper; returns only if the helper
+    itself cannot be exec'd (raises OSError).  The helper reports a failure
+    of the program's execve on ``report_fds`` (``kubirun.channel``'s
+    ``E<code>\0<message>``) and exits 126 or 127.  ``execveat_allowed``
+    False (a seccomp filter that may not let execveat through): execve of
+    /proc/self/fd/N instead, which needs a /proc in the container."""
+    for fd in report_fds:
+        os.set_inheritable(fd, True)
+    argv = ["kubirun-exec", ",".join(map(str, report_fds)) or "-",
+            "1" if say_on_stderr else "0", path, *args]
+    if execveat_allowed:
+        try:
+            os.execve(helper, argv, env)  # fexecve: execveat(fd, "", AT_EMPTY_PATH)
+        except OSError as err:
+            if err.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES):
+                raise
+    os.execve(f"/proc/self/fd/{helper}", argv, env)
 
 
 class Kernel:

@@ -36,6 +36,7 @@ int kubi_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode,
 int kubi_prctl(int option, unsigned long a2, unsigned long a3,
                unsigned long a4, unsigned long a5);
 int kubi_link_up(const char *ifname);
+int kubi_sealed_memfd(const char *name, const char *data, size_t len);
 int kubi_capset(uint32_t eff0, uint32_t eff1, uint32_t perm0, uint32_t perm1,
                 uint32_t inh0, uint32_t inh1);
 
@@ -96,6 +97,8 @@ SOURCE = r"""
 #include <dlfcn.h>
 #include <signal.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <linux/filter.h>
 #include <net/if.h>
 #include <sched.h>
@@ -296,6 +299,35 @@ static int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard)
 {
     struct rlimit limit = { (rlim_t)soft, (rlim_t)hard };
     return setrlimit(resource, &limit);
+}
+
+/* A memfd holding data, sealed: nobody may write, grow or shrink it again
+   (kubirun's exec helper, see exec_helper.c).  MFD_EXEC (Linux 6.3) where
+   vm.memfd_noexec asks for it; older kernels refuse the flag. */
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+static int kubi_sealed_memfd(const char *name, const char *data, size_t len)
+{
+    int fd, saved;
+    size_t done = 0;
+    fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (fd < 0 && errno == EINVAL)
+        fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) return -1;
+    while (done < len) {
+        ssize_t n = write(fd, data + done, len - done);
+        if (n < 0) { if (errno == EINTR) continue; goto fail; }
+        done += (size_t)n;
+    }
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0)
+        goto fail;
+    return fd;
+fail:
+    saved = errno;
+    close(fd);
+    errno = saved;
+    return -1;
 }
 
 /* Bring a link up with two ioctls: importing pyroute2 for the loopback

