@@ -33,15 +33,24 @@ test: test-deps image test-images
 	$(PY) -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-v2
 
-# Fails the build when a test fails in the VM, or the VM itself does (125:
-# harness, 124: over V2VM_TIMEOUT seconds); skipped, loudly, without the VM.
+# On a pure cgroup v2 host (systemd's default) tests/cgroupv2 ran natively in
+# the pytest above.  Elsewhere they run in the VM: a test failing there, or
+# the VM going over V2VM_TIMEOUT seconds (124), fails the build; a VM that
+# cannot start at all (125: no qemu, no kernel) or no harness (a clone
+# outside this workspace) is said loudly and skipped, never failing the host's
+# half.
 test-v2:
-	@if [ -e "$(V2VM)" ]; then \
+	@if [ -e /sys/fs/cgroup/cgroup.controllers ]; then \
+		echo "== tests/cgroupv2 ran natively above: this host is pure cgroup v2"; \
+	elif [ -e "$(V2VM)" ]; then \
 		echo "== tests/cgroupv2 in the pure cgroup v2 VM ($(V2VM))"; \
-		"$(V2VM)" --timeout $(V2VM_TIMEOUT) -- "$(abspath $(PY))" -m pytest -m cgroupv2 tests/cgroupv2 \
-			-q -p no:cacheprovider; \
+		rc=0; "$(V2VM)" --timeout $(V2VM_TIMEOUT) -- "$(abspath $(PY))" -m pytest -m cgroupv2 tests/cgroupv2 \
+			-q -p no:cacheprovider || rc=$$?; \
+		if [ $$rc -eq 125 ]; then \
+			echo "SKIPPED: the cgroup v2 tests (tests/cgroupv2): the VM could not start (see v2vm's message above)"; \
+		elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
 	else \
-		echo "SKIPPED: the cgroup v2 tests (tests/cgroupv2): no VM harness at $(V2VM)"; \
+		echo "SKIPPED: the cgroup v2 tests (tests/cgroupv2): no VM harness at $(V2VM), and this host is not pure cgroup v2"; \
 	fi
 
 deps: apt-run $(VENV)/.installed bytecode
@@ -75,12 +84,14 @@ $(VENV)/bin/python:
 
 # Editable "compat" mode puts the checkout on sys.path with a plain .pth
 # file; the default mode's import hook costs ~9 ms at every `kubirun` start.
-# Setuptools calls compat mode transitional: fall back to the default mode
-# if it ever goes away (bench/start_latency.py would show the cost).
-EDITABLE = $(PIP) install -q --no-build-isolation -e $(1) --config-settings editable_mode=compat \
+# Setuptools calls compat mode transitional (and says so in a boxed warning,
+# silenced here: it is no breakage): fall back to the default mode if it
+# ever goes away (bench/start_latency.py would show the cost).
+EDITABLE = PYTHONWARNINGS=ignore:::setuptools.command.editable_wheel \
+	$(PIP) install -q --no-build-isolation -e $(1) --config-settings editable_mode=compat \
 	|| $(PIP) install -q --no-build-isolation -e $(1)
 
-$(VENV)/.installed: $(VENV)/bin/python setup.py pyproject.toml kubirun/_native/build.py
+$(VENV)/.installed: $(VENV)/bin/python setup.py pyproject.toml kubirun/_native/build.py kubirun/_native/exec_helper.c
 	$(PIP) install -q --upgrade pip setuptools wheel cffi
 	$(call EDITABLE,.)
 	touch $@
