@@ -128,6 +128,7 @@ class Container:
 
     def _create(self, spec: Spec, options: CreateOptions) -> None:
         from kubirun import creation
+        from kubirun.process import image_process_state
 
         state = {
             "ociVersion": spec.version, "id": self.id, "status": "creating",
@@ -140,6 +141,8 @@ class Container:
             "namespaces": {ns.type: ns.path for ns in spec.namespaces},
             # `exec` without --process starts from the config's process, as runc's
             "process": spec.raw.get("process") if spec.process.oci else None,
+            "image_process": None if spec.process.oci else
+            image_process_state(spec.process, spec.hostname or ""),
             # `exec`'d processes get the container's seccomp filter, as runc's;
             # compiled now (its errors and warnings come before anything is made)
             "seccomp": spec.seccomp.compile().to_state() if spec.seccomp else None,

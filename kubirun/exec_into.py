@@ -53,18 +53,18 @@ def process_from_file(path: str) -> process.ProcessSpec:
     return parse_process(raw, "process")
 
 
-def process_from_args(args: list[str], config_process: dict | None) -> process.ProcessSpec:
+def process_from_args(args: list[str], state: dict) -> process.ProcessSpec:
     """``exec ID CMD...``: the container's own process (env, cwd, user,
     capabilities, no_new_privs, rlimits) with CMD as its arguments, as runc
-    does; a container run from an image has only a default PATH."""
-    if config_process:
+    does for a bundle's and docker for an image run's."""
+    if state.get("process"):
         from kubirun.spec import parse_process
 
-        spec = parse_process(dict(config_process, args=args, terminal=False), "process")
-    else:
-        spec = process.ProcessSpec(args=args, env=[f"PATH={process.DEFAULT_PATH}"])
-        spec.oci = True
-    return spec
+        return parse_process(dict(state["process"], args=args, terminal=False), "process")
+    if state.get("image_process"):
+        return process.exec_process_from_image_state(state["image_process"], args)
+    raise KubirunError(f"container {state.get('id')} has no process recorded to exec from"
+                       " (made by an older kubirun: pass --process)")
 
 
 def exec_in_container(container_id: str, spec: process.ProcessSpec, options: ExecOptions,
@@ -193,7 +193,7 @@ def _wait(child: int, channel: InitChannel, master: int | None, interactive: boo
 
 def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: list[tuple[str, int]],
                 cgroup_join: list, console, ack: bool, preserve_fds: int,
-                seccomp=None) -> "NoReturn":  # noqa: F821
+                seccomp=None, helper: int = -1) -> "NoReturn":  # noqa: F821
     """Steps 3 to 5, in the forked child; never returns."""
     try:
         channel.child_side()

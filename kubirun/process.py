@@ -42,6 +42,32 @@ class ProcessSpec:
         self.console_size: tuple[int, int] | None = None
 
 
+# What `exec` needs of an image run's process, kept in its state.json: the
+# process an image run got is the command line's, not a config's.
+IMAGE_PROCESS_FIELDS = ("env", "cwd", "user", "umask", "no_new_privileges", "capabilities",
+                        "oom_score_adj")
+
+
+def image_process_state(spec: ProcessSpec, hostname: str) -> dict:
+    """An image run's process as state.json records it for ``exec``."""
+    state = {name: getattr(spec, name) for name in IMAGE_PROCESS_FIELDS}
+    state["rlimits"] = [list(limit) for limit in spec.rlimits]
+    state["hostname"] = hostname
+    return state
+
+
+def exec_process_from_image_state(state: dict, args: list[str]) -> ProcessSpec:
+    """``exec ARGS`` in an image run's container: its user, environment,
+    working directory, capabilities, no_new_privs and limits, as ``docker
+    exec`` starts from the container's process."""
+    spec = ProcessSpec(args=args, env=[f"HOSTNAME={state.get('hostname', '')}", *state["env"]],
+                       cwd=state["cwd"], user=state["user"])
+    for name in IMAGE_PROCESS_FIELDS[3:]:
+        setattr(spec, name, state[name])
+    spec.rlimits = [tuple(limit) for limit in state["rlimits"]]
+    return spec
+
+
 class Identity:
     """A resolved user: numeric ids, supplementary groups, home directory."""
 

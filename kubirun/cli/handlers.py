@@ -165,7 +165,7 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
     elif args:
         from kubirun.container import Container
 
-        spec = process_from_args(args, Container(container_id).load().get("process"))
+        spec = process_from_args(args, Container(container_id).load())
     else:
         raise KubirunError("exec needs a command, or --process FILE")
     if tty:
@@ -173,7 +173,9 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
     if cwd:
         spec.cwd = cwd
     spec.env = spec.env + list(env)
-    if user:
+    if user and not spec.oci:
+        spec.user = user  # an image run's: UID[:GID] or NAME[:GROUP], resolved inside
+    elif user:
         uid, _, gid = user.partition(":")
         spec.uid = _count(uid, "--user")
         spec.gid = _count(gid, "--user") if gid else spec.gid
