@@ -56,7 +56,13 @@ def process_from_file(path: str) -> process.ProcessSpec:
 def process_from_args(args: list[str], state: dict) -> process.ProcessSpec:
     """``exec ID CMD...``: the container's own process (env, cwd, user,
     capabilities, no_new_privs, rlimits) with CMD as its arguments, as runc
-    does for a bundle's and docker for an image run's."""
+    does for a bundle's and docker for an image run's.
+
+    ``state`` is the container's state (``Container.load()``); its runtime-spec
+    ``process`` object alone is accepted too, as library callers passed it
+    before image runs recorded theirs."""
+    if "cwd" in state and "id" not in state:  # a runtime-spec process object
+        state = {"process": state}
     if state.get("process"):
         from kubirun.spec import parse_process
 

@@ -30,6 +30,8 @@ def test_create_start_exec_kill_delete_from_python(busybox_dir, tmp_path):
         assert container.state()["status"] == "running"
         assert container.exec(process_from_args(["sh", "-c", "exit 5"],
                                                 container.load()["process"])) == 5
+        assert container.exec(process_from_args(["sh", "-c", "exit 6"],
+                                                container.load())) == 6
         assert container.processes() == [container.state()["pid"]]
         container.kill(9)
     finally:
