@@ -87,12 +87,15 @@ $(VENV)/bin/python:
 # Setuptools calls compat mode transitional (and says so in a boxed warning,
 # silenced here: it is no breakage): fall back to the default mode if it
 # ever goes away (bench/start_latency.py would show the cost).
+# pip runs with -qq: errors still print, but not the warnings of a machine's
+# own pip configuration (an index location that does not exist there).
+PIP_Q := -qq
 EDITABLE = PYTHONWARNINGS=ignore:::setuptools.command.editable_wheel \
-	$(PIP) install -q --no-build-isolation -e $(1) --config-settings editable_mode=compat \
-	|| $(PIP) install -q --no-build-isolation -e $(1)
+	$(PIP) install $(PIP_Q) --no-build-isolation -e $(1) --config-settings editable_mode=compat \
+	|| $(PIP) install $(PIP_Q) --no-build-isolation -e $(1)
 
 $(VENV)/.installed: $(VENV)/bin/python setup.py pyproject.toml kubirun/_native/build.py kubirun/_native/exec_helper.c
-	$(PIP) install -q --upgrade pip setuptools wheel cffi
+	$(PIP) install $(PIP_Q) --upgrade pip setuptools wheel cffi
 	$(call EDITABLE,.)
 	touch $@
 
