@@ -45,12 +45,28 @@ def loads(text: str | bytes) -> object:
         value, end = _scan(text, start)
     except StopIteration as err:
         raise JSONError(_where(text, err.value, "expecting a value")) from None
-    except ValueError as err:  # _json raises JSONDecodeError-like ValueErrors
-        raise JSONError(str(err)) from None
+    except (ValueError, SystemError):
+        raise JSONError(_syntax_error(text)) from None
     rest = len(text.rstrip(_WHITESPACE))
     if end < rest:
         raise JSONError(_where(text, end, "extra data"))
     return value
+
+
+def _syntax_error(text: str) -> str:
+    """What is wrong, as ``json`` says it.  _json raises its errors as
+    json.decoder.JSONDecodeError, which it only finds if json.decoder was
+    imported (else a SystemError says nothing): the error path pays for
+    that import, the everyday one never does."""
+    import json
+
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        return _where(text, err.pos, err.msg)
+    except ValueError as err:
+        return str(err)
+    return "malformed JSON"
 
 
 def _where(text: str, pos: int, what: str) -> str:

@@ -145,10 +145,16 @@ def _refused(oci, b, where: str | None):
     return result
 
 
-def test_invalid_json_is_refused(oci, bundle):
+@pytest.mark.parametrize("text", ['{"ociVersion": "1.0.2", "process": ',
+                                  '{ociVersion: "1.0.2"}', '{"ociVersion": "1.0.2",}'],
+                         ids=["truncated", "unquoted-key", "trailing-comma"])
+def test_invalid_json_is_refused(oci, bundle, text):
     b = bundle()
-    (b / "config.json").write_text('{"ociVersion": "1.0.2", "process": ')
-    _refused(oci, b, None)
+    (b / "config.json").write_text(text)
+    result = _refused(oci, b, None)
+    if oci.name == "kubirun":
+        assert "config.json" in result.stderr and "line 1 column" in result.stderr, result.stderr
+        assert "internal error" not in result.stderr, result.stderr
 
 
 def test_missing_process_args_is_refused(oci, bundle):
