@@ -29,12 +29,14 @@ class HookError(KubirunError):
     pass
 
 
-def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None, exec_helper: int = -1) -> None:
+def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None, exec_helper: int = -1,
+              execveat_allowed: bool = True) -> None:
     """Run each hook of ``phase`` in order; raise on the first failure
     (or call ``warn(message)`` and go on, for poststart and poststop).
     ``exec_helper``: for the hooks the container's init runs, in the
     container's namespaces, which must not be exec'd from Python (see
-    ``_native.exec_helper_fd``)."""
+    ``_native.exec_helper_fd``); ``execveat_allowed`` as for the program
+    (a seccomp filter is in force)."""
     if not hooks:
         return
     from kubirun import jsonio
@@ -42,7 +44,7 @@ def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None, exec_helper
     payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks):
         try:
-            run_hook(hook, payload, exec_helper)
+            run_hook(hook, payload, exec_helper, execveat_allowed)
         except (HookError, OSError) as err:
             message = f"{phase} hook #{i} ({hook.path}) failed: {err.strerror if isinstance(err, OSError) else err}"
             if phase in WARN_ONLY:
@@ -52,7 +54,8 @@ def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None, exec_helper
             raise HookError(message) from None
 
 
-def run_hook(hook: Hook, payload: bytes, exec_helper: int = -1) -> None:
+def run_hook(hook: Hook, payload: bytes, exec_helper: int = -1,
+             execveat_allowed: bool = True) -> None:
     stdin_r, stdin_w = os.pipe2(os.O_CLOEXEC)
     try:
         if exec_helper < 0:
@@ -60,7 +63,7 @@ def run_hook(hook: Hook, payload: bytes, exec_helper: int = -1) -> None:
                                  file_actions=[(os.POSIX_SPAWN_DUP2, stdin_r, 0)],
                                  setsigdef=(13, 25))  # SIGPIPE, SIGXFSZ: Python ignores them
         else:
-            pid = _spawn_through_helper(hook, stdin_r, exec_helper)
+            pid = _spawn_through_helper(hook, stdin_r, exec_helper, execveat_allowed)
     finally:
         os.close(stdin_r)
     pidfd = _native.pidfd_open(pid)
@@ -80,7 +83,8 @@ def run_hook(hook: Hook, payload: bytes, exec_helper: int = -1) -> None:
         raise HookError(f"killed by signal {-code}")
 
 
-def _spawn_through_helper(hook: Hook, stdin_r: int, exec_helper: int) -> int:
+def _spawn_through_helper(hook: Hook, stdin_r: int, exec_helper: int,
+                          execveat_allowed: bool) -> int:
     """posix_spawn's work by hand, ending in the exec helper's execve."""
     import _signal
 
@@ -91,7 +95,7 @@ def _spawn_through_helper(hook: Hook, stdin_r: int, exec_helper: int) -> int:
             for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
                 _signal.signal(sig, _signal.SIG_DFL)
             _native.exec_through_helper(exec_helper, hook.path, hook.args or [hook.path],
-                                        _env(hook.env))
+                                        _env(hook.env), execveat_allowed=execveat_allowed)
         finally:
             os._exit(127)
     return pid

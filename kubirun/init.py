@@ -207,17 +207,13 @@ def _setup_and_exec(config: InitConfig) -> None:
     if slave is not None:
         console.become_controlling_terminal(slave)
 
-    # 14. Created: wait for `start` (it opens the exec fifo), then run the
-    #     startContainer hooks.
+    # 14. Created: wait for `start` (it opens the exec fifo).
     channel.ask(READY)
     if not config.die_with_runtime:
         _native.prctl(PR_SET_PDEATHSIG, 0)
     channel.tell(WAITING)
     if fifo is not None:
         _wait_for_start(fifo)
-    config.hook_state["status"] = "created"
-    _run_hooks("startContainer", config.hooks_start_container, config.hook_state,
-               config.exec_helper)
 
     # 15. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones
@@ -237,10 +233,17 @@ def _setup_and_exec(config: InitConfig) -> None:
         _after_start(seccomp.load)
     process.become(spec, identity)
 
-    # 17. Become the container's program: the filter, then execve, by way
-    #     of the exec helper, which reports a failure of it where we would.
+    # 17. The filter, then the startContainer hooks: they run as the
+    #     container's process does (user, capabilities, seccomp filter), as
+    #     runc's do, so a hook cannot do what the program may not.
     if seccomp is not None and not early:
         _after_start(seccomp.load)
+    config.hook_state["status"] = "created"
+    _after_start(_run_hooks, "startContainer", config.hooks_start_container, config.hook_state,
+                 config.exec_helper, seccomp is None or seccomp.execveat_allowed)
+
+    # 18. Become the container's program: execve, by way of the exec
+    #     helper, which reports a failure of it where we would.
     report_fds = (channel.report_fd(),) if _start_report_fd is None else \
         (channel.report_fd(), _start_report_fd)
     _after_start(process.exec_program, program, spec.args, env, config.exec_helper, report_fds,
@@ -343,11 +346,13 @@ def report_after_start(code: int, message: str) -> None:
             pass
 
 
-def _run_hooks(phase: str, hooks: list, state: dict, exec_helper: int) -> None:
+def _run_hooks(phase: str, hooks: list, state: dict, exec_helper: int,
+               execveat_allowed: bool = True) -> None:
     if hooks:
         from kubirun.hooks import run_hooks
 
-        run_hooks(phase, hooks, state, exec_helper=exec_helper)
+        run_hooks(phase, hooks, state, exec_helper=exec_helper,
+                  execveat_allowed=execveat_allowed)
 
 
 def _reset_signals() -> None:

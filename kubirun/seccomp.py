@@ -18,12 +18,16 @@ Compiling in the runtime keeps libseccomp out of the init: nothing after
 with no second compilation.  libseccomp is opened (``dlopen``) only here:
 a container without a profile never loads it.
 
+Calls newer than any the profile names fail with ENOSYS, not with the
+default action (runc's patch of the program: ``kubirun.seccomp_bpf``).
+
+A compiled program is kept in a cache (``cache_dir``), named by a hash of
+the profile, the libseccomp version and the machine: compiling podman's
+profile costs 11-15 ms, reading its program back well under one.
+
 Not supported, and refused with the reason: ``SCMP_ACT_NOTIFY`` with
 ``listenerPath``/``listenerMetadata`` (seccomp agents) and the flag that
-only applies to them, ``SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV``.  Not
-done: runc's patch of the BPF that makes syscalls newer than any the profile
-names fail with ENOSYS; here they get the default action, as libseccomp
-generates it.
+only applies to them, ``SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV``.
 """
 from __future__ import annotations
 
@@ -117,27 +121,60 @@ class Rule:
 
 
 class Profile:
-    """A validated ``linux.seccomp``."""
+    """A validated ``linux.seccomp`` (or one whose program is cached: the
+    same profile was valid, and compiled, before)."""
 
     def __init__(self, default_action: int, architectures: list[tuple[str, str]], flags: int,
-                 rules: list[Rule], where: str = WHERE) -> None:
+                 rules: list[Rule], where: str = WHERE, raw: dict | None = None) -> None:
         self.default_action = default_action
         self.architectures = architectures  # (OCI name, JSON path)
         self.flags = flags
         self.rules = rules
         self.where = where
+        self.raw = raw  # the profile as given: what the cache is keyed by
+        # Warn of syscall names libseccomp does not know (kubirun's own
+        # default profile names calls newer than some libseccomp releases).
+        self.warn_unknown = True
         self._program: Program | None = None
+        self._unknown: Unknown | None = None  # names libseccomp skipped, and its version
+        self._cache_path: str | None = None  # where its compiled program goes
+
+    @classmethod
+    def cached(cls, program: "Program", unknown: "Unknown", where: str) -> "Profile":
+        profile = cls(0, [], program.flags, [], where)
+        profile._program, profile._unknown = program, unknown
+        return profile
 
     def compile(self, warn=None) -> "Program":
-        """The BPF program (compiled once; warnings go to ``warn``, by
-        default kubirun's log)."""
+        """The BPF program (compiled once, or read from the cache); the
+        names libseccomp does not know are said to ``warn``, by default
+        kubirun's log."""
         if self._program is None:
+            if self.flags and not _native.seccomp_flags_supported(self.flags):
+                from kubirun.spec import _fail
+
+                raise _fail(f"{self.where}.flags", "not supported by this kernel")
+            self._program, self._unknown = _compile(self)
+            if self._cache_path is not None:
+                _write_cache(self._cache_path, self._program, self._unknown)
+            self._say_unknown(warn)
+        elif self._unknown is not None:
+            self._say_unknown(warn)
+        self._unknown = None  # said once
+        return self._program
+
+    def _say_unknown(self, warn) -> None:
+        version, names = self._unknown or ("", [])
+        if names and self.warn_unknown:
             if warn is None:
                 from kubirun import log
 
                 warn = log.warning
-            self._program = _compile(self, warn)
-        return self._program
+            warn(f"{self.where}: skipped {len(names)} syscall(s) unknown to libseccomp"
+                 f" {version} on {os.uname().machine}: {', '.join(names)}")
+
+
+Unknown = tuple  # (libseccomp's version, [syscall names it does not know])
 
 
 class Program:
@@ -192,6 +229,10 @@ def parse(raw: object, where: str = WHERE) -> Profile | None:
     _expect(raw, dict, where)
     if not raw.get("defaultAction") and not raw.get("syscalls"):
         return None
+    cache_path = _cache_path(raw)
+    cached = _read_cache(cache_path) if cache_path else None
+    if cached is not None:
+        return Profile.cached(*cached, where)
     for key in ("listenerPath", "listenerMetadata"):
         if raw.get(key):
             raise _fail(f"{where}.{key}", "seccomp notify is not supported by kubirun")
@@ -227,7 +268,9 @@ def parse(raw: object, where: str = WHERE) -> Profile | None:
         args = [_argument(arg, f"{here}.args[{k}]")
                 for k, arg in enumerate(_get(call, "args", list, here, []))]
         rules.append(Rule(names, action, args, here))
-    return Profile(default_action, architectures, flags, rules, where)
+    profile = Profile(default_action, architectures, flags, rules, where, raw)
+    profile._cache_path = cache_path
+    return profile
 
 
 def _action(obj: dict, key: str, errno_key: str, where: str) -> int:
@@ -278,7 +321,7 @@ def _argument(arg: object, where: str) -> tuple[int, int, int, int]:
 
 # --- 2. compile --------------------------------------------------------------
 
-def _compile(profile: Profile, warn) -> Program:
+def _compile(profile: Profile) -> tuple[Program, Unknown]:
     from kubirun.spec import _fail
 
     try:
@@ -315,9 +358,6 @@ def _compile(profile: Profile, warn) -> Program:
                         raise _fail(rule.where, f"libseccomp {version} refuses the rule for"
                                     f" {name}: {os.strerror(-rc)}")
                     added += 1
-        if unknown:
-            warn(f"{profile.where}: skipped {len(unknown)} syscall(s) unknown to libseccomp"
-                 f" {version} on {os.uname().machine}: {', '.join(unknown)}")
         if added > OPTIMIZE_ABOVE:
             # A binary tree instead of a list: fewer comparisons per call.
             # (libseccomp up to 2.5.4 misbehaves with it on an empty filter.)
@@ -325,9 +365,133 @@ def _compile(profile: Profile, warn) -> Program:
         bpf = _export(seccomp, ctx, profile.where)
     finally:
         seccomp.kubi_seccomp_release(ctx)
-    if profile.flags and not _native.seccomp_flags_supported(profile.flags):
-        raise _fail(f"{profile.where}.flags", "not supported by this kernel")
-    return Program(bpf, profile.flags, _allows_unconditionally(profile, "execveat"))
+    if _wants_enosys_stub(profile):
+        from kubirun import seccomp_bpf
+
+        stub = seccomp_bpf.enosys_stub(_highest_numbers(seccomp, profile))
+        if (len(stub) + len(bpf)) // 8 <= BPF_MAXINSNS:
+            bpf = seccomp_bpf.with_stub(stub, bpf)
+    program = Program(bpf, profile.flags, _allows_unconditionally(profile, "execveat"))
+    return program, (version, list(unknown))
+
+
+def _wants_enosys_stub(profile: Profile) -> bool:
+    """As runc: not when the default lets calls through (allow, log,
+    trace: a tracer handles new calls itself) or is ENOSYS already."""
+    action = profile.default_action
+    if action in ALLOWING or action & 0xFFFF0000 == lib.KUBI_SCMP_ACT_TRACE & 0xFFFF0000:
+        return False
+    return action != lib.KUBI_SCMP_ACT_ERRNO | errno.ENOSYS
+
+
+def _highest_numbers(seccomp, profile: Profile) -> dict[int, dict[str, int]]:
+    """For each architecture of the filter (the profile's, and the
+    machine's own, which libseccomp always adds): the highest call number
+    the profile names there, by audit architecture and ABI."""
+    from kubirun import seccomp_bpf
+
+    tokens = {seccomp.kubi_seccomp_arch_native()}
+    tokens.update(seccomp.kubi_seccomp_arch_resolve_name(ARCHITECTURES[name].encode())
+                  for name, _ in profile.architectures)
+    x32 = seccomp.kubi_seccomp_arch_resolve_name(b"x32")
+    names = {name.encode() for rule in profile.rules for name in rule.names}
+    highest: dict[int, dict[str, int]] = {}
+    for token in tokens:
+        numbers = [seccomp.kubi_seccomp_syscall_resolve_name_arch(token, name) for name in names]
+        top = max((n for n in numbers if n >= 0), default=None)
+        if top is None:
+            continue
+        if token == x32:
+            highest.setdefault(seccomp_bpf.AUDIT_ARCH_X86_64, {})["x32"] = \
+                top & ~seccomp_bpf.X32_SYSCALL_BIT
+        else:
+            highest.setdefault(token, {})["native"] = top
+    return highest
+
+
+# --- the cache of compiled programs ------------------------------------------
+
+CACHE_FORMAT = 1  # part of the key: bump when parse refuses, or _compile makes, other things
+
+
+def cache_dir() -> str | None:
+    """Where compiled programs are kept: a tmpfs, so a reboot (or a new
+    kernel) starts afresh; None when there is no place of the user's own."""
+    if os.geteuid() == 0:
+        return "/run/kubirun-cache/seccomp"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    return os.path.join(runtime, "kubirun-cache", "seccomp") if runtime else None
+
+
+def _cache_path(raw: dict) -> str | None:
+    """Where the program of ``raw`` is (or goes): named by a hash of the
+    profile, libseccomp's version and the machine.  None: no cache."""
+    directory = cache_dir()
+    if directory is None:
+        return None
+    from kubirun import jsonio
+
+    try:
+        version = _version(_native.libseccomp())
+    except OSError:
+        return None  # _compile says why
+    text = jsonio.dumps([CACHE_FORMAT, version, os.uname().machine, raw])
+    return os.path.join(directory, _sha256(text.encode()).hexdigest())
+
+
+def _sha256(data: bytes):
+    # The builtin module: hashlib would cost ~3 ms of OpenSSL at start-up.
+    try:
+        from _sha256 import sha256  # Python <= 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256  # Python >= 3.12
+        except ImportError:
+            from hashlib import sha256
+    return sha256(data)
+
+
+def _read_cache(path: str) -> tuple[Program, Unknown] | None:
+    """A cached program, if its file and directory are the user's own and
+    no one else may write them (a program from elsewhere would be loaded
+    into the container); None for anything else, which is compiled anew."""
+    from kubirun import jsonio
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        if not (_trusted(os.fstat(fd)) and _trusted(os.stat(os.path.dirname(path)))):
+            return None
+        entry = jsonio.loads(os.read(fd, 1 << 20))
+        program = Program.from_state(entry["program"])
+        version, names = entry["unknown"]
+        unknown = (str(version), [str(name) for name in names])
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        return None
+    finally:
+        os.close(fd)
+    return program, unknown
+
+
+def _trusted(st: os.stat_result) -> bool:
+    return st.st_uid == os.geteuid() and not st.st_mode & 0o022
+
+
+def _write_cache(path: str, program: Program, unknown: Unknown) -> None:
+    """Keep the program (atomically: another kubirun may read it now);
+    a cache that cannot be written is no error, only slower next time."""
+    from kubirun import jsonio
+
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, 0o700, exist_ok=True)
+        if not _trusted(os.stat(directory)):
+            return
+        jsonio.write_atomically(path, {"program": program.to_state(), "unknown": list(unknown)})
+    except OSError:
+        pass
 
 
 ALLOWING = (lib.SCMP_ACT_ALLOW, lib.SCMP_ACT_LOG)

@@ -176,6 +176,20 @@ def busybox_dir(busybox_tarball, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def probe_root(busybox_dir, tmp_path_factory) -> Path:
+    """The demo image with /bin/syscall_probe (tests/syscall_probe.c, static):
+    a root in which a test makes a system call by number."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed (make test installs it)")
+    root = tmp_path_factory.mktemp("probe") / "rootfs"
+    subprocess.run(["cp", "-a", str(busybox_dir), str(root)], check=True)
+    result = subprocess.run(["gcc", "-static", "-O2", "-Wall", "-o", str(root / "bin" / "syscall_probe"),
+                             str(REPO / "tests" / "syscall_probe.c")], capture_output=True, text=True)
+    assert result.returncode == 0, f"cannot build the syscall probe: {result.stderr}"
+    return root
+
+
 @pytest.fixture(autouse=True)
 def private_store(tmp_path, monkeypatch) -> Path:
     """Every test gets its own KUBIRUN_STORE and state root (KUBIRUN_ROOT),

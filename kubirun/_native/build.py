@@ -84,6 +84,8 @@ uint32_t kubi_seccomp_arch_resolve_name(const char *arch_name);
 int kubi_seccomp_arch_add(scmp_filter_ctx ctx, uint32_t arch_token);
 int kubi_seccomp_attr_set(scmp_filter_ctx ctx, enum scmp_filter_attr attr, uint32_t value);
 int kubi_seccomp_syscall_resolve_name(const char *name);
+int kubi_seccomp_syscall_resolve_name_arch(uint32_t arch_token, const char *name);
+uint32_t kubi_seccomp_arch_native(void);
 int kubi_seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
                                 unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array);
 int kubi_seccomp_export_bpf(const scmp_filter_ctx ctx, int fd);
@@ -199,7 +201,8 @@ static int kubi_seccomp_flags_supported(unsigned int flags)
 #define KUBI_SCMP_FUNCS(X) \
     X(seccomp_version) X(seccomp_init) X(seccomp_release) X(seccomp_arch_resolve_name) \
     X(seccomp_arch_add) X(seccomp_attr_set) \
-    X(seccomp_syscall_resolve_name) X(seccomp_rule_add_array) X(seccomp_export_bpf)
+    X(seccomp_syscall_resolve_name) X(seccomp_syscall_resolve_name_arch) X(seccomp_arch_native) \
+    X(seccomp_rule_add_array) X(seccomp_export_bpf)
 #define KUBI_SCMP_POINTER(name) __typeof__(name) *name;
 static struct { KUBI_SCMP_FUNCS(KUBI_SCMP_POINTER) } kubi_scmp;
 static const char *kubi_scmp_error = "libseccomp is not loaded";
@@ -233,6 +236,9 @@ static int kubi_seccomp_attr_set(scmp_filter_ctx ctx, enum scmp_filter_attr attr
 { return kubi_scmp.seccomp_attr_set(ctx, attr, value); }
 static int kubi_seccomp_syscall_resolve_name(const char *name)
 { return kubi_scmp.seccomp_syscall_resolve_name(name); }
+static int kubi_seccomp_syscall_resolve_name_arch(uint32_t arch_token, const char *name)
+{ return kubi_scmp.seccomp_syscall_resolve_name_arch(arch_token, name); }
+static uint32_t kubi_seccomp_arch_native(void) { return kubi_scmp.seccomp_arch_native(); }
 static int kubi_seccomp_rule_add_array(scmp_filter_ctx ctx, uint32_t action, int syscall,
                                        unsigned int arg_cnt, const struct scmp_arg_cmp *arg_array)
 { return kubi_scmp.seccomp_rule_add_array(ctx, action, syscall, arg_cnt, arg_array); }

@@ -174,6 +174,84 @@ def test_without_no_new_privileges_the_filter_comes_before_the_user_switch(oci, 
     assert result.stdout == ""
 
 
+# The startContainer hooks run in the container as its process does: as
+# its user, under its filter (runc loads the filter, switches user, waits
+# for `start`, then runs them).
+
+
+@pytest.mark.parametrize("nnp, uid", PRIVILEGE_CASES)
+def test_start_container_hooks_run_under_the_filter(oci, bundle, tmp_path, nnp, uid):
+    out = tmp_path / "hookout"
+    out.mkdir()
+    os.chmod(out, 0o777)
+    script = "grep ^Seccomp: /proc/self/status > /hookout/said; id -u >> /hookout/said;" \
+             " mkdir /hookout/made; echo mkdir=$? >> /hookout/said"
+
+    def edit(config):
+        with_seccomp(DENY_MKDIR, nnp, uid)(config)
+        config["mounts"].append({"destination": "/hookout", "type": "bind", "source": str(out),
+                                 "options": ["bind", "rw"]})
+        config["hooks"] = {"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", script],
+                                               "env": ["PATH=/bin:/usr/bin"]}]}
+
+    result = run(oci, bundle(["true"], edit=edit))
+    assert result.returncode == 0, result.stderr
+    assert (out / "said").read_text().split() == ["Seccomp:", "2", str(uid), "mkdir=1"]
+    assert not (out / "made").exists()
+
+
+# --- calls newer than the profile --------------------------------------------
+# A call numbered above every one the profile names fails with ENOSYS, not
+# the default action: a C library then falls back as on an older kernel
+# (runc's patch of the filter).  Numbers are x86_64's.
+
+UNISTD_64 = Path("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+SYSFS, CLOSE_RANGE, FACCESSAT2 = 139, 436, 439
+
+
+def x86_64_calls_up_to(highest: int) -> list[str]:
+    if os.uname().machine != "x86_64" or not UNISTD_64.exists():
+        pytest.skip(f"needs x86_64 and its call numbers ({UNISTD_64}, from libc6-dev)")
+    names = []
+    for line in UNISTD_64.read_text().splitlines():
+        words = line.split()
+        if len(words) == 3 and words[0] == "#define" and words[1].startswith("__NR_"):
+            if int(words[2]) <= highest:
+                names.append(words[1][len("__NR_"):])
+    return names
+
+
+def with_probe_root(probe_root, profile: dict | None):
+    def edit(config):
+        config["root"]["path"] = str(probe_root)
+        if profile is not None:
+            with_seccomp(profile)(config)
+
+    return edit
+
+
+def probe_calls(oci, bundle, probe_root, profile, *numbers: int) -> list[str]:
+    script = "; ".join(f"syscall_probe {n}" for n in numbers)
+    result = run(oci, bundle(["sh", "-c", script], edit=with_probe_root(probe_root, profile)))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split("\n")[:-1]
+
+
+def test_a_call_newer_than_any_the_profile_names_fails_with_enosys(oci, bundle, probe_root):
+    names = [n for n in x86_64_calls_up_to(CLOSE_RANGE) if n != "sysfs"]
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+               "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]}
+    # faccessat2(0, NULL, 0, 0): EFAULT from this kernel, without a filter
+    assert probe_calls(oci, bundle, probe_root, None, FACCESSAT2) == ["errno 14"]
+    assert probe_calls(oci, bundle, probe_root, profile, SYSFS, FACCESSAT2) == \
+        ["errno 1", "errno 38"]  # unnamed but older: the default (EPERM); newer: ENOSYS
+
+
+def test_with_a_default_that_allows_new_calls_are_not_stubbed(oci, bundle, probe_root):
+    x86_64_calls_up_to(0)  # (skips off x86_64)
+    assert probe_calls(oci, bundle, probe_root, DENY_MKDIR, FACCESSAT2) == ["errno 14"]
+
+
 # --- argument filters --------------------------------------------------------
 
 
