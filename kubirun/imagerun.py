@@ -42,7 +42,7 @@ class RunOptions:
                  process: ProcessSpec | None = None, keep: bool = False,
                  resources: dict | None = None, network=None, platform: str | None = None,
                  command: list[str] | None = None, entrypoint: list[str] | None = None,
-                 workdir_given: bool = False) -> None:
+                 workdir_given: bool = False, seccomp: "str | dict" = "default") -> None:
         self.image = image
         self.name = name
         self.hostname = hostname
@@ -55,6 +55,71 @@ class RunOptions:
         self.command = command  # CMD as given ([] or None: the image's Cmd)
         self.entrypoint = entrypoint  # --entrypoint (None: the image's)
         self.workdir_given = workdir_given  # -w was given (else the image's WorkingDir)
+        # "default" (seccomp_default), "unconfined", or a profile (a dict in
+        # docker's or the runtime spec's format) from --security-opt.
+        self.seccomp = seccomp
+
+
+def security_options(options: list[str], process: ProcessSpec) -> "str | dict":
+    """``--security-opt`` as docker and podman take it: the seccomp profile
+    ("default", "unconfined" or the profile read from FILE, checked now so
+    a bad one is refused before anything is made), and no-new-privileges
+    (set on ``process``).  AppArmor and SELinux are not applied by kubirun,
+    so only their "off" values are accepted."""
+    seccomp: str | dict = "default"
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep:
+            key, sep, value = option.partition(":")  # docker's older spelling
+        if key == "seccomp" and sep and value:
+            seccomp = value if value == "unconfined" else _read_profile(value)
+        elif key == "no-new-privileges" and value in ("", "true", "false"):
+            process.no_new_privileges = value != "false"
+        elif (key, value) in (("apparmor", "unconfined"), ("label", "disable")):
+            continue  # kubirun applies neither: already so
+        else:
+            raise KubirunError(f"--security-opt {option!r}: expected seccomp=unconfined,"
+                               " seccomp=FILE or no-new-privileges (kubirun applies no AppArmor"
+                               " or SELinux labels)")
+    return seccomp
+
+
+def _read_profile(path: str) -> dict:
+    from kubirun import jsonio, seccomp, seccomp_default
+
+    where = f"--security-opt seccomp={path}"
+    try:
+        raw = jsonio.load_file(path)
+    except OSError as err:
+        raise KubirunError(f"{where}: cannot read it: {err.strerror}") from None
+    except (jsonio.JSONError, UnicodeDecodeError) as err:
+        raise KubirunError(f"{where}: malformed JSON: {err}") from None
+    if not isinstance(raw, dict):
+        raise KubirunError(f"{where}: expected a JSON object (a seccomp profile)")
+    # Its mistakes, named by their place in the file (checked again, for
+    # the container's capabilities, once they are known).
+    from kubirun.spec import SpecError
+
+    try:
+        seccomp.parse(seccomp_default.to_oci(raw, None) if seccomp_default.is_docker_format(raw)
+                      else raw, "seccomp")
+    except SpecError as err:
+        raise KubirunError(f"{where}: {str(err).removeprefix('config.json: ')}") from None
+    return raw
+
+
+def seccomp_profile(choice: "str | dict", process: ProcessSpec) -> dict | None:
+    """The run's ``linux.seccomp`` for ``process`` (whose capabilities
+    decide what a docker-format profile allows); None: unconfined."""
+    if choice == "unconfined":
+        return None
+    from kubirun import seccomp_default
+
+    raw = seccomp_default.default_profile() if choice == "default" else choice
+    if not seccomp_default.is_docker_format(raw):
+        return raw
+    bounding = (process.capabilities or {}).get("bounding")
+    return seccomp_default.to_oci(raw, list(bounding) if bounding is not None else None)
 
 
 class _Terminated(BaseException):
@@ -151,11 +216,17 @@ def run(options: RunOptions) -> int:
             config.setdefault("annotations", {}).update(image_defaults.annotations(image.config))
         if network is not None:
             network.configure(config)
-        spec = parse(config, container_dir)
         if options.process.capabilities is None:
             from kubirun.capabilities import container_default_sets
 
             options.process.capabilities = container_default_sets()
+        profile = seccomp_profile(options.seccomp, options.process)
+        if profile is not None:
+            config["linux"]["seccomp"] = profile
+        spec = parse(config, container_dir)
+        if spec.seccomp is not None and options.seccomp == "default":
+            # Names of calls newer than this libseccomp are expected there.
+            spec.seccomp.warn_unknown = False
         spec.process = options.process
         container = Container.create(name, spec, options=CreateOptions(
             foreground=True, remove_on_delete=None if options.keep else container_dir,

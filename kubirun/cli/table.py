@@ -208,6 +208,10 @@ RUN = Command(
                "value", "PROGRAM"),
         Option(("--store",), "store", "The image store (default: $KUBIRUN_STORE, else"
                " /var/lib/kubirun).", "value", "DIR"),
+        Option(("--security-opt",), "security_opt",
+               "seccomp=unconfined (no filter), seccomp=FILE (a docker, podman or runtime-spec"
+               " profile instead of the default one), no-new-privileges (repeatable).",
+               "multiple", "OPT", ()),
         Option(("-d", "--detach"), "detach", "Bundle form: do not wait for the container."),
         *_CREATE_OPTIONS,
     ),
