@@ -148,6 +148,8 @@ class Container:
             "seccomp": spec.seccomp.compile().to_state() if spec.seccomp else None,
             "remove_on_delete": options.remove_on_delete,
             "network": options.network,
+            # the init's session keyring, which `exec`'d processes join (runc's)
+            "session_keyring": f"_ses.{self.id}" if options.new_keyring else None,
         }
         self._creating = state  # what _abort_create undoes, kept up to date
         os.mkfifo(self.dir.fifo, 0o600)

@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import errno
 import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 import sys
@@ -147,7 +148,8 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
         child = os.fork()
         if child == 0:
             _exec_child(spec, channel, namespaces, state.get("cgroup_join", []), console,
-                        ours is not None, options.preserve_fds, seccomp, helper)
+                        ours is not None, options.preserve_fds, seccomp, helper,
+                        state.get("session_keyring"))
         if pid_fd is not None:
             _native.setns(own_pid_ns, CLONE_NEWPID)
     finally:
@@ -199,7 +201,8 @@ def _wait(child: int, channel: InitChannel, master: int | None, interactive: boo
 
 def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: list[tuple[str, int]],
                 cgroup_join: list, console, ack: bool, preserve_fds: int,
-                seccomp=None, helper: int = -1) -> "NoReturn":  # noqa: F821
+                seccomp=None, helper: int = -1,
+                session_keyring: str | None = None) -> "NoReturn":  # noqa: F821
     """Steps 3 to 5, in the forked child; never returns."""
     try:
         channel.child_side()
@@ -221,6 +224,10 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
         if memory_file is not None:
             os.write(memory_file, b"0")
             os.close(memory_file)
+        # The container's session keyring, not the caller's (its keys are
+        # not the container's to see): the one its init made, found by name.
+        if session_keyring:
+            _join_session_keyring(session_keyring)
         # 5. Terminal, user, capabilities, environment.
         slave = None
         if spec.terminal:
@@ -251,3 +258,13 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
     except BaseException as err:  # noqa: BLE001
         channel.report_error(1 if not isinstance(err, ExecError) else err.exit_code, describe(err))
     os._exit(1)
+
+
+def _join_session_keyring(name: str) -> None:
+    """Join the keyring ``name`` (made, searchable by its user, by the
+    container's init); a kernel without keyrings is not an error."""
+    try:
+        _native.join_session_keyring(name)
+    except OSError as err:
+        if err.errno != errno.ENOSYS:
+            raise

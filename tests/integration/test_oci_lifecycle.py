@@ -372,6 +372,22 @@ def test_the_container_gets_a_session_keyring_of_its_own(oci, bundle):
     assert line.split()[4] == "3f1b0000"  # possessor all, user view+read+search (runc's)
 
 
+def test_exec_joins_the_containers_session_keyring(oci, bundle, probe_root):
+    if os.uname().machine != "x86_64":
+        pytest.skip("the probe's keyctl number is x86_64's")
+
+    def in_probe_root(config):
+        config["root"]["path"] = str(probe_root)
+
+    cid = oci.new_id()
+    oci.start_created(cid, bundle(["sleep", "100"], edit=in_probe_root))
+    (line,) = _session_keyrings(f"_ses.{cid}")
+    # keyctl(KEYCTL_GET_KEYRING_ID, KEY_SPEC_SESSION_KEYRING): the serial
+    result = oci.cmd("exec", cid, "syscall_probe", "250", "0", "-3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"ok {int(line.split()[0], 16)}\n"
+
+
 def test_no_new_keyring_keeps_the_callers(oci, bundle):
     cid = oci.new_id()
     oci.start_created(cid, bundle(["sleep", "100"]), "--no-new-keyring")
