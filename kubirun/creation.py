@@ -136,7 +136,6 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     mounts = plan_mounts([m for m in spec.mounts if m.get("type") not in CGROUP_TYPES], [])
     cgroup_mounts = [m for m in spec.mounts if m.get("type") in CGROUP_TYPES]
     dev_mounts = [m for m in spec.mounts if os.path.normpath(m["destination"]) == "/dev"]
-    dev_is_tmpfs = any(m.get("type") == "tmpfs" for m in dev_mounts)
     # A /dev bound from elsewhere (the host's, say) is not ours to fill:
     # replacing its nodes would replace the host's (runc skips it too).
     dev_is_bound = any(m.get("type") == "bind" or {"bind", "rbind"} & set(m.get("options") or [])
@@ -144,7 +143,7 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
     if not dev_is_bound:
         # In a user namespace mknod is not allowed: devices are bound from the host.
         in_user_ns = spec.namespace("user") is not None
-        mounts.extend(plan_devices(spec.devices, dev_is_tmpfs, bind=in_user_ns))
+        mounts.extend(plan_devices(spec.devices, bind=in_user_ns))
     if spec.process.capabilities:
         from kubirun.capabilities import beyond_our_bounding_set
 

@@ -59,12 +59,17 @@ class Mount:
 
 
 class Device:
-    """A device node (char, block or fifo), made in the container's ``/dev``."""
+    """A device node (char, block or fifo), made in the container's ``/dev``.
+    ``replace``: what is there already goes (a spec device over a default
+    one); else it stays (a default device in an image's own /dev, as runc
+    leaves it: what it is, /dev/null especially, is checked where it
+    matters, see ``rootfs.open_verified_dev_null``)."""
 
     def __init__(self, path: str, major: int, minor: int, mode: int = 0o666,
-                 kind: int = stat.S_IFCHR, uid: int | None = None, gid: int | None = None) -> None:
+                 kind: int = stat.S_IFCHR, uid: int | None = None, gid: int | None = None,
+                 replace: bool = True) -> None:
         self.path, self.major, self.minor, self.mode = path, major, minor, mode
-        self.kind, self.uid, self.gid = kind, uid, gid
+        self.kind, self.uid, self.gid, self.replace = kind, uid, gid, replace
 
     def __repr__(self) -> str:
         return f"Device({self.path!r}, {self.major}, {self.minor}, {self.mode:#o})"
@@ -81,12 +86,12 @@ class Symlink:
 Step = "Mount | Device | Symlink"
 
 DEFAULT_DEVICES = (
-    Device("/dev/null", 1, 3),
-    Device("/dev/zero", 1, 5),
-    Device("/dev/full", 1, 7),
-    Device("/dev/random", 1, 8),
-    Device("/dev/urandom", 1, 9),
-    Device("/dev/tty", 5, 0),
+    Device("/dev/null", 1, 3, replace=False),
+    Device("/dev/zero", 1, 5, replace=False),
+    Device("/dev/full", 1, 7, replace=False),
+    Device("/dev/random", 1, 8, replace=False),
+    Device("/dev/urandom", 1, 9, replace=False),
+    Device("/dev/tty", 5, 0, replace=False),
 )
 
 
@@ -141,8 +146,10 @@ def _open_in_root(kernel: Kernel, root_fd: int, path: str, create: bool,
             raise
     except OSError as err:
         if err.errno == errno.ELOOP:
-            raise OSError(err.errno, "is a symlink or goes through one in the image;"
-                          " kubirun does not follow it", "/" + rel) from err
+            link = _first_symlink(kernel, root_fd, rel)
+            beyond = "" if link == "/" + rel else f" (on the way to /{rel})"
+            raise OSError(err.errno, f"{link} is a symlink in the image{beyond};"
+                          " kubirun does not follow it") from err
         raise
     parent, name = _split(rel)
     parent_fd = _open_in_root(kernel, root_fd, parent, create, follow_symlinks, is_file=False)
@@ -159,6 +166,20 @@ def _open_in_root(kernel: Kernel, root_fd: int, path: str, create: bool,
     return kernel.open_in_root(root_fd, rel, flags, resolve)
 
 
+def _first_symlink(kernel: Kernel, root_fd: int, rel: str) -> str:
+    """Which component of ``rel`` is the symlink that stopped the walk."""
+    parts = rel.split("/")
+    for i in range(1, len(parts) + 1):
+        prefix = "/".join(parts[:i])
+        try:
+            kernel.close(kernel.open_in_root(root_fd, prefix, os.O_PATH, _RESOLVE))
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return "/" + prefix
+            break
+    return "/" + rel
+
+
 def apply(kernel: Kernel, root_fd: int, plan: list[Step]) -> None:
     """Carry out ``plan`` inside the root opened as ``root_fd``."""
     for step in plan:
@@ -171,9 +192,14 @@ def _apply_step(kernel: Kernel, root_fd: int, step: Step) -> None:
             _mount(kernel, root_fd, step)
         except OSError as err:
             what = f"{step.fstype or 'bind'} {step.source or ''} on {step.target}".replace("  ", " ")
-            raise OSError(err.errno, f"{err.strerror} (mounting {what})") from None
+            raise OSError(err.errno, f"{err.strerror} (mounting {what})", err.filename,
+                          None, err.filename2) from None
         return
-    _make_node(kernel, root_fd, step)
+    try:
+        _make_node(kernel, root_fd, step)
+    except OSError as err:
+        raise OSError(err.errno, f"{err.strerror} (making {step.path})", err.filename,
+                      None, err.filename2) from None
 
 
 def _mount(kernel: Kernel, root_fd: int, step: Mount) -> None:
@@ -220,6 +246,8 @@ def _make_node(kernel: Kernel, root_fd: int, step: Step) -> None:
                 kernel.mknodat(parent_fd, name, step.kind | step.mode,
                                os.makedev(step.major, step.minor))
             except FileExistsError:
+                if not step.replace:
+                    return  # (the finally closes parent_fd)
                 kernel.unlinkat(parent_fd, name)  # a spec device replaces a default one
                 kernel.mknodat(parent_fd, name, step.kind | step.mode,
                                os.makedev(step.major, step.minor))

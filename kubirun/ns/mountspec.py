@@ -154,15 +154,16 @@ def _cgroup_mounts(target: str, flags: int, binds: list[tuple[str, str]]) -> lis
     return steps
 
 
-def plan_devices(devices: list[dict], dev_is_tmpfs: bool, bind: bool = False) -> list[Step]:
-    """Default devices and ``/dev`` links (when /dev is ours to fill), then
-    the spec's ``linux.devices``; with ``bind`` (in a user namespace, where
-    mknod is refused) each device is the host's node bound in place."""
+def plan_devices(devices: list[dict], bind: bool = False) -> list[Step]:
+    """Default devices and ``/dev`` links, then the spec's ``linux.devices``;
+    with ``bind`` (in a user namespace, where mknod is refused) each device
+    is the host's node bound in place.  As runc, whether /dev is a tmpfs of
+    the config or the image's own directory (a config with no /dev mount):
+    every container has /dev/null, /dev/zero..."""
     steps: list[Step] = []
-    if dev_is_tmpfs:
-        steps.extend(_bound(d.path) for d in DEFAULT_DEVICES) if bind else steps.extend(DEFAULT_DEVICES)
-        steps.extend(DEV_SYMLINKS)
-        steps.append(Symlink("/dev/ptmx", "pts/ptmx"))
+    steps.extend(_bound(d.path) for d in DEFAULT_DEVICES) if bind else steps.extend(DEFAULT_DEVICES)
+    steps.extend(DEV_SYMLINKS)
+    steps.append(Symlink("/dev/ptmx", "pts/ptmx"))
     kinds = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
     for dev in devices:
         if bind:

@@ -4,6 +4,11 @@ that denies every device and lists /dev/kmsg gets the node, not the host's
 kernel log.  Against kubirun and runc (``oci``)."""
 from __future__ import annotations
 
+import os
+import shutil
+
+import pytest
+
 KMSG = {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o620,
         "uid": 0, "gid": 0}
 # Opening /dev/kmsg write-only passes the driver's own checks and writes
@@ -29,3 +34,28 @@ def test_a_listed_device_that_the_rules_allow_can_be_opened(oci, bundle):
                                 {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "w"}])
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["/dev/kmsg", "opened"]
+
+
+# --- a config with no /dev mount -------------------------------------------------
+# The container's /dev is then the image's own directory: the default
+# devices and /dev links are made there, as runc makes them.
+
+USE_DEVICES = ("echo x > /dev/null && test -c /dev/null && head -c 4 /dev/zero | wc -c"
+               " && ls -l /dev/fd/ > /dev/null && echo ok")
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["rw-root", "ro-root"])
+def test_without_a_dev_mount_the_image_dev_gets_the_default_devices(oci, bundle, busybox_dir,
+                                                                    tmp_path, readonly):
+    root = tmp_path / "root"
+    shutil.copytree(busybox_dir, root, symlinks=True)
+
+    def edit(config):
+        config["root"] = {"path": str(root), "readonly": readonly}
+        config["mounts"] = [m for m in config["mounts"] if m["destination"] != "/dev"]
+
+    result = oci.cmd("run", "--bundle", str(bundle(["sh", "-c", USE_DEVICES], edit=edit)),
+                     oci.new_id())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["4", "ok"]
+    assert os.major(os.stat(root / "dev" / "null").st_rdev) == 1
