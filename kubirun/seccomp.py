@@ -121,29 +121,42 @@ class Rule:
 
 
 class Profile:
-    """A validated ``linux.seccomp`` (or one whose program is cached: the
-    same profile was valid, and compiled, before)."""
+    """A ``linux.seccomp``, validated, or known valid because its program
+    is cached (the same profile was checked and compiled before): then its
+    fields are only parsed if something asks for them."""
 
-    def __init__(self, default_action: int, architectures: list[tuple[str, str]], flags: int,
-                 rules: list[Rule], where: str = WHERE, raw: dict | None = None) -> None:
-        self.default_action = default_action
-        self.architectures = architectures  # (OCI name, JSON path)
-        self.flags = flags
-        self.rules = rules
-        self.where = where
+    def __init__(self, raw: dict, where: str = WHERE) -> None:
         self.raw = raw  # the profile as given: what the cache is keyed by
+        self.where = where
         # Warn of syscall names libseccomp does not know (kubirun's own
         # default profile names calls newer than some libseccomp releases).
         self.warn_unknown = True
+        self._fields: tuple | None = None  # default action, architectures, flags, rules
         self._program: Program | None = None
         self._unknown: Unknown | None = None  # names libseccomp skipped, and its version
         self._cache_path: str | None = None  # where its compiled program goes
 
-    @classmethod
-    def cached(cls, program: "Program", unknown: "Unknown", where: str) -> "Profile":
-        profile = cls(0, [], program.flags, [], where)
-        profile._program, profile._unknown = program, unknown
-        return profile
+    def fields(self) -> tuple:
+        if self._fields is None:
+            self._fields = _parse_fields(self.raw, self.where)
+        return self._fields
+
+    @property
+    def default_action(self) -> int:
+        return self.fields()[0]
+
+    @property
+    def architectures(self) -> list[tuple[str, str]]:
+        """(OCI name, JSON path) of each listed architecture."""
+        return self.fields()[1]
+
+    @property
+    def flags(self) -> int:
+        return self.fields()[2]
+
+    @property
+    def rules(self) -> list[Rule]:
+        return self.fields()[3]
 
     def compile(self, warn=None) -> "Program":
         """The BPF program (compiled once, or read from the cache); the
@@ -224,15 +237,24 @@ class Program:
 def parse(raw: object, where: str = WHERE) -> Profile | None:
     """The profile; None for one with neither a default action nor rules
     (runc takes that as seccomp disabled)."""
-    from kubirun.spec import _expect, _fail, _get, _strings
+    from kubirun.spec import _expect
 
     _expect(raw, dict, where)
     if not raw.get("defaultAction") and not raw.get("syscalls"):
         return None
-    cache_path = _cache_path(raw)
-    cached = _read_cache(cache_path) if cache_path else None
+    profile = Profile(raw, where)
+    profile._cache_path = _cache_path(raw)
+    cached = _read_cache(profile._cache_path) if profile._cache_path else None
     if cached is not None:
-        return Profile.cached(*cached, where)
+        profile._program, profile._unknown = cached
+    else:
+        profile.fields()  # its errors now, with the rest of config.json's
+    return profile
+
+
+def _parse_fields(raw: dict, where: str) -> tuple[int, list[tuple[str, str]], int, list[Rule]]:
+    from kubirun.spec import _expect, _fail, _get, _strings
+
     for key in ("listenerPath", "listenerMetadata"):
         if raw.get(key):
             raise _fail(f"{where}.{key}", "seccomp notify is not supported by kubirun")
@@ -268,9 +290,7 @@ def parse(raw: object, where: str = WHERE) -> Profile | None:
         args = [_argument(arg, f"{here}.args[{k}]")
                 for k, arg in enumerate(_get(call, "args", list, here, []))]
         rules.append(Rule(names, action, args, here))
-    profile = Profile(default_action, architectures, flags, rules, where, raw)
-    profile._cache_path = cache_path
-    return profile
+    return default_action, architectures, flags, rules
 
 
 def _action(obj: dict, key: str, errno_key: str, where: str) -> int:
