@@ -76,32 +76,41 @@ def move_into(kernel: Kernel, rootfs: str) -> None:
     left there, they would let the container mount a procfs of its own
     (the kernel refuses that only while none is fully visible), one
     without the masked and read-only paths."""
-    for mountpoint in _revealing_mounts(rootfs):
-        try:
-            kernel.mount(None, mountpoint, None, MS_SLAVE | MS_REC)  # nothing propagates
-        except FileNotFoundError:
-            continue
-        try:
-            kernel.umount2(mountpoint, MNT_DETACH)
-        except OSError as err:
-            if err.errno not in (errno.EINVAL, errno.EPERM):
-                raise
-            if mountpoint in _revealing_mounts(rootfs):  # still there: cover it
-                kernel.mount("tmpfs", mountpoint, "tmpfs", 0)
+    # Read through one fd, opened now: a procfs covered below would take
+    # /proc/self/mountinfo with it.
+    mountinfo = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for mountpoint in _revealing_mounts(rootfs, mountinfo):
+            try:
+                kernel.mount(None, mountpoint, None, MS_SLAVE | MS_REC)  # nothing propagates
+            except FileNotFoundError:
+                continue
+            try:
+                kernel.umount2(mountpoint, MNT_DETACH)
+            except OSError as err:
+                # EINVAL: no longer a mount point (its parent went), or
+                # locked (a user namespace's copy of the host's mounts)
+                if err.errno not in (errno.EINVAL, errno.EPERM):
+                    raise
+                if mountpoint in _revealing_mounts(rootfs, mountinfo):  # still there: cover it
+                    kernel.mount("tmpfs", mountpoint, "tmpfs", 0)
+    finally:
+        os.close(mountinfo)
     kernel.chdir(rootfs)
     kernel.mount(rootfs, "/", None, MS_MOVE)
     os.chroot(".")
     kernel.chdir("/")
 
 
-def _revealing_mounts(rootfs: str) -> list[str]:
+def _revealing_mounts(rootfs: str, mountinfo: int) -> list[str]:
     """Mount points of whole procfs and sysfs trees outside ``rootfs``,
-    parents first (/proc/self/mountinfo's order)."""
+    parents first (the order of ``mountinfo``, an open /proc/self/mountinfo)."""
     from kubirun.cgroups.mountinfo import _unescape
 
     rootfs = os.path.realpath(rootfs)  # as mountinfo shows it
     found = []
-    with open("/proc/self/mountinfo") as f:
+    os.lseek(mountinfo, 0, os.SEEK_SET)  # a seq file: read anew from 0
+    with os.fdopen(os.dup(mountinfo)) as f:
         for line in f:
             fields = line.split()
             fstype = fields[fields.index("-") + 1]

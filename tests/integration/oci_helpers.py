@@ -337,3 +337,17 @@ def assert_nothing_left(oci: Runtime, container_id: str, bundle_dir: Path) -> No
         wait_for(lambda: not cgroup_dirs(path), f"cgroup {path} to go", timeout=3)
     except AssertionError:
         raise AssertionError(f"{oci.name} left cgroup {path}: {cgroup_dirs(path)}") from None
+
+
+@pytest.fixture(scope="module")
+def reachable_root(busybox_dir):
+    """The busybox root where a user namespace's mapped root (host uid
+    100000) can reach it: pytest's own temporary directories are 0700."""
+    import tempfile
+
+    top = tempfile.mkdtemp(prefix="kubirun-userns-", dir="/tmp")
+    os.chmod(top, 0o755)
+    root = os.path.join(top, "rootfs")
+    shutil.copytree(busybox_dir, root, symlinks=True)
+    yield root
+    shutil.rmtree(top)

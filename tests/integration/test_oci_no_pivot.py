@@ -3,10 +3,13 @@ stay in the container's mount namespace, below the chroot.  Its full procfs
 and sysfs must not: while one is there, the kernel lets the container mount
 a new procfs (from a user namespace of its own) without the masked and
 read-only paths, /proc/sysrq-trigger and a writable /proc/sys included.
-Against kubirun and runc (``oci``), which both take them away.  (On this
-kernel a procfs mount from inside is refused even when the host's procfs
-is left in the namespace, so these hold for the old code too: they guard
-the behaviour, the code follows runc's msMoveRoot.)"""
+Against kubirun and runc (``oci``), which both take them away.  (A
+chrooted process may not create a user namespace (EPERM), so from a
+``--no-pivot`` container without one the route is closed anyway: these
+hold for the old code too; they guard the behaviour, the code follows
+runc's msMoveRoot.  With a user namespace, the host's mounts are locked
+in the container's copy: they can only be covered, and the kernel's check
+still counts a covered procfs, for runc as for kubirun.)"""
 from __future__ import annotations
 
 import pytest
@@ -45,3 +48,18 @@ def test_a_no_pivot_container_still_has_its_own_masked_proc(oci, bundle):
 def _unshare_present(busybox_dir):
     if not (busybox_dir / "usr" / "bin" / "unshare").exists():
         pytest.skip("busybox has no unshare applet")
+
+
+def test_a_user_namespace_container_runs_with_no_pivot(oci, bundle, reachable_root):
+    # The host's procfs and sysfs are locked in its mount namespace (a copy
+    # made for a user namespace): they cannot be unmounted, only covered.
+    def edit(config):
+        config["root"]["path"] = reachable_root
+        config["linux"]["namespaces"].append({"type": "user"})
+        for key in ("uidMappings", "gidMappings"):
+            config["linux"][key] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    b = bundle(["sh", "-c", "cat /proc/self/uid_map; grep -c . /proc/self/mountinfo > /dev/null"
+                " && echo ok"], edit=edit)
+    result = oci.cmd("run", "--no-pivot", "--bundle", str(b), oci.new_id())
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "100000", "65536", "ok"]

@@ -3,24 +3,10 @@ Against kubirun and runc (``oci``)."""
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 
 import pytest
 
 MAPPING = [{"containerID": 0, "hostID": 100000, "size": 65536}]
-
-
-@pytest.fixture(scope="module")
-def reachable_root(busybox_dir):
-    """The busybox root where the mapped root (host uid 100000) can reach
-    it: pytest's own temporary directories are 0700."""
-    top = tempfile.mkdtemp(prefix="kubirun-userns-", dir="/tmp")
-    os.chmod(top, 0o755)
-    root = os.path.join(top, "rootfs")
-    shutil.copytree(busybox_dir, root, symlinks=True)
-    yield root
-    shutil.rmtree(top)
 
 
 @pytest.fixture
