@@ -159,7 +159,9 @@ class TerminalRelay:
         signal.signal(signal.SIGWINCH, lambda *_: copy_window_size(size_source, self.master))
         if self.forward_stdin and os.isatty(self.stdin):
             self._saved_mode = termios.tcgetattr(self.stdin)
-            tty.setraw(self.stdin)
+            # TCSANOW, not setraw's default TCSAFLUSH: keys typed before
+            # the container's shell started are kept for it.
+            tty.setraw(self.stdin, termios.TCSANOW)
         return self
 
     def __exit__(self, *exc) -> None:

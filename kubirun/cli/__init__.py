@@ -24,13 +24,41 @@ def main(argv: list[str] | None = None) -> None:
             code = dispatch(command, params, global_params)
             # Skip interpreter teardown (a few ms of module cleanup): nothing
             # is left to do but flushing our own output.
-            sys.stdout.flush()
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                die_of_sigpipe()
             sys.stderr.flush()
             os._exit(code)
 
     from kubirun.cli.app import cli
 
-    cli.main(args=args, prog_name="kubirun")
+    try:
+        cli.main(args=args, prog_name="kubirun")
+    except BrokenPipeError:
+        die_of_sigpipe()
+
+
+def die_of_sigpipe() -> None:
+    """Whoever read our output is gone (``kubirun features | head -1``):
+    end as any Unix filter does, killed by SIGPIPE, without a word (Python
+    ignores SIGPIPE, so the write failed with EPIPE instead)."""
+    import _signal
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)  # nothing buffered may fail again on the way out
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    os.kill(os.getpid(), _signal.SIGPIPE)
+    os._exit(128 + _signal.SIGPIPE)
+
+
+def _stdout_is_broken() -> bool:
+    """Is fd 1 a pipe whose reader has closed it (POLLERR)?"""
+    import select
+
+    poller = select.poll()
+    poller.register(1, 0)
+    return any(events & select.POLLERR for _, events in poller.poll(0))
 
 
 def dispatch(command: Command, params: dict, global_params: dict) -> int:
@@ -53,6 +81,11 @@ def dispatch(command: Command, params: dict, global_params: dict) -> int:
     except KubirunError as err:
         log.error(str(err))
         return err.exit_code
+    except BrokenPipeError as err:
+        if _stdout_is_broken():
+            die_of_sigpipe()
+        log.error(describe(err))
+        return 1
     except OSError as err:  # a system call of the runtime itself failed
         log.error(describe(err))
         return 1

@@ -72,3 +72,21 @@ def test_version(oci):
     result = oci.cmd("--version")
     assert result.returncode == 0, result.stderr
     assert any(line.startswith("spec: 1.") for line in result.stdout.splitlines()), result.stdout
+
+
+def test_output_to_a_closed_pipe_ends_quietly_by_sigpipe(oci):
+    # `kubirun features | head -1`: the reader is gone; die as a Unix
+    # filter does (SIGPIPE), without "Broken pipe" on stderr.
+    import os
+    import signal
+    import subprocess
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(oci.argv("features"), stdout=write_end, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL, timeout=30)
+    finally:
+        os.close(write_end)
+    assert result.returncode == -signal.SIGPIPE, (result.returncode, result.stderr)
+    assert result.stderr == b""

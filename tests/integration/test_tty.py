@@ -14,10 +14,12 @@ from tests.conftest import KUBIRUN_SCRIPT
 
 
 def _run_on_pty(args: list[str], typed: bytes = b"", rows: int = 24, cols: int = 80,
-                timeout: float = 20) -> tuple[int, bytes, list, list]:
+                timeout: float = 20, typed_ahead: bytes = b"") -> tuple[int, bytes, list, list]:
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     mode_before = termios.tcgetattr(slave)
+    if typed_ahead:
+        os.write(master, typed_ahead)  # keys typed before kubirun even starts
     proc = subprocess.Popen([str(KUBIRUN_SCRIPT), *args], stdin=slave, stdout=slave, stderr=slave)
     output = b""
     try:
@@ -106,3 +108,10 @@ def test_window_resize_reaches_the_container(busybox_dir):
             proc.wait()
         os.close(master)
         os.close(slave)
+
+
+def test_keys_typed_before_the_program_starts_reach_it(busybox_dir):
+    code, output, _, _ = _run_on_pty(["run", "-it", str(busybox_dir), "--", "head", "-n1"],
+                                     typed_ahead=b"typed-early\n", timeout=10)
+    assert code == 0, output
+    assert b"typed-early" in output
