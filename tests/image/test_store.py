@@ -210,6 +210,8 @@ def test_bundle_from_a_directory_and_refusal_to_overwrite(busybox_dir, tmp_path)
     assert kubirun("bundle", str(busybox_dir), str(bundle), "--", "echo", "hi").returncode == 0
     config = json.loads((bundle / "config.json").read_text())
     assert config["process"]["args"] == ["echo", "hi"]
+    # the oldest version that says it all: crun 1.8 refuses 1.2.0
+    assert config["ociVersion"] == "1.0.2"
     again = kubirun("bundle", str(busybox_dir), str(bundle))
     assert again.returncode != 0 and "exists" in again.stderr
 
