@@ -204,6 +204,26 @@ def test_other_signals_are_forwarded(busybox_dir, sig):
         proc.wait()
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_asked_twice_to_stop_a_program_that_ignores_it_kills_it(busybox_dir, sig):
+    # PID 1 without a handler ignores SIGINT and SIGTERM: a second Ctrl-C
+    # (or TERM) must still end what the first could not.
+    proc = subprocess.Popen([str(KUBIRUN_SCRIPT), "run", str(busybox_dir), "--", "sleep", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for_child_running(proc.pid, "sleep")
+        proc.send_signal(sig)
+        time.sleep(0.3)
+        assert proc.poll() is None, "the first signal is only forwarded"
+        proc.send_signal(sig)
+        assert proc.wait(timeout=20) == 137
+        assert "killing the container" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_killing_the_runtime_kills_the_container(busybox_dir):
     proc = subprocess.Popen([str(KUBIRUN_SCRIPT), "run", "--name", "orphan-check", str(busybox_dir),
                              "--", "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
