@@ -247,7 +247,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     report_fds = (channel.report_fd(),) if _start_report_fd is None else \
         (channel.report_fd(), _start_report_fd)
     _after_start(process.exec_program, program, spec.args, env, config.exec_helper, report_fds,
-                 True, seccomp is None or seccomp.execveat_allowed)
+                 True, seccomp is None or seccomp.execveat_allowed, spec.init)
 
 
 def _after_start(step, *args) -> None:

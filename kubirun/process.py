@@ -40,6 +40,9 @@ class ProcessSpec:
         self.rlimits: list[tuple[str, int, int]] = []
         self.oom_score_adj: int | None = None
         self.console_size: tuple[int, int] | None = None
+        # `run --init`: PID 1 is the exec helper as an init (forwards
+        # signals, reaps), the program its child.
+        self.init = False
 
 
 # What `exec` needs of an image run's process, kept in its state.json: the
@@ -222,13 +225,14 @@ def find_executable(name: str, search_path: str) -> str:
 
 def exec_program(path: str, args: list[str], env: dict[str, str], helper: int,
                  report_fds: tuple[int, ...] = (), say_on_stderr: bool = False,
-                 execveat_allowed: bool = True) -> None:
+                 execveat_allowed: bool = True, as_init: bool = False) -> None:
     """Become the program, through the exec helper (``_native``: the
     CVE-2019-5736 defence): its ``execve`` failure is reported by the
-    helper on ``report_fds`` with the exit codes shells use."""
+    helper on ``report_fds`` with the exit codes shells use.  ``as_init``:
+    become the helper as an init, the program its child (``run --init``)."""
     try:
         _native.exec_through_helper(helper, path, args, env, report_fds, say_on_stderr,
-                                    execveat_allowed)
+                                    execveat_allowed, as_init)
     except OSError as err:
         raise ExecError(f"cannot run kubirun's exec helper: {err.strerror}", 126) from err
 

@@ -270,16 +270,18 @@ def exec_helper_fd() -> int:
 
 def exec_through_helper(helper: int, path: str, args: list[str], env: dict[str, str],
                         report_fds: tuple[int, ...] = (), say_on_stderr: bool = False,
-                        execveat_allowed: bool = True) -> None:
+                        execveat_allowed: bool = True, as_init: bool = False) -> None:
     """Become ``path`` by way of the helper; returns only if the helper
     itself cannot be exec'd (raises OSError).  The helper reports a failure
     of the program's execve on ``report_fds`` (``kubirun.channel``'s
     ``E<code>\0<message>``) and exits 126 or 127.  ``execveat_allowed``
     False (a seccomp filter that may not let execveat through): execve of
-    /proc/self/fd/N instead, which needs a /proc in the container."""
+    /proc/self/fd/N instead, which needs a /proc in the container.
+    ``as_init``: the helper stays, as PID 1, and runs the program as its
+    child (see exec_helper.c)."""
     for fd in report_fds:
         os.set_inheritable(fd, True)
-    argv = ["kubirun-exec", ",".join(map(str, report_fds)) or "-",
+    argv = ["kubirun-init" if as_init else "kubirun-exec", ",".join(map(str, report_fds)) or "-",
             "1" if say_on_stderr else "0", path, *args]
     if execveat_allowed:
         try:

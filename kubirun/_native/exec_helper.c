@@ -23,6 +23,15 @@
  * and the runtime reads end-of-file once it runs, as before.  Exit codes as
  * shells use them: 127 not found, 126 anything else.
  *
+ * With argv[0] "kubirun-init" (`kubirun run --init`), the same arguments
+ * make it the container's PID 1 instead, as `docker run --init`: it forks,
+ * the child execs the program as above, and PID 1 forwards the signals it
+ * is sent (a PID namespace's init gets only those it handles or blocks:
+ * it blocks them all and waits for them), reaps every orphan, and exits as
+ * the program did (128+N for a death by signal N).  Signals the kernel
+ * sends itself (a terminal's ^C goes to the whole foreground group, the
+ * program included) are not sent twice.
+ *
  * No libc on x86-64 and aarch64 (a few hundred bytes to copy per start);
  * elsewhere it is built against libc, statically.
  */
@@ -33,30 +42,51 @@
 #define KUBI_F_SETFD 2
 #define KUBI_FD_CLOEXEC 1
 
+#define KUBI_SIG_SETMASK 2
+#define KUBI_SIGCHLD 17
+#define KUBI_WNOHANG 1
+#define KUBI_SI_KERNEL 0x80
+
 #if defined(__x86_64__) && defined(KUBI_NOLIBC)
 #define SYS_write 1
-#define SYS_fcntl 72
+#define SYS_close 3
+#define SYS_rt_sigprocmask 14
+#define SYS_fork 57
 #define SYS_execve 59
 #define SYS_exit 60
-static long sys3(long n, long a, long b, long c)
+#define SYS_wait4 61
+#define SYS_kill 62
+#define SYS_fcntl 72
+#define SYS_rt_sigtimedwait 128
+static long sys4(long n, long a, long b, long c, long d)
 {
 	long ret;
-	__asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c)
+	register long r10 __asm__("r10") = d;
+	__asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10)
 			 : "rcx", "r11", "memory");
 	return ret;
 }
 #elif defined(__aarch64__) && defined(KUBI_NOLIBC)
 #define SYS_write 64
+#define SYS_close 57
 #define SYS_fcntl 25
+#define SYS_kill 129
+#define SYS_rt_sigprocmask 135
+#define SYS_rt_sigtimedwait 137
+#define SYS_clone 220
 #define SYS_execve 221
+#define SYS_wait4 260
 #define SYS_exit 93
-static long sys3(long n, long a, long b, long c)
+static long sys4(long n, long a, long b, long c, long d)
 {
 	register long x8 __asm__("x8") = n;
 	register long x0 __asm__("x0") = a;
 	register long x1 __asm__("x1") = b;
 	register long x2 __asm__("x2") = c;
-	__asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2) : "memory");
+	register long x3 __asm__("x3") = d;
+	register long x4 __asm__("x4") = 0;
+	__asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4)
+			 : "memory");
 	return x0;
 }
 #else
@@ -64,12 +94,22 @@ static long sys3(long n, long a, long b, long c)
 #include <errno.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-static long sys3(long n, long a, long b, long c)
+static long sys4(long n, long a, long b, long c, long d)
 {
-	long ret = syscall(n, a, b, c);
+	long ret = syscall(n, a, b, c, d);
 	return ret < 0 ? -errno : ret;
 }
 #endif
+#define sys3(n, a, b, c) sys4((n), (a), (b), (c), 0)
+
+static long fork_process(void)
+{
+#ifdef SYS_fork
+	return sys3(SYS_fork, 0, 0, 0);
+#else
+	return sys3(SYS_clone, KUBI_SIGCHLD, 0, 0); /* fork(), where there is no fork */
+#endif
+}
 
 static unsigned long length(const char *s)
 {
@@ -166,23 +206,74 @@ static void close_on_exec(const char *fds)
 	}
 }
 
-static int helper(int argc, char **argv, char **envp)
+static void close_all(const char *fds)
 {
-	static const char refusal[] =
-		"kubirun-exec: this is kubirun's exec helper, not a program to run\n";
+	while (*fds && *fds != '-') {
+		long fd = 0;
+		while (*fds >= '0' && *fds <= '9')
+			fd = fd * 10 + (*fds++ - '0');
+		if (*fds == ',')
+			fds++;
+		sys3(SYS_close, fd, 0, 0);
+	}
+}
+
+/* Become the program; returns the exit code of a failed execve. */
+static int exec_program(char **argv, char **envp)
+{
 	long err;
 	int code;
 
-	/* Reached any other way (`#!/proc/self/exe`, /proc/PID/exe): refuse. */
-	if (argc < 5 || !same(argv[0], "kubirun-exec")) {
-		sys3(SYS_write, 2, (long)refusal, sizeof refusal - 1);
-		return 126;
-	}
 	close_on_exec(argv[1]);
 	err = -sys3(SYS_execve, (long)argv[3], (long)(argv + 4), (long)envp);
 	code = err == KUBI_ENOENT ? 127 : 126;
 	report(argv[1], argv[2][0] == '1', argv[4], err, code);
 	return code;
+}
+
+/* PID 1 for `run --init`: see the top of the file. */
+static int init(char **argv, char **envp)
+{
+	unsigned long all = ~0UL, before = 0;
+	long info[16]; /* siginfo_t: 128 bytes; si_signo, si_errno, si_code first */
+	long child, pid;
+	int status;
+
+	sys4(SYS_rt_sigprocmask, KUBI_SIG_SETMASK, (long)&all, (long)&before, 8);
+	child = fork_process();
+	if (child == 0) {
+		sys4(SYS_rt_sigprocmask, KUBI_SIG_SETMASK, (long)&before, 0, 8);
+		return exec_program(argv, envp);
+	}
+	if (child < 0)
+		return exec_program(argv, envp); /* cannot fork: be the program */
+	close_all(argv[1]); /* the child's copies say whether its execve worked */
+	for (;;) {
+		long sig = sys4(SYS_rt_sigtimedwait, (long)&all, (long)info, 0, 8);
+		if (sig == KUBI_SIGCHLD) {
+			while ((pid = sys4(SYS_wait4, -1, (long)&status, KUBI_WNOHANG, 0)) > 0) {
+				if (pid == child)
+					return (status & 0x7f) ? 128 + (status & 0x7f) : (status >> 8) & 0xff;
+			}
+		} else if (sig > 0 && ((int *)info)[2] != KUBI_SI_KERNEL) {
+			sys3(SYS_kill, child, sig, 0);
+		}
+	}
+}
+
+static int helper(int argc, char **argv, char **envp)
+{
+	static const char refusal[] =
+		"kubirun-exec: this is kubirun's exec helper, not a program to run\n";
+
+	/* Reached any other way (`#!/proc/self/exe`, /proc/PID/exe): refuse. */
+	if (argc >= 5 && same(argv[0], "kubirun-init"))
+		return init(argv, envp);
+	if (argc < 5 || !same(argv[0], "kubirun-exec")) {
+		sys3(SYS_write, 2, (long)refusal, sizeof refusal - 1);
+		return 126;
+	}
+	return exec_program(argv, envp);
 }
 
 #ifdef KUBI_NOLIBC

@@ -22,7 +22,7 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         publish: list = (), nat: bool = False, bridge: str | None = None,
         subnet: str | None = None, platform: str | None = None,
         entrypoint: str | None = None, store: str | None = None,
-        security_opt: tuple = ()) -> int:
+        security_opt: tuple = (), init: bool = False) -> int:
     args = list(command)
     if args and args[0] == "--":  # `run IMAGE -- CMD`: the separator is ours, not CMD's
         args = args[1:]
@@ -30,7 +30,7 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
     if bundle is not None or _looks_like_a_container_id(image):
         if (args or name or hostname or env or user or tty or interactive
                 or workdir not in (None, "/") or platform is not None or entrypoint is not None
-                or store is not None or security_opt
+                or store is not None or security_opt or init
                 or any(v is not None for v in limits)):
             raise KubirunError("run with a bundle takes only the container id; the process"
                                " and its limits come from the bundle's config.json")
@@ -55,6 +55,7 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         terminal=tty,
         interactive=interactive,
     )
+    spec.init = init
     seccomp = imagerun.security_options(list(security_opt), spec)
     from kubirun.ns.net import NetworkOptions
     from kubirun.resources import run_limits

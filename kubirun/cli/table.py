@@ -208,6 +208,8 @@ RUN = Command(
                "value", "PROGRAM"),
         Option(("--store",), "store", "The image store (default: $KUBIRUN_STORE, else"
                " /var/lib/kubirun).", "value", "DIR"),
+        Option(("--init",), "init",
+               "Run a tiny init as PID 1 that forwards signals and reaps (as docker run --init)."),
         Option(("--security-opt",), "security_opt",
                "seccomp=unconfined (no filter), seccomp=FILE (a docker, podman or runtime-spec"
                " profile instead of the default one), no-new-privileges (repeatable).",

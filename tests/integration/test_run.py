@@ -302,6 +302,24 @@ def _wait_for_child_running(pid: int, comm: str, timeout: float = 20) -> int:
     raise AssertionError(f"no child of {pid} became {comm!r}")
 
 
+def _wait_for_descendant_running(pid: int, comm: str, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found, todo = None, list(_children(pid))
+        while todo and found is None:
+            child = todo.pop()
+            try:
+                with open(f"/proc/{child}/comm") as f:
+                    found = child if f.read().strip() == comm else None
+                todo.extend(_children(child))
+            except OSError:
+                continue  # gone meanwhile
+        if found is not None:
+            return found
+        time.sleep(0.02)
+    raise AssertionError(f"no descendant of {pid} became {comm!r}")
+
+
 def test_without_privileges_one_clear_error_and_nothing_left():
     import shutil
     import tempfile
@@ -331,3 +349,37 @@ def test_without_privileges_one_clear_error_and_nothing_left():
         assert os.listdir(os.path.join(store, "containers")) == []
     finally:
         shutil.rmtree(top)
+
+
+# --- --init: a tiny init as PID 1, as `docker run --init` ----------------------
+
+
+def test_with_init_a_first_sigterm_ends_a_program_without_a_handler(busybox_dir):
+    proc = subprocess.Popen([str(KUBIRUN_SCRIPT), "run", "--init", str(busybox_dir), "--",
+                             "sleep", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        _wait_for_descendant_running(proc.pid, "sleep")  # PID 1's child
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_with_init_the_program_is_its_child_and_orphans_are_reaped(busybox_dir):
+    script = ("sh -c 'sleep 0.2 &'; sleep 1; echo parent=$PPID;"
+              " ps -o stat | grep -c '^Z' || true")
+    result = kubirun("run", "--init", str(busybox_dir), "--", "sh", "-c", script)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["parent=1", "0"]
+
+
+@pytest.mark.parametrize("program, code, says", [
+    (["sh", "-c", "exit 7"], 7, ""),
+    (["no-such-program"], 127, 'exec: "no-such-program"'),
+])
+def test_with_init_the_exit_status_and_exec_errors_are_the_programs(busybox_dir, program, code, says):
+    result = kubirun("run", "--init", str(busybox_dir), "--", *program)
+    assert result.returncode == code, result.stderr
+    assert says in result.stderr
