@@ -27,7 +27,31 @@ def _timestamp() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
 
 
+class captured:
+    """Warnings and debug messages go to ``sink`` (a list) instead, while
+    in this context: a library caller gets them from the call, not on the
+    process's stderr (``kubirun.api`` logs them with its own logger)."""
+
+    def __init__(self, sink: list) -> None:
+        self.sink = sink
+
+    def __enter__(self) -> "captured":
+        global _sink
+        self.previous, _sink = _sink, self.sink
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        global _sink
+        _sink = self.previous
+
+
+_sink: list | None = None
+
+
 def _emit(level: str, message: str, to_stderr: bool) -> None:
+    if _sink is not None and level != "error":
+        _sink.append(f"{level}: {message}")
+        return
     if _path is not None:
         if _json:
             from kubirun import jsonio

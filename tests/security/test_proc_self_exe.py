@@ -142,3 +142,30 @@ def test_the_helper_is_a_sealed_memfd(tmp_path, busybox_dir):
     assert link[0] == "/memfd:kubirun-exec", link
     assert int(seals) & 0x1 and int(seals) & 0x8  # F_SEAL_SEAL, F_SEAL_WRITE
     assert write == "EPERM"
+
+
+def test_inits_and_execs_of_the_library_fork_server_never_run_the_host_interpreter(
+        tmp_path, root_with_libc, attacker):  # noqa: F811
+    """kubirun.api: the fork server forks the inits (joining the attacker's
+    PID namespace) and the exec'd processes."""
+    from kubirun.api import Runtime, Stdio
+
+    def through_the_library(state, pid, names):
+        def join_pid_namespace(config):
+            config["linux"]["namespaces"] = [
+                dict(ns, path=f"/proc/{pid}/ns/pid") if ns["type"] == "pid" else ns
+                for ns in config["linux"]["namespaces"]]
+        with Runtime(root=state[1]) as runtime:
+            for i in range(ROUNDS):
+                name = f"served{i}"
+                names.append(name)
+                bundle = _bundle(tmp_path / name, root_with_libc, ["/target"], edit=join_pid_namespace)
+                box = runtime.create(name, bundle, stdio=Stdio(stderr=Stdio.PIPE))
+                box.start()
+                assert box.stderr.read().decode().strip() == REFUSAL
+                assert box.wait(timeout=30).code == 126
+                process = runtime.load("victim").exec(["/target"], stdio=Stdio(stderr=Stdio.PIPE))
+                assert process.stderr.read().decode().strip() == REFUSAL
+                assert process.wait(timeout=30).code == 126
+
+    assert _attack(tmp_path, root_with_libc, attacker, through_the_library) == []

@@ -1,0 +1,213 @@
+"""A container's whole cycle through ``kubirun.api`` (warm fork server),
+next to ``runc run`` and ``crun run`` of the same bundle, in one run.
+
+    kubirun.api   ``create`` + ``start`` + ``wait`` + ``delete`` of /bin/true,
+                  in this process, the fork server already running
+    kubirun run   the CLI's ``run --bundle`` (a new interpreter each time)
+    runc, crun    ``RUNTIME --root STATE run --bundle B ID`` (if installed;
+                  crun refuses hybrid cgroup hosts and is then dropped)
+
+Runs alternate, one of each per round, the order rotated (as in
+start_latency.py).  Then 100 containers started at once, from 10 threads
+and from asyncio: wall time, and the median cycle per container.
+
+Why: the library is for orchestrators, whose cost per container is this
+cycle; the goal is at or under crun's CLI cycle (crun is C, no interpreter
+to start).
+
+Usage: python3 bench/library_start.py [--runs N] [--warmup K] [--json]
+(as root).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from start_latency import (BenchError, argument_parser, ensure_image, kubirun_command,  # noqa: E402
+                           make_bundle, parse_args, percentile, remove_tmp, unpack_rootfs)
+
+CGROUP_PARENT = "/kubirun-bench-lib"
+CONCURRENT, THREADS = 100, 10
+
+
+def _config(bundle: Path, name: str) -> dict:
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["cgroupsPath"] = f"{CGROUP_PARENT}/{name}"
+    return config
+
+
+def api_cycle(runtime, bundle: Path, name: str) -> None:
+    box = runtime.create(name, bundle, config=_config(bundle, name))
+    box.start()
+    status = box.wait()
+    box.delete()
+    if status.code != 0:
+        raise BenchError(f"kubirun.api: /bin/true exited {status.code}")
+
+
+def cli_cycle(argv: list[str]) -> None:
+    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise BenchError(f"{' '.join(argv)}: {proc.stderr.decode(errors='replace').strip()}")
+
+
+def timed(step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def concurrent_threads(runtime, bundle: Path) -> tuple[float, list[float]]:
+    cycles: list[float] = []
+    lock = threading.Lock()
+
+    def worker(w: int) -> None:
+        for n in range(CONCURRENT // THREADS):
+            took = timed(lambda: api_cycle(runtime, bundle, f"th{w}-{n}"))
+            with lock:
+                cycles.append(took)
+
+    start = time.perf_counter()
+    workers = [threading.Thread(target=worker, args=(w,)) for w in range(THREADS)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    return time.perf_counter() - start, cycles
+
+
+def concurrent_asyncio(runtime, bundle: Path) -> tuple[float, list[float]]:
+    async def one(n: int) -> float:
+        name = f"as{n}"
+        start = time.perf_counter()
+        box = runtime.create(name, bundle, config=_config(bundle, name))
+        box.start()
+        await box.wait_async()
+        box.delete()
+        return time.perf_counter() - start
+
+    async def main() -> list[float]:
+        return await asyncio.gather(*(one(n) for n in range(CONCURRENT)))
+
+    start = time.perf_counter()
+    cycles = asyncio.run(main())
+    return time.perf_counter() - start, list(cycles)
+
+
+def summary(samples: list[float]) -> dict:
+    return {"median_ms": statistics.median(samples) * 1e3,
+            "p10_ms": percentile(samples, 10) * 1e3, "p90_ms": percentile(samples, 90) * 1e3}
+
+
+def benchmark(args) -> dict:
+    from kubirun.api import Runtime
+
+    tmp = Path(tempfile.mkdtemp(prefix="kubirun-bench-lib-"))
+    try:
+        rootfs = unpack_rootfs(ensure_image(), tmp)
+        reference = "runc" if shutil.which("runc") else None
+        bundle = make_bundle(reference or kubirun_command(), rootfs, tmp)
+        kubirun = kubirun_command()
+        counter = [0]
+
+        def next_id() -> str:
+            counter[0] += 1
+            return f"bench-{counter[0]}"
+
+        with Runtime(root=str(tmp / "api-state")) as runtime:
+            candidates = {
+                "kubirun.api": lambda: api_cycle(runtime, bundle, next_id()),
+                "kubirun run": lambda: cli_cycle([kubirun, "--root", str(tmp / "cli-state"), "run",
+                                                  "--bundle", str(bundle), next_id()]),
+            }
+            for other in ("runc", "crun"):
+                if shutil.which(other):
+                    step = (lambda other=other: cli_cycle(
+                        [other, "--root", str(tmp / f"{other}-state"), "run", "--bundle",
+                         str(bundle), next_id()]))
+                    try:
+                        step()
+                        candidates[other] = step
+                    except BenchError as err:
+                        print(f"{other} dropped: {err}", file=sys.stderr)
+            samples: dict[str, list[float]] = {name: [] for name in candidates}
+            names = list(candidates)
+            for r in range(args.warmup + args.runs):
+                shift = r % len(names)
+                for name in names[shift:] + names[:shift]:
+                    took = timed(candidates[name])
+                    if r >= args.warmup:
+                        samples[name].append(took)
+            threads_wall, threads_cycles = concurrent_threads(runtime, bundle)
+            asyncio_wall, asyncio_cycles = concurrent_asyncio(runtime, bundle)
+    finally:
+        _remove_cgroup_parent()
+        remove_tmp(tmp)
+    results = {name: summary(s) for name, s in samples.items()}
+    for name, row in results.items():
+        for ref in ("runc", "crun"):
+            if ref in results:
+                row[f"vs_{ref}"] = row["median_ms"] / results[ref]["median_ms"]
+    return {"runs": args.runs, "warmup": args.warmup, "results": results,
+            "concurrent": {
+                "threads": {"containers": CONCURRENT, "threads": THREADS,
+                            "wall_ms": threads_wall * 1e3, **summary(threads_cycles)},
+                "asyncio": {"containers": CONCURRENT, "wall_ms": asyncio_wall * 1e3,
+                            **summary(asyncio_cycles)}}}
+
+
+def _remove_cgroup_parent() -> None:
+    for hierarchy in os.listdir("/sys/fs/cgroup"):
+        try:
+            os.rmdir(os.path.join("/sys/fs/cgroup", hierarchy, CGROUP_PARENT.lstrip("/")))
+        except OSError:
+            pass
+    try:
+        os.rmdir("/sys/fs/cgroup" + CGROUP_PARENT)
+    except OSError:
+        pass
+
+
+def format_report(report: dict) -> str:
+    lines = [f"container cycle (create, start, wait, delete of /bin/true), {report['runs']}"
+             f" alternating runs after {report['warmup']} warm-up (ms)",
+             f"{'name':<14}{'median':>8}{'p10':>8}{'p90':>8}{'/runc':>8}{'/crun':>8}"]
+    for name, row in report["results"].items():
+        ratio = [f"{row[k]:.2f}x" if k in row else "-" for k in ("vs_runc", "vs_crun")]
+        lines.append(f"{name:<14}{row['median_ms']:8.2f}{row['p10_ms']:8.2f}{row['p90_ms']:8.2f}"
+                     f"{ratio[0]:>8}{ratio[1]:>8}")
+    for how, row in report["concurrent"].items():
+        lines.append(f"{row['containers']} at once from {how}: {row['wall_ms']:.0f} ms wall,"
+                     f" median cycle {row['median_ms']:.1f} ms")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv, argument_parser(__doc__))
+    if os.geteuid() != 0:
+        print("library_start: run as root", file=sys.stderr)
+        return 1
+    try:
+        report = benchmark(args)
+    except BenchError as err:
+        print(f"library_start: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

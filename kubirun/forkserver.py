@@ -1,0 +1,245 @@
+"""The fork server: the one process that forks containers for a library
+caller (``kubirun.api``), so that the caller itself never forks.
+
+An orchestrator is multi-threaded, runs asyncio, holds locks in other
+threads; ``fork()`` from such a process copies all of that half-done into
+the child.  So ``api.Runtime`` starts this server once (``posix_spawn``,
+which is safe in a threaded process, in a session of its own so that a
+Ctrl-C at the orchestrator's terminal reaches neither it nor the
+containers), and asks it over a unix socket:
+
+    create  a container (the caller's stdio fds passed with SCM_RIGHTS and
+            made the init's 0, 1, 2): ``Container.create`` runs here, and
+            the init is this server's child
+    exec    a process in a container (detached: the server is its parent)
+    watch   "tell me when PID 1 of this container (or this exec'd
+            process) exits, and how"
+
+The server is single-threaded: one request at a time, each on a socket
+pair of its own that the caller sends over the control socket, so
+requests from many threads never mix.  It reaps every child it has (pidfds
+in its event loop: no SIGCHLD handler) and records each container's exit
+status in its state directory (``exit.json``, see ``kubirun.exitstatus``)
+before telling the watchers: a restarted orchestrator reads it there.  It
+ends when the control socket closes, i.e. when its owner is gone; the
+containers stay, as they do when the CLI that created them exits.
+"""
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import sys
+
+from kubirun import jsonio
+
+MAX_MESSAGE = 1 << 20
+MAX_FDS = 8
+FINISHED_KEPT = 4096
+
+
+# --- the wire: one JSON object per datagram, fds alongside --------------------
+
+def send(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:
+    data = jsonio.dumps(message).encode()
+    if fds:
+        socket.send_fds(sock, [data], list(fds))
+    else:
+        sock.send(data)
+
+
+def receive(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    """The next message and its fds; (None, []) at end-of-file."""
+    data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, MAX_FDS)
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    return jsonio.loads(data), fds
+
+
+# --- the server ------------------------------------------------------------------
+
+class Server:
+    """The event loop: the control socket, request sockets, children's pidfds."""
+
+    def __init__(self, control: socket.socket) -> None:
+        self.control = control
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(control, selectors.EVENT_READ, self._on_control)
+        self.children: dict[int, tuple[str, str | None, str]] = {}  # pid: (kind, root, id)
+        self.watchers: dict[int, list[socket.socket]] = {}  # pid: sockets told at its exit
+        # How recent children ended, for a watch that comes after the reaping
+        # (a container's is also in its exit.json): the newest FINISHED_KEPT.
+        self.finished: dict[int, dict] = {}
+        self.done = False
+
+    def run(self) -> None:
+        while not self.done:
+            for key, _ in self.selector.select():
+                key.data(key.fileobj)
+
+    # control: new request sockets, or the owner gone
+    def _on_control(self, control: socket.socket) -> None:
+        message, fds = receive(control)
+        if message is None:
+            self.done = True  # the owner closed it, or died
+            return
+        for fd in fds:
+            request = socket.socket(fileno=fd)
+            self.selector.register(request, selectors.EVENT_READ, self._on_request)
+
+    def _on_request(self, request: socket.socket) -> None:
+        self.selector.unregister(request)
+        message, fds = receive(request)
+        if message is None:
+            request.close()
+            return
+        keep_open = False
+        try:
+            handler = getattr(self, f"_op_{message.get('op')}", None)
+            if handler is None:
+                raise ValueError(f"unknown request {message.get('op')!r}")
+            keep_open = handler(request, message, fds)
+        except BaseException as err:  # noqa: BLE001 - the caller gets it, the server goes on
+            send(request, _error_reply(err))
+        finally:
+            for fd in fds:
+                _close_quietly(fd)
+        if not keep_open:
+            request.close()
+
+    def _op_create(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
+        from kubirun import log
+        from kubirun.container import Container, CreateOptions
+        from kubirun.spec import load_bundle, parse
+
+        warnings: list[str] = []
+        with log.captured(warnings):
+            if message.get("config") is not None:
+                spec = parse(message["config"], message["bundle"])
+            else:
+                spec = load_bundle(message["bundle"])
+            options = CreateOptions(no_pivot=bool(message.get("no_pivot")),
+                                    new_keyring=not message.get("no_new_keyring"))
+            with _as_stdio(fds):
+                container = Container.create(message["id"], spec, root=message.get("root"),
+                                             options=options)
+        pid = container._init_pid
+        container._channel.close()  # what it says after `start` goes to start's fifo
+        container._init_pid = None  # ours to reap, not the Container object's
+        self._adopt(pid, "container", message.get("root"), message["id"])
+        send(request, {"ok": True, "pid": pid, "warnings": warnings})
+        return False
+
+    def _op_exec(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
+        import tempfile
+
+        from kubirun import log
+        from kubirun.exec_into import ExecOptions, exec_in_container
+        from kubirun.spec import parse_process
+
+        spec = parse_process(message["process"], "process")
+        warnings: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="kubirun-exec-") as scratch:
+            pid_file = os.path.join(scratch, "pid")
+            with log.captured(warnings), _as_stdio(fds):
+                exec_in_container(message["id"], spec, ExecOptions(detach=True, pid_file=pid_file),
+                                  root=message.get("root"))
+            with open(pid_file) as f:
+                pid = int(f.read())
+        self._adopt(pid, "exec", message.get("root"), message["id"])
+        send(request, {"ok": True, "pid": pid, "warnings": warnings})
+        return False
+
+    def _op_watch(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
+        pid = int(message["pid"])
+        if pid in self.finished and pid not in self.children:
+            send(request, {"ok": True, "exit": self.finished[pid]})
+            return False
+        if pid not in self.children:
+            send(request, {"ok": False, "error": f"process {pid} is not a child of this server",
+                           "code": 1})
+            return False
+        self.watchers.setdefault(pid, []).append(request)
+        return True  # answered at the exit
+
+    def _adopt(self, pid: int, kind: str, root: str | None, container_id: str) -> None:
+        from kubirun import _native
+
+        self.children[pid] = (kind, root, container_id)
+        pidfd = _native.pidfd_open(pid)
+        self.selector.register(pidfd, selectors.EVENT_READ, lambda fd, pid=pid: self._on_exit(fd, pid))
+
+    def _on_exit(self, pidfd: int, pid: int) -> None:
+        from kubirun import exitstatus
+
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        _, status = os.waitpid(pid, 0)
+        kind, root, container_id = self.children.pop(pid)
+        result = exitstatus.from_wait_status(status)
+        if kind == "container":
+            result = exitstatus.record(root, container_id, result)
+        self.finished[pid] = result
+        while len(self.finished) > FINISHED_KEPT:
+            del self.finished[next(iter(self.finished))]
+        for watcher in self.watchers.pop(pid, []):
+            try:
+                send(watcher, {"ok": True, "exit": result})
+            except OSError:
+                pass  # that caller is gone
+            watcher.close()
+
+
+def _error_reply(err: BaseException) -> dict:
+    from kubirun.errors import KubirunError, describe
+
+    if isinstance(err, KubirunError):
+        return {"ok": False, "error": str(err), "code": err.exit_code}
+    return {"ok": False, "error": describe(err), "code": 1}
+
+
+class _as_stdio:
+    """The request's fds as this process's 0, 1, 2 while the init (or exec
+    process) is forked, which inherits them; ours again afterwards."""
+
+    def __init__(self, fds: list[int]) -> None:
+        self.fds = fds[:3]
+        self.saved: list[int] = []
+
+    def __enter__(self) -> "_as_stdio":
+        for target, fd in enumerate(self.fds):
+            self.saved.append(os.dup(target))
+            os.dup2(fd, target)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for target, fd in enumerate(self.saved):
+            os.dup2(fd, target)
+            os.close(fd)
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def serve(control_fd: int) -> None:
+    """The server's main: run until the owner is gone."""
+    control = socket.socket(fileno=control_fd)
+    os.set_inheritable(control_fd, False)
+    # Our stdio is /dev/null: a container gets the caller's only if asked.
+    null = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        os.dup2(null, target)
+    os.close(null)
+    Server(control).run()
+
+
+if __name__ == "__main__":
+    serve(int(sys.argv[1]))

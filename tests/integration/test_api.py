@@ -1,0 +1,298 @@
+"""``kubirun.api``, the library an orchestrator embeds: containers made by
+a fork server (the caller never forks), stdio per container, exit status
+from any thread or asyncio and recorded for a later ``Runtime``, no signal
+handler taken, no fd left behind."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import REPO, TEST_CGROUP_PARENT
+
+
+@pytest.fixture
+def make_bundle(tmp_path, busybox_dir):
+    """``make_bundle(args)``: a bundle running ``args`` in the busybox root."""
+    count = 0
+
+    def make(args: list[str]) -> str:
+        nonlocal count
+        count += 1
+        directory = tmp_path / f"bundle{count}"
+        directory.mkdir()
+        from kubirun.spec import default_config
+
+        config = default_config()
+        config["root"] = {"path": str(busybox_dir), "readonly": True}
+        config["process"].update(terminal=False, args=args)
+        config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/api-{count}"
+        (directory / "config.json").write_text(json.dumps(config))
+        return str(directory)
+
+    return make
+
+
+@pytest.fixture
+def runtime(tmp_path):
+    from kubirun.api import Runtime
+
+    with Runtime(root=str(tmp_path / "api-root")) as rt:
+        yield rt
+        for container_id in rt.list():
+            rt.load(container_id).delete(force=True)
+
+
+def test_a_container_from_create_to_delete_with_its_output_in_pipes(runtime, make_bundle):
+    from kubirun.api import ExitStatus, Stdio
+
+    box = runtime.create("first", make_bundle(["sh", "-c", "echo out; echo err >&2; exit 3"]),
+                         stdio=Stdio(stdout=Stdio.PIPE, stderr=Stdio.PIPE))
+    assert box.state()["status"] == "created"
+    box.start()
+    assert (box.stdout.read(), box.stderr.read()) == (b"out\n", b"err\n")
+    assert box.wait(timeout=20) == ExitStatus(3)
+    box.delete()
+    assert runtime.list() == []
+
+
+def test_stdout_appended_to_a_file(runtime, make_bundle, tmp_path):
+    from kubirun.api import Stdio
+
+    log = tmp_path / "box.log"
+    log.write_text("before\n")
+    box = runtime.create("logged", make_bundle(["echo", "after"]), stdio=Stdio(stdout=str(log)))
+    box.start()
+    assert box.wait(timeout=20).code == 0
+    box.delete()
+    assert log.read_text() == "before\nafter\n"
+
+
+def test_a_later_runtime_reads_the_exit_status(tmp_path, make_bundle):
+    from kubirun.api import ExitStatus, Runtime
+
+    root = str(tmp_path / "api-root")
+    with Runtime(root=root) as first:
+        box = first.create("recorded", make_bundle(["sleep", "30"]))
+        box.start()
+        box.kill(signal.SIGKILL)
+        assert box.wait(timeout=20) == ExitStatus(137, signal.SIGKILL)
+    with Runtime(root=root) as second:
+        again = second.load("recorded")
+        assert again.exit_status == ExitStatus(137, signal.SIGKILL)
+        assert again.wait() == ExitStatus(137, signal.SIGKILL)
+        again.delete()
+
+
+def test_wait_with_a_timeout(runtime, make_bundle):
+    box = runtime.create("sleeper", make_bundle(["sleep", "30"]))
+    box.start()
+    with pytest.raises(TimeoutError):
+        box.wait(timeout=0.2)
+    box.kill(signal.SIGKILL)
+    assert box.wait(timeout=20).signal == signal.SIGKILL
+    box.delete()
+
+
+def test_exec_and_wait_for_it(runtime, make_bundle):
+    from kubirun.api import Stdio
+
+    box = runtime.create("host", make_bundle(["sleep", "30"]))
+    box.start()
+    process = box.exec(["sh", "-c", "echo inside; exit 4"], stdio=Stdio(stdout=Stdio.PIPE))
+    assert process.stdout.read() == b"inside\n"
+    assert process.wait(timeout=20).code == 4
+    box.delete(force=True)
+
+
+def test_a_detached_exec_does_not_keep_a_dead_container_running(runtime, make_bundle):
+    box = runtime.create("zap", make_bundle(["sleep", "30"]))
+    box.start()
+    box.exec(["sleep", "30"])
+    box.kill(signal.SIGKILL)  # PID 1 only: the kernel ends the rest of its namespace
+    deadline = time.monotonic() + 1
+    while box.state()["status"] != "stopped":
+        assert time.monotonic() < deadline, "still not stopped after 1 s"
+        time.sleep(0.02)
+    box.delete()
+
+
+def test_a_bad_bundle_is_one_error_and_nothing_is_left(runtime, tmp_path):
+    from kubirun.api import KubirunError
+
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    with pytest.raises(KubirunError, match="malformed JSON"):
+        runtime.create("bad", str(tmp_path / "bad"))
+    assert runtime.list() == []
+
+
+def _own_cgroup(bundle: str, name: str) -> dict:
+    """The bundle's config with a cgroup of the container's own."""
+    config = json.loads(open(os.path.join(bundle, "config.json")).read())
+    config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/api-{name}"
+    return config
+
+
+def _children() -> set[int]:
+    found = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found.update(int(pid) for pid in f.read().split())
+    return found
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_many_containers_from_threads_with_few_fds(runtime, make_bundle):
+    from kubirun.api import Stdio
+
+    bundle = make_bundle(["hostname"])
+    runtime.create("warm-up", bundle).delete(force=True)  # the fork server runs now
+    fds_before, threads_before = _open_fds(), threading.active_count()
+    children_before = _children()
+    assert len(children_before) == 1
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    errors: list[BaseException] = []
+
+    def cycle(worker: int) -> None:
+        try:
+            for n in range(10):
+                name = f"t{worker}-{n}"
+                box = runtime.create(name, bundle, config=_own_cgroup(bundle, name),
+                                     stdio=Stdio(stdout=Stdio.PIPE))
+                box.start()
+                assert box.stdout.read() == b"kubirun\n"
+                assert box.wait(timeout=30).code == 0
+                box.delete()
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    try:
+        workers = [threading.Thread(target=cycle, args=(w,)) for w in range(10)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert not errors, errors[:3]
+    assert runtime.list() == []
+    assert _open_fds() == fds_before
+    assert threading.active_count() == threads_before
+    assert _children() == children_before  # the fork server alone: no init, no zombie
+
+
+def test_many_containers_from_asyncio(runtime, make_bundle):
+    bundle = make_bundle(["sh", "-c", "exit $((RANDOM % 7))"])
+
+    async def one(n: int) -> int:
+        box = runtime.create(f"a{n}", bundle, config=_own_cgroup(bundle, f"a{n}"))
+        box.start()
+        status = await box.wait_async()
+        box.delete()
+        return status.code
+
+    async def main() -> list[int]:
+        return await asyncio.gather(*(one(n) for n in range(20)))
+
+    codes = asyncio.run(main())
+    assert len(codes) == 20 and all(0 <= code < 7 for code in codes)
+    assert runtime.list() == []
+
+
+EMBEDDER = """
+import os, signal, sys, time
+from kubirun.api import Runtime
+root, bundle = sys.argv[1], sys.argv[2]
+with Runtime(root=root) as rt:
+    box = rt.create("kept", bundle)
+    box.start()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        print("no KeyboardInterrupt")
+    except KeyboardInterrupt:
+        print("KeyboardInterrupt", box.state()["status"])
+    box.delete(force=True)
+"""
+
+
+def test_sigint_to_the_embedder_is_its_own_and_the_containers_are_untouched(make_bundle, tmp_path):
+    result = subprocess.run([sys.executable, "-c", EMBEDDER, str(tmp_path / "root"),
+                             make_bundle(["sleep", "30"])], capture_output=True, text=True,
+                            timeout=60, cwd=str(REPO))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["KeyboardInterrupt", "running"]
+
+
+def test_the_caller_keeps_its_dumpable_flag_umask_cwd_and_signal_handlers(runtime, make_bundle):
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    before = (prctl(3, 0, 0, 0, 0), os.umask(0o022), os.getcwd(),  # PR_GET_DUMPABLE
+              [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)])
+    os.umask(before[1])
+    box = runtime.create("polite", make_bundle(["true"]))
+    box.start()
+    box.wait(timeout=20)
+    box.delete()
+    after = (prctl(3, 0, 0, 0, 0), os.umask(0o022), os.getcwd(),
+             [signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD)])
+    os.umask(after[1])
+    assert after == before
+
+
+def test_the_readmes_example_orchestrator_runs_as_written(tmp_path, busybox_tarball):
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- example: orchestrator -->\n```python\n", 1)[1].split("```", 1)[0]
+    block = block.replace('"/run/example-orchestrator"', repr(str(tmp_path / "root")))
+    (tmp_path / "orchestrator.py").write_text(block)
+    bundle = tmp_path / "worker"
+    made = subprocess.run([str(REPO / ".venv" / "bin" / "kubirun"), "bundle", str(busybox_tarball),
+                           str(bundle)], capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    config = json.loads((bundle / "config.json").read_text())
+    config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/readme"
+    (bundle / "config.json").write_text(json.dumps(config))
+    try:
+        result = subprocess.run([sys.executable, str(tmp_path / "orchestrator.py"), str(bundle)],
+                                capture_output=True, text=True, timeout=120, cwd=str(REPO))
+    finally:
+        from tests.conftest import remove_cgroup_parent
+
+        remove_cgroup_parent(f"{TEST_CGROUP_PARENT}/readme")  # the example's parent of its own
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["one: one done (attempt 1)", "two: two done (attempt 1)",
+                                          "flaky: failed twice"]
+    assert result.stderr.count("exited 3") == 2
+
+
+def test_a_cgroup_parent_for_configs_that_name_none(tmp_path, make_bundle):
+    from kubirun.api import Runtime
+    from tests.conftest import remove_cgroup_parent
+
+    config = json.loads(open(os.path.join(make_bundle(["sleep", "30"]), "config.json")).read())
+    del config["linux"]["cgroupsPath"]
+    (tmp_path / "nopath").mkdir()
+    (tmp_path / "nopath" / "config.json").write_text(json.dumps(config))
+    try:
+        with Runtime(root=str(tmp_path / "root"), cgroup_parent=f"{TEST_CGROUP_PARENT}/pods") as rt:
+            box = rt.create("placed", str(tmp_path / "nopath"))
+            box.start()
+            with open(f"/proc/{box.state()['pid']}/cgroup") as f:
+                assert f"{TEST_CGROUP_PARENT}/pods/placed" in f.read()
+            box.delete(force=True)
+    finally:
+        remove_cgroup_parent(f"{TEST_CGROUP_PARENT}/pods")
