@@ -143,6 +143,12 @@ class _ForkServer:
             mine.close()
         return mine, _checked(answer)
 
+    def alive(self) -> bool:
+        try:
+            return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+        except ChildProcessError:
+            return False
+
     def close(self) -> None:
         self.control.close()  # the server ends at end-of-file
         try:
@@ -176,7 +182,14 @@ class Runtime:
         self._lock = threading.Lock()
 
     def _fork_server(self) -> _ForkServer:
+        """Ours, started now if there is none or the last one died (its
+        children then belong to the host's init: their exit statuses are
+        lost, the containers themselves go on)."""
         with self._lock:
+            if self._server is not None and not self._server.alive():
+                self.log.warning("kubirun's fork server died: starting a new one")
+                self._server.close()
+                self._server = None
             if self._server is None:
                 self._server = _ForkServer()
             return self._server

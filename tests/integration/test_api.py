@@ -296,3 +296,14 @@ def test_a_cgroup_parent_for_configs_that_name_none(tmp_path, make_bundle):
             box.delete(force=True)
     finally:
         remove_cgroup_parent(f"{TEST_CGROUP_PARENT}/pods")
+
+
+def test_a_fork_server_that_died_is_replaced(runtime, make_bundle):
+    first = runtime.create("before", make_bundle(["true"]))
+    first.delete(force=True)
+    os.kill(runtime._server.pid, signal.SIGKILL)
+    os.waitpid(runtime._server.pid, 0)  # dead for sure (SIGKILL is not instant)
+    second = runtime.create("after", make_bundle(["echo", "fine"]))
+    second.start()
+    assert second.wait(timeout=20).code == 0
+    second.delete()
