@@ -65,11 +65,14 @@ def set_up_cgroup(path: str, spec: Spec, container_id: str):
         if os.geteuid() == 0 or getattr(err, "errno", None) not in (errno.EACCES, errno.EPERM):
             raise
         # Rootless without a delegated cgroup: run, but say what is lost
-        # (podman does the same on a cgroup v1 host).
+        # (podman does the same on a cgroup v1 host) when limits were asked
+        # for; without any, only --debug says so (every rootless run on a
+        # v1 host would warn otherwise).
+        say = log.warning if limits_requested(spec) else log.debug
         lost = "its linux.resources are NOT applied" if limits_requested(spec) else "no limits"
-        log.warning(f"container {container_id}: no cgroup this user may write ({path}: {err}):"
-                    f" it runs without one ({lost}; no pause, ps or stats);"
-                    " delegate a cgroup to this user to have them")
+        say(f"container {container_id}: no cgroup this user may write ({path}: {err}):"
+            f" it runs without one ({lost}; no pause, ps or stats);"
+            " delegate a cgroup to this user to have them")
         return None
     try:
         for warning in cgroup.apply(with_default_devices(spec)):

@@ -11,7 +11,7 @@ import pytest
 
 from kubirun import _native
 from kubirun.ns.namespaces import fork_into_new_pid_namespace
-from tests.conftest import KUBIRUN_SCRIPT, kubirun
+from tests.conftest import KUBIRUN_SCRIPT, REPO, kubirun
 
 PR_GET_DUMPABLE = 3
 
@@ -112,3 +112,18 @@ def test_demo_ps_shows_both_sides(busybox_tarball):
     inside_rows = [line for line in inside.splitlines() if line.strip()[:1].isdigit()]
     assert inside_rows and inside_rows[0].split()[0] == "1"
     assert "ps aux" in inside_rows[0]
+
+
+def test_demo_ps_without_a_checkout_makes_its_root_from_the_hosts_busybox(tmp_path, private_store):
+    # As after `pip install`: the package alone, no rootfs/ beside it.
+    if not any(os.path.exists(p) for p in ("/bin/busybox", "/usr/bin/busybox")):
+        pytest.skip("no busybox on the host (apt install busybox-static)")
+    shutil.copytree(REPO / "kubirun", tmp_path / "site" / "kubirun", symlinks=True)
+    result = subprocess.run([sys.executable, "-c", "from kubirun.cli import main; main()",
+                             "demo", "ps"], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=str(tmp_path / "site")),
+                            cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    inside = result.stdout.partition("=== ps aux inside a container")[2]
+    assert [line.split()[0] for line in inside.splitlines() if line.strip()[:1].isdigit()] == ["1"]
+    assert (private_store / "demo" / "busybox" / "bin" / "busybox").exists()
