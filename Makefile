@@ -8,10 +8,10 @@ VENV   := .venv
 PIP    := $(VENV)/bin/pip
 PY     := $(VENV)/bin/python
 
-# What the runtime needs to build and run (the cffi module, python-prctl,
-# the demo image, `ps` for the demo's host half, newuidmap/newgidmap for
+# What the runtime needs to build and run (the cffi module and the exec
+# helper, libseccomp, the demo image, `ps` for the demo's host half, newuidmap/newgidmap for
 # rootless containers with /etc/subuid ranges).
-APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev libffi-dev libcap-dev libseccomp-dev \
+APT_RUN  := python3 python3-venv python3-dev gcc libc6-dev libffi-dev libseccomp-dev \
             busybox-static procps make tar gzip nftables uidmap
 # What the tests need besides: runc as the peer runtime, strace to count
 # execve calls, GNU tar to compare extraction with; podman (with conmon) and

@@ -45,10 +45,15 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["kubirun/_native/build.py:ffibuilder"],
     cmdclass={"build_ext": BuildWithExecHelper},
+    # The cffi module uses the stable ABI (_kernel.abi3.so): one wheel for
+    # every CPython from 3.9 on.
+    options={"bdist_wheel": {"py_limited_api": "cp39"}},
+    # prctl, capabilities, securebits and no_new_privs go through our own
+    # cffi module (kubirun/_native: the one syscall seam), so python-prctl,
+    # which nothing imported and pip compiled against libcap, is not needed.
     install_requires=[
         "cffi>=1.15",
         "click>=8.0",
-        "python-prctl>=1.7",
         "pyroute2>=0.7",
     ],
     extras_require={"test": ["pytest>=7"]},
