@@ -112,6 +112,13 @@ def receive_master(channel: socket.socket, size_from: int) -> int | None:
     return None
 
 
+def give_terminal_to(slave: int, uid: int) -> None:
+    """The process's terminal is its user's (its group stays devpts' tty,
+    gid 5), as runc leaves it: ``mesg``, ``write`` and programs that check
+    who owns their tty (ssh-agent, gpg's pinentry) need that."""
+    os.fchown(slave, uid, -1)
+
+
 def become_controlling_terminal(slave: int) -> None:
     """New session, the pty as its controlling terminal, and stdio on it."""
     os.setsid()

@@ -20,7 +20,7 @@ from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.errors import KubirunError
 from kubirun.init import InitConfig, container_init
 from kubirun.ns import namespaces
-from kubirun.ns.mountspec import PROPAGATION_OPTIONS, plan_devices, plan_mounts
+from kubirun.ns.mountspec import PROPAGATION_OPTIONS, dev_read_only_last, plan_devices, plan_mounts
 from kubirun.spec import Spec
 
 DEFAULT_CGROUP_PARENT = "/kubirun"
@@ -147,6 +147,7 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
         # In a user namespace mknod is not allowed: devices are bound from the host.
         in_user_ns = spec.namespace("user") is not None
         mounts.extend(plan_devices(spec.devices, bind=in_user_ns))
+    mounts.extend(dev_read_only_last(mounts))
     if spec.process.capabilities:
         from kubirun.capabilities import beyond_our_bounding_set
 

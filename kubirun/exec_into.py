@@ -235,6 +235,7 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
             console_module.hand_over_master(console, master, spec.console_size, ack)
         identity, program, env = process.prepare(spec, "")
         if slave is not None:
+            console_module.give_terminal_to(slave, identity.uid)
             console_module.become_controlling_terminal(slave)
         for fd in range(3, 3 + preserve_fds):
             os.set_inheritable(fd, True)

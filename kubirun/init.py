@@ -158,6 +158,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     # Our PID as the host sees it, for the hooks' state: /proc is still
     # the host's here.
     config.hook_state["pid"] = int(os.readlink("/proc/self"))
+    if config.hooks_create_container:
+        os.chdir(config.rootfs)  # their working directory is the container's root, as runc's
     _run_hooks("createContainer", config.hooks_create_container, config.hook_state,
                config.exec_helper)
 
@@ -205,6 +207,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     # 13. What runs, found in the container's PATH, with which environment.
     identity, program, env = process.prepare(spec, config.hostname or "")
     if slave is not None:
+        console.give_terminal_to(slave, identity.uid)
         console.become_controlling_terminal(slave)
 
     # 14. Created: wait for `start` (it opens the exec fifo).

@@ -286,6 +286,10 @@ def become(spec: ProcessSpec, identity: Identity) -> None:
 
         rlimits.apply(spec.rlimits)
     set_oom_score(spec)
+    # As runc: the working directory is entered while still root (a
+    # directory the runtime may enter but the user may not still works),
+    # and only if that is refused, again as the user.
+    entered = enter_workdir(spec.cwd, permission_error_is_fatal=False)
     caps = None
     if spec.capabilities is not None:
         from kubirun.capabilities import CapabilityPlan, last_cap
@@ -308,14 +312,20 @@ def become(spec: ProcessSpec, identity: Identity) -> None:
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     if spec.umask is not None:
         os.umask(spec.umask)
-    enter_workdir(spec.cwd)
+    if not entered:
+        enter_workdir(spec.cwd)
 
 
-def enter_workdir(cwd: str) -> None:
+def enter_workdir(cwd: str, permission_error_is_fatal: bool = True) -> bool:
     """``chdir`` and verify that the result is inside the new root: a cwd
-    reached through a leaked host fd would be "unreachable" (CVE-2024-21626)."""
+    reached through a leaked host fd would be "unreachable" (CVE-2024-21626).
+    False (not entered) for EACCES/EPERM unless ``permission_error_is_fatal``."""
     try:
         os.chdir(cwd)
+    except PermissionError as err:
+        if not permission_error_is_fatal:
+            return False
+        raise KubirunError(f"cannot enter working directory {cwd!r}: {err.strerror}") from None
     except OSError as err:
         raise KubirunError(f"cannot enter working directory {cwd!r}: {err.strerror}") from None
     try:
@@ -328,3 +338,4 @@ def enter_workdir(cwd: str) -> None:
         here = os.readlink("/proc/self/cwd")
     if not here.startswith("/"):
         raise ExecError(f"working directory {cwd!r} is outside the container's root", 1)
+    return True

@@ -162,7 +162,7 @@ def parse(raw: object, bundle: str) -> Spec:
     spec.domainname = _get(raw, "domainname", str, "")
     if "process" in raw and raw["process"] is not None:
         spec.process = parse_process(_expect(raw["process"], dict, "process"), "process")
-    spec.mounts = [_parse_mount(m, f"mounts[{i}]")
+    spec.mounts = [_source_in_bundle(_parse_mount(m, f"mounts[{i}]"), bundle)
                    for i, m in enumerate(_get(raw, "mounts", list, "", []))]
     spec.hooks = _parse_hooks(_get(raw, "hooks", dict, "", {}))
     annotations = _get(raw, "annotations", dict, "", {})
@@ -280,6 +280,16 @@ def _parse_mount(mount: object, where: str) -> dict:
     _strings(mount, "options", where)
     if mount.get("uidMappings") or mount.get("gidMappings"):
         raise _fail(f"{where}.uidMappings", "id-mapped mounts are not supported yet")
+    return mount
+
+
+def _source_in_bundle(mount: dict, bundle: str) -> dict:
+    """A bind mount's relative source is the bundle's (``"source": "."``
+    is the bundle directory), as runc has it."""
+    source = mount.get("source")
+    is_bind = mount.get("type") == "bind" or {"bind", "rbind"} & set(mount.get("options") or [])
+    if is_bind and source and not source.startswith("/"):
+        return dict(mount, source=os.path.normpath(os.path.join(os.path.abspath(bundle), source)))
     return mount
 
 

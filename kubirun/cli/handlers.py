@@ -200,7 +200,20 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
         spec.no_new_privileges = True
     options = ExecOptions(detach=detach, pid_file=pid_file, console_socket=console_socket,
                           preserve_fds=_count(preserve_fds, "--preserve-fds"))
-    return exec_in_container(container_id, spec, options)
+    try:
+        return exec_in_container(container_id, spec, options)
+    except (KubirunError, OSError) as err:
+        # The process never ran (no such program, a cwd or pid file that
+        # cannot be): runc says so with status 255, and engines (containerd,
+        # podman) read that status and the message, not the shell's 126/127.
+        from kubirun import log
+        from kubirun.errors import describe
+
+        log.error(str(err) if isinstance(err, KubirunError) else describe(err))
+        return EXEC_DID_NOT_START
+
+
+EXEC_DID_NOT_START = 255
 
 
 # --- looking at containers ---------------------------------------------------

@@ -154,6 +154,23 @@ def _cgroup_mounts(target: str, flags: int, binds: list[tuple[str, str]]) -> lis
     return steps
 
 
+def dev_read_only_last(steps: list[Step]) -> list[Step]:
+    """A read-only ``/dev`` (a tmpfs with ``ro``) is mounted writable, so
+    that its devices, links and the mounts below it can be made, and made
+    read-only last, as runc does: the step for that, to come after all
+    others of ``/dev`` (``steps``' /dev mount loses its MS_RDONLY here)."""
+    last: list[Step] = []
+    for step in steps:
+        if isinstance(step, Mount) and step.target == "/dev" and step.flags & MS_RDONLY \
+                and not step.flags & (MS_BIND | MS_REMOUNT):
+            step.flags &= ~MS_RDONLY
+            last.append(Mount(None, "/dev", None, MS_REMOUNT,
+                              remount_flags=MS_BIND | MS_RDONLY | (step.flags & (
+                                  MS_NOSUID | MS_NODEV | MS_NOEXEC)),
+                              follow_symlinks=False))
+    return last
+
+
 def plan_devices(devices: list[dict], bind: bool = False) -> list[Step]:
     """Default devices and ``/dev`` links, then the spec's ``linux.devices``;
     with ``bind`` (in a user namespace, where mknod is refused) each device
