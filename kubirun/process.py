@@ -261,7 +261,11 @@ def prepare(spec: ProcessSpec, hostname: str) -> tuple[Identity, str, dict[str, 
         env = build_env(spec.env, hostname, identity.home, spec.terminal)
     if not os.path.isdir(spec.cwd):
         # Create a missing working directory, as runc, docker and podman do.
-        os.makedirs(spec.cwd, 0o755, exist_ok=True)
+        try:
+            os.makedirs(spec.cwd, 0o755, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise KubirunError(f"working directory {spec.cwd!r}: not a directory in the"
+                               " container") from None
     program = find_executable(spec.args[0], env.get("PATH", DEFAULT_PATH))
     return identity, program, env
 

@@ -85,7 +85,11 @@ class StateDir:
 
     def make(self) -> None:
         """Claim the id: fails if a container already has it."""
-        os.makedirs(self.root, 0o700, exist_ok=True)
+        try:
+            os.makedirs(self.root, 0o700, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise KubirunError(f"state root {self.root} is not a directory (from --root or"
+                               " $KUBIRUN_ROOT)") from None
         try:
             os.mkdir(self.path, 0o711)
         except FileExistsError:
@@ -152,4 +156,9 @@ def list_ids(root: str) -> list[str]:
         names = os.listdir(root)
     except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        from kubirun.errors import KubirunError
+
+        raise KubirunError(f"state root {root} is not a directory (from --root or"
+                           " $KUBIRUN_ROOT)") from None
     return sorted(n for n in names if os.path.exists(os.path.join(root, n, STATE_FILE)))

@@ -46,6 +46,9 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
 
     if store is not None:
         os.environ["KUBIRUN_STORE"] = os.path.abspath(store)
+    if workdir and not workdir.startswith("/"):
+        raise KubirunError(f"-w {workdir!r}: the working directory must be an absolute path"
+                           " (as docker says)")
 
     spec = ProcessSpec(
         args=args or list(DEFAULT_ARGS),

@@ -107,3 +107,26 @@ def test_hardlink_to_host_file_is_refused(bad_run, tmp_path, host_file):
     assert "'h'" in line and str(host_file) in line
     assert os.lstat(host_file).st_nlink == 1
     assert host_file.read_bytes() == b"host data\n"
+
+
+# --- run's flags (issue 19) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, says", [
+    (["-w", "rel/dir"], "must be an absolute path"),
+    (["-w", "/etc/passwd"], "not a directory in the container"),
+    (["--network", "ns:/etc/passwd"], "is not a network namespace"),
+])
+def test_a_bad_run_flag_is_one_line(busybox_dir, args, says):
+    result = kubirun("run", *args, str(busybox_dir), "--", "true")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+
+
+def test_a_state_root_that_is_a_file_is_named(monkeypatch, busybox_dir):
+    monkeypatch.setenv("KUBIRUN_ROOT", "/etc/passwd")
+    for args in (["list"], ["run", str(busybox_dir), "--", "true"]):
+        result = kubirun(*args)
+        assert result.returncode != 0
+        assert "state root /etc/passwd is not a directory" in result.stderr, result.stderr

@@ -85,10 +85,32 @@ def parse_mode(text: str) -> tuple[str, str | None]:
                                " (/run/netns/NAME, /proc/PID/ns/net)")
         if not os.path.exists(path):
             raise KubirunError(f"--network {text!r}: {path} does not exist")
+        if not _is_network_namespace(path):
+            raise KubirunError(f"--network {text!r}: {path} is not a network namespace"
+                               " (/run/netns/NAME, /proc/PID/ns/net)")
         return "ns", path
     if text not in MODES:
         raise KubirunError(f"--network {text!r}: expected none, host, bridge or ns:PATH")
     return text, None
+
+
+NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace file: its CLONE_NEW* type
+CLONE_NEWNET = 0x40000000
+
+
+def _is_network_namespace(path: str) -> bool:
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+    except OSError:
+        return False  # not a namespace file at all (ENOTTY)
+    finally:
+        os.close(fd)
 
 
 def check_bridge_name(name: str) -> None:
