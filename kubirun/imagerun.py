@@ -142,6 +142,7 @@ def image_config(process: ProcessSpec, hostname: str, rootfs: str, resources: di
     from kubirun.spec import default_config
 
     config = default_config()
+    config["linux"]["namespaces"].append({"type": "cgroup"})  # as docker on cgroup v2
     config["process"]["args"] = process.args
     config["root"] = {"path": rootfs}
     config["hostname"] = hostname

@@ -497,7 +497,8 @@ def default_config(rootless: bool = False) -> dict:
             "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                     "TERM=xterm"],
             "cwd": "/",
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps,
+                             "ambient": caps},
             "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
             "noNewPrivileges": True,
         },
@@ -520,7 +521,8 @@ def default_config(rootless: bool = False) -> dict:
         ],
         "linux": {
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
-            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+            # runc 1.1's: no cgroup namespace (image runs add one)
+            "namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts", "mount")],
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
                             "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
                             "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
@@ -535,7 +537,7 @@ def default_config(rootless: bool = False) -> dict:
         linux.pop("resources")
         linux["uidMappings"] = [{"containerID": 0, "hostID": os.getuid(), "size": 1}]
         linux["gidMappings"] = [{"containerID": 0, "hostID": os.getgid(), "size": 1}]
-        linux["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "cgroup", "user")]
+        linux["namespaces"] = [{"type": t} for t in ("pid", "ipc", "uts", "mount", "user")]  # as runc
         config["mounts"][-2:] = [
             {"destination": "/sys", "type": "none", "source": "/sys",
              "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}]
@@ -543,4 +545,37 @@ def default_config(rootless: bool = False) -> dict:
             if mount["type"] == "devpts":  # gid 5 is not mapped
                 mount["options"] = [o for o in mount["options"] if o != "gid=5"]
         config["process"]["terminal"] = True
+    config["ociVersion"] = lowest_oci_version(config)
     return config
+
+
+# Fields of config.json and the runtime-spec release that brought them
+# (what a bundle may hold); everything else is in 1.0.
+NEWER_FIELDS = {
+    ("linux", "timeOffsets"): "1.1.0",
+    ("linux", "personality"): "1.2.0",
+    ("linux", "netDevices"): "1.2.0",
+    ("process", "ioPriority"): "1.1.0",
+    ("process", "scheduler"): "1.1.0",
+    ("process", "execCPUAffinity"): "1.2.0",
+    ("domainname",): "1.1.0",
+}
+BASE_OCI_VERSION = "1.0.2"
+
+
+def lowest_oci_version(config: dict) -> str:
+    """The oldest ``ociVersion`` that expresses ``config``: a bundle is
+    for any runtime, and some refuse versions newer than theirs (crun 1.8
+    refuses 1.2.0)."""
+    version = BASE_OCI_VERSION
+    for path, since in NEWER_FIELDS.items():
+        node: object = config
+        for key in path:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None and _version_tuple(since) > _version_tuple(version):
+            version = since
+    return version
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))

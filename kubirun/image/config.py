@@ -80,7 +80,7 @@ def bundle_config(image: dict | None, rootfs: str, command: list[str],
     defaults, the image's process (user as numbers, from the root's own
     /etc/passwd), its annotations."""
     from kubirun.process import DEFAULT_ARGS, DEFAULT_PATH, resolve_user
-    from kubirun.spec import default_config
+    from kubirun.spec import default_config, lowest_oci_version
 
     cfg = (image or {}).get("config", {}).get("config") or {}
     config = default_config()
@@ -105,35 +105,3 @@ def bundle_config(image: dict | None, rootfs: str, command: list[str],
         config["annotations"] = notes
     config["ociVersion"] = lowest_oci_version(config)
     return config
-
-
-# Fields of config.json and the runtime-spec release that brought them
-# (what a bundle may hold); everything else is in 1.0.
-NEWER_FIELDS = {
-    ("linux", "timeOffsets"): "1.1.0",
-    ("linux", "personality"): "1.2.0",
-    ("linux", "netDevices"): "1.2.0",
-    ("process", "ioPriority"): "1.1.0",
-    ("process", "scheduler"): "1.1.0",
-    ("process", "execCPUAffinity"): "1.2.0",
-    ("domainname",): "1.1.0",
-}
-BASE_OCI_VERSION = "1.0.2"
-
-
-def lowest_oci_version(config: dict) -> str:
-    """The oldest ``ociVersion`` that expresses ``config``: a bundle is
-    for any runtime, and some refuse versions newer than theirs (crun 1.8
-    refuses 1.2.0)."""
-    version = BASE_OCI_VERSION
-    for path, since in NEWER_FIELDS.items():
-        node: object = config
-        for key in path:
-            node = node.get(key) if isinstance(node, dict) else None
-        if node is not None and _version_tuple(since) > _version_tuple(version):
-            version = since
-    return version
-
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in version.split("."))

@@ -90,3 +90,24 @@ def test_output_to_a_closed_pipe_ends_quietly_by_sigpipe(oci):
         os.close(write_end)
     assert result.returncode == -signal.SIGPIPE, (result.returncode, result.stderr)
     assert result.stderr == b""
+
+
+def test_spec_writes_runcs_default_config(tmp_path):
+    # kubirun spec as runc 1.1 writes it (but for its own hostname and the
+    # spec version's -dev suffix): engines and users start from it.
+    import shutil
+    import subprocess
+
+    from tests.conftest import KUBIRUN_SCRIPT
+
+    if shutil.which("runc") is None:
+        pytest.skip("runc is not installed")
+    for runtime, directory in ((str(KUBIRUN_SCRIPT), tmp_path / "k"), ("runc", tmp_path / "r")):
+        directory.mkdir()
+        subprocess.run([runtime, "spec", "--bundle", str(directory)], check=True)
+    ours = json.loads((tmp_path / "k" / "config.json").read_text())
+    runcs = json.loads((tmp_path / "r" / "config.json").read_text())
+    for config in (ours, runcs):
+        config.pop("hostname")
+        config["ociVersion"] = config["ociVersion"].removesuffix("-dev")
+    assert ours == runcs

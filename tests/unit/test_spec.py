@@ -30,7 +30,9 @@ def test_the_default_config_is_valid(bundle):
     assert spec.process.args == ["sh"]
     assert spec.process.capabilities["bounding"] == ["CAP_AUDIT_WRITE", "CAP_KILL",
                                                      "CAP_NET_BIND_SERVICE"]
-    assert [ns.type for ns in spec.namespaces] == ["pid", "network", "ipc", "uts", "mount", "cgroup"]
+    # runc 1.1's default: no cgroup namespace, ambient capabilities too
+    assert [ns.type for ns in spec.namespaces] == ["pid", "network", "ipc", "uts", "mount"]
+    assert spec.process.capabilities["ambient"] == spec.process.capabilities["bounding"]
 
 
 @pytest.mark.parametrize("version", ["1.0.0", "1.0.2", "1.1.0", "1.2.1", "1.3.0"])
