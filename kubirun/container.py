@@ -146,6 +146,8 @@ class Container:
             # `exec`'d processes get the container's seccomp filter, as runc's;
             # compiled now (its errors and warnings come before anything is made)
             "seccomp": spec.seccomp.compile().to_state() if spec.seccomp else None,
+            # where `start` and `exec` send the filter's listener, if it has one
+            "seccomp_agent": _seccomp_agent(spec),
             "remove_on_delete": options.remove_on_delete,
             "network": options.network,
             # the init's session keyring, which `exec`'d processes join (runc's)
@@ -228,8 +230,10 @@ class Container:
             status = self.status(state)
             if status != "created":
                 raise KubirunError(f"cannot start container {self.id}: it is {status}, not created")
-            _release_init(self.dir.fifo, state)
+            _release_init(self.dir.fifo, state, self._seccomp_agent(state))
             os.unlink(self.dir.fifo)
+            if state.get("seccomp_agent"):
+                self.dir.remove_seccomp_socket()
             log.debug(f"container {self.id}: started")
         from kubirun.spec import Hook
 
@@ -239,6 +243,20 @@ class Container:
             from kubirun.hooks import run_hooks
 
             run_hooks("poststart", hooks, self._hook_state(state, "running"), log.warning)
+
+    def _seccomp_agent(self, state: dict) -> tuple[str, dict] | None:
+        """Where the init's seccomp listener goes, and the container
+        process state sent with it; None without a listener.  Its status
+        is "creating", as runc's and crun's (they load the filter during
+        `create`): the program does not run yet."""
+        agent = state.get("seccomp_agent")
+        if not agent:
+            return None
+        from kubirun.seccomp_notify import process_state
+
+        return agent["listenerPath"], process_state(
+            state["ociVersion"], state["pid"], agent["listenerMetadata"],
+            self._hook_state(state, "creating"))
 
     # --- foreground run (the caller forked the init) ---------------------
 
@@ -461,6 +479,16 @@ def _surely_thawed(state: dict) -> bool:
         return False
 
 
+def _seccomp_agent(spec: Spec) -> dict | None:
+    """``linux.seccomp``'s agent when the filter has a listener (a
+    listenerPath without SCMP_ACT_NOTIFY rules is not used).  A relative
+    path is the bundle's, as runc's (it runs in the bundle directory)."""
+    if spec.seccomp is None or not spec.seccomp.compile().listener:
+        return None
+    return {"listenerPath": os.path.join(spec.bundle, spec.seccomp.listener_path),
+            "listenerMetadata": spec.seccomp.listener_metadata}
+
+
 def write_pid_file(path: str, pid: int) -> None:
     """Bare digits, no newline (as runc); written atomically."""
     path = os.path.abspath(path)
@@ -542,24 +570,40 @@ def _raise_start_failure(container_id: str, received: bytes) -> None:
         raise ContainerStartError(message.decode(errors="replace"), int(code or 1))
 
 
-def _release_init(fifo: str, state: dict) -> None:
+def _release_init(fifo: str, state: dict, agent: tuple[str, dict] | None = None) -> None:
     """``start``: open the fifo for reading; the init, blocked opening it
-    for writing, writes one byte and goes on to ``execve``."""
+    for writing, writes one byte and goes on to ``execve``.  With
+    ``agent`` (listenerPath, the state to send), we connect to the init
+    and take its seccomp listener to the agent (kubirun.seccomp_notify)."""
     import select
 
     pidfd = _open_init(state)
     if pidfd is None:
         raise KubirunError(f"cannot start container {state['id']}: its init has exited")
     fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    conn = None
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         poller.register(pidfd, select.POLLIN)
+        if agent is not None:
+            from kubirun import seccomp_notify
+
+            conn = seccomp_notify.connect_to_init(os.path.dirname(fifo))
+            if conn is not None:
+                poller.register(conn, select.POLLIN)
         received = b""
         while True:
             for ready, _ in poller.poll():
                 if ready == pidfd and not received:
                     raise KubirunError(f"cannot start container {state['id']}: its init has exited")
+                if conn is not None and ready == conn.fileno():
+                    # The listener (then we answer), or end of file: the init
+                    # failed before its filter, and says why on the fifo.
+                    poller.unregister(conn)
+                    seccomp_notify.relay(conn, *agent)  # closes it
+                    conn = None
+                    continue
                 if ready != fd:
                     continue
                 try:
@@ -576,3 +620,5 @@ def _release_init(fifo: str, state: dict) -> None:
     finally:
         os.close(fd)
         os.close(pidfd)
+        if conn is not None:
+            conn.close()

@@ -227,6 +227,12 @@ def start_init(container_id: str, spec: Spec, fifo: str, options,
         else:
             raise KubirunError("process.terminal is true: a detached container needs"
                                " --console-socket to hand the terminal to")
+    if config.seccomp is not None and config.seccomp.listener:
+        # Where `start` will find the init, to take the filter's listener to
+        # the seccomp agent (kubirun.seccomp_notify).
+        from kubirun import seccomp_notify
+
+        config.seccomp_socket = seccomp_notify.listen(os.path.dirname(fifo))
     pid_ns = spec.namespace("pid")
     config.hook_state = {"ociVersion": spec.version, "id": container_id, "status": "creating",
                          "bundle": spec.bundle, "annotations": spec.annotations}
@@ -243,6 +249,8 @@ def start_init(container_id: str, spec: Spec, fifo: str, options,
     if pid == 0:
         container_init(config)  # never returns
     channel.parent_side()
+    if config.seccomp_socket is not None:
+        config.seccomp_socket.close()  # the init's now
     try:
         if config.exec_fifo is not None:
             os.close(config.exec_fifo)  # the init's now

@@ -11,7 +11,8 @@
        mount namespace hides the host's /sys/fs/cgroup)
     5. the child becomes the process: terminal, user, capabilities,
        environment, the container's seccomp filter, ``execve`` (the same
-       steps as the init's)
+       steps as the init's); a filter with a listener passes it to us,
+       and we to the seccomp agent (``kubirun.seccomp_notify``)
     6. we wait and return its exit status, or return at once (``-d``)
 """
 from __future__ import annotations
@@ -86,14 +87,20 @@ def exec_in_container(container_id: str, spec: process.ProcessSpec, options: Exe
     if spec.terminal and options.detach and not options.console_socket:
         raise KubirunError("exec -t -d needs --console-socket to hand the terminal to")
     pid = state["pid"]
-    seccomp = None
+    seccomp = agent = None
     if state.get("seccomp"):
         from kubirun.seccomp import Program
 
         seccomp = Program.from_state(state["seccomp"])
+        if seccomp.listener:
+            if not state.get("seccomp_agent"):
+                raise KubirunError(f"container {container_id}: its seccomp filter has a listener"
+                                   " but no agent is recorded for it")
+            # Its state as `kubirun state` shows it, as runc sends it.
+            agent = dict(state["seccomp_agent"], state=container._hook_state(state, status))
     namespaces = _open_namespaces(pid, state.get("namespaces", {}))
     try:
-        return _fork_and_wait(container, state, spec, options, namespaces, seccomp)
+        return _fork_and_wait(container, state, spec, options, namespaces, seccomp, agent)
     finally:
         for _, fd in namespaces:
             os.close(fd)
@@ -123,8 +130,15 @@ def _open_namespaces(pid: int, configured: dict) -> list[tuple[str, int]]:
 
 
 def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: ExecOptions,
-                   namespaces: list[tuple[str, int]], seccomp=None) -> int:
+                   namespaces: list[tuple[str, int]], seccomp=None, agent: dict | None = None) -> int:
     channel = InitChannel()
+    to_agent = theirs = None  # the child passes its seccomp listener on this socketpair
+    if agent is not None:
+        import socket
+
+        import kubirun.seccomp_notify  # noqa: F401 - the child's, once in the container's root
+
+        to_agent, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     console = None
     ours = None
     if spec.terminal:
@@ -147,14 +161,18 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             _native.setns(pid_fd, CLONE_NEWPID)
         child = os.fork()
         if child == 0:
+            if to_agent is not None:
+                to_agent.close()
             _exec_child(spec, channel, namespaces, state.get("cgroup_join", []), console,
                         ours is not None, options.preserve_fds, seccomp, helper,
-                        state.get("session_keyring"))
+                        state.get("session_keyring"), theirs)
         if pid_fd is not None:
             _native.setns(own_pid_ns, CLONE_NEWPID)
     finally:
         os.close(own_pid_ns)
     channel.parent_side()
+    if theirs is not None:
+        theirs.close()
     master = None
     try:
         if console is not None:
@@ -163,6 +181,14 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             from kubirun import console as console_module
 
             master = console_module.receive_master(ours, console_module.caller_terminal())
+        if to_agent is not None:
+            # Its listener, before its READY (it waits for our answer); end
+            # of file if it failed before: READY's wait then says why.
+            from kubirun.seccomp_notify import process_state, relay
+
+            conn, to_agent = to_agent, None
+            relay(conn, agent["listenerPath"], process_state(  # closes conn
+                state["ociVersion"], child, agent["listenerMetadata"], agent["state"]))
         channel.expect(READY, "preparing its process")
         if options.pid_file:
             from kubirun.container import write_pid_file
@@ -180,6 +206,8 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
         raise
     finally:
         channel.close()
+        if to_agent is not None:
+            to_agent.close()
 
 
 def _wait(child: int, channel: InitChannel, master: int | None, interactive: bool) -> int:
@@ -201,8 +229,8 @@ def _wait(child: int, channel: InitChannel, master: int | None, interactive: boo
 
 def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: list[tuple[str, int]],
                 cgroup_join: list, console, ack: bool, preserve_fds: int,
-                seccomp=None, helper: int = -1,
-                session_keyring: str | None = None) -> "NoReturn":  # noqa: F821
+                seccomp=None, helper: int = -1, session_keyring: str | None = None,
+                to_runtime=None) -> "NoReturn":  # noqa: F821
     """Steps 3 to 5, in the forked child; never returns."""
     try:
         channel.child_side()
@@ -247,10 +275,10 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
         # reaches `exec -d` too.
         early = seccomp is not None and seccomp.must_load_early(spec)
         if early:
-            seccomp.load()
+            _load_seccomp(seccomp, to_runtime)
         process.become(spec, identity)
         if seccomp is not None and not early:
-            seccomp.load()
+            _load_seccomp(seccomp, to_runtime)
         channel.tell(READY)
         process.exec_program(program, spec.args, env, helper, (channel.report_fd(),), False,
                              seccomp is None or seccomp.execveat_allowed)
@@ -259,6 +287,16 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
     except BaseException as err:  # noqa: BLE001
         channel.report_error(1 if not isinstance(err, ExecError) else err.exit_code, describe(err))
     os._exit(1)
+
+
+def _load_seccomp(seccomp, to_runtime) -> None:
+    """Load the filter; its listener (if any) goes to the seccomp agent by
+    way of the runtime (kubirun.seccomp_notify says why not from here)."""
+    listener = seccomp.load()
+    if listener is not None:
+        from kubirun.seccomp_notify import hand_over
+
+        hand_over(to_runtime, listener)
 
 
 def _join_session_keyring(name: str) -> None:

@@ -61,6 +61,9 @@ class InitConfig:
         self.hooks_start_container: list = []
         self.hook_state: dict = {}
         self.seccomp = None  # a compiled kubirun.seccomp.Program, loaded last
+        # its listener goes to `start` over a connection accepted on this
+        # socket (kubirun.seccomp_notify); None when it has no listener
+        self.seccomp_socket = None
         # the sealed memfd of kubirun-exec: the program is exec'd through it
         # (_native.exec_helper_fd, the CVE-2019-5736 defence)
         self.exec_helper: int = -1
@@ -170,6 +173,9 @@ def _setup_and_exec(config: InitConfig) -> None:
         import kubirun.ns.procfs  # noqa: F401
     if config.hooks_start_container:
         import kubirun.hooks  # noqa: F401
+    if config.seccomp_socket is not None:
+        import _socket  # noqa: F401
+        import kubirun.seccomp_notify  # noqa: F401
     if config.host_mount is not None:
         rootfs.chroot_into(kernel, config.rootfs)  # pivot_root would move the host's root
     elif config.no_pivot:
@@ -229,18 +235,25 @@ def _setup_and_exec(config: InitConfig) -> None:
     # 16. Who runs: limits, capabilities, user, no_new_privs, working dir.
     #     The seccomp filter comes last, but a process left with neither
     #     no_new_privs nor CAP_SYS_ADMIN can only load it before this step.
+    #     A filter with a listener hands it to `start`, which connected
+    #     to us once it released us (accepted now: before any filter).
     seccomp = config.seccomp
     early = seccomp is not None and seccomp.must_load_early(spec)
+    start_conn = None
+    if config.seccomp_socket is not None:
+        from kubirun.seccomp_notify import accept  # imported before pivot_root (step 9)
+
+        start_conn = _after_start(accept, config.seccomp_socket.detach())
     if early:
         process.set_oom_score(spec)  # a procfs write the profile may not allow
-        _after_start(seccomp.load)
+        _after_start(_load_seccomp, seccomp, start_conn)
     process.become(spec, identity)
 
     # 17. The filter, then the startContainer hooks: they run as the
     #     container's process does (user, capabilities, seccomp filter), as
     #     runc's do, so a hook cannot do what the program may not.
     if seccomp is not None and not early:
-        _after_start(seccomp.load)
+        _after_start(_load_seccomp, seccomp, start_conn)
     config.hook_state["status"] = "created"
     _after_start(_run_hooks, "startContainer", config.hooks_start_container, config.hook_state,
                  config.exec_helper, seccomp is None or seccomp.execveat_allowed)
@@ -253,15 +266,26 @@ def _setup_and_exec(config: InitConfig) -> None:
                  True, seccomp is None or seccomp.execveat_allowed, spec.init)
 
 
-def _after_start(step, *args) -> None:
+def _after_start(step, *args):
     """A last step, whose failure is also said on stderr: `start` has
     returned already and nobody reads the channel any more (unless this is
     a foreground run), so say it where the user looks."""
     try:
-        step(*args)
+        return step(*args)
     except ContainerStartError as err:
-        os.write(2, f"kubirun: {err}\n".encode(errors="replace"))
+        if not getattr(err, "reported_by_runtime", False):  # seccomp_notify.AgentUnreachable
+            os.write(2, f"kubirun: {err}\n".encode(errors="replace"))
         raise
+
+
+def _load_seccomp(seccomp, start_conn) -> None:
+    """Load the filter; its listener (if any) goes to the seccomp agent by
+    way of `start` (kubirun.seccomp_notify says why not from here)."""
+    listener = seccomp.load()
+    if listener is not None:
+        from kubirun.seccomp_notify import hand_over
+
+        hand_over(start_conn, listener)
 
 
 def become_user_namespace_root() -> None:

@@ -25,9 +25,9 @@ A compiled program is kept in a cache (``cache_dir``), named by a hash of
 the profile, the libseccomp version and the machine: compiling podman's
 profile costs 11-15 ms, reading its program back well under one.
 
-Not supported, and refused with the reason: ``SCMP_ACT_NOTIFY`` with
-``listenerPath``/``listenerMetadata`` (seccomp agents) and the flag that
-only applies to them, ``SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV``.
+``SCMP_ACT_NOTIFY`` rules make the program ask for a listener
+(``SECCOMP_FILTER_FLAG_NEW_LISTENER``): loading it gives an fd that
+``kubirun.seccomp_notify`` passes to the seccomp agent at ``listenerPath``.
 """
 from __future__ import annotations
 
@@ -51,11 +51,13 @@ ACTIONS = {
     "SCMP_ACT_TRACE": (lib.KUBI_SCMP_ACT_TRACE, True),
     "SCMP_ACT_ALLOW": (lib.SCMP_ACT_ALLOW, False),
     "SCMP_ACT_LOG": (lib.SCMP_ACT_LOG, False),
+    "SCMP_ACT_NOTIFY": (lib.KUBI_SCMP_ACT_NOTIFY, False),  # libseccomp >= 2.5
 }
-REFUSED_ACTIONS = {
-    "SCMP_ACT_NOTIFY": "seccomp notify is not supported by kubirun (SCMP_ACT_NOTIFY needs a"
-                       " seccomp agent at linux.seccomp.listenerPath)",
-}
+NOTIFY = lib.KUBI_SCMP_ACT_NOTIFY
+# A call the process makes between loading the filter and the agent having
+# the listener (kubirun.seccomp_notify): notified, it would wait for ever,
+# as runc's init would on `write`.
+NOT_NOTIFIABLE = ("sendmsg",)
 OPERATORS = {
     "SCMP_CMP_NE": lib.SCMP_CMP_NE,
     "SCMP_CMP_LT": lib.SCMP_CMP_LT,
@@ -97,10 +99,9 @@ FLAGS = {
     "SECCOMP_FILTER_FLAG_TSYNC": _native.SECCOMP_FILTER_FLAG_TSYNC,
     "SECCOMP_FILTER_FLAG_LOG": _native.SECCOMP_FILTER_FLAG_LOG,
     "SECCOMP_FILTER_FLAG_SPEC_ALLOW": _native.SECCOMP_FILTER_FLAG_SPEC_ALLOW,
-}
-REFUSED_FLAGS = {
-    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": "applies to seccomp notify only, which kubirun"
-                                              " does not support",
+    # A notified call waits for the agent's answer killable, not interruptible
+    # (Linux 5.19); only meaningful with a listener, dropped without one.
+    "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": _native.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
 }
 EPERM = errno.EPERM  # errnoRet and defaultErrnoRet when not given
 MAX_ARGUMENTS = 6
@@ -158,6 +159,16 @@ class Profile:
     def rules(self) -> list[Rule]:
         return self.fields()[3]
 
+    @property
+    def listener_path(self) -> str:
+        """Where the seccomp agent listens ("" for none): read from the raw
+        profile, which parse checked, so a cache hit does not parse it all."""
+        return self.raw.get("listenerPath") or ""
+
+    @property
+    def listener_metadata(self) -> str:
+        return self.raw.get("listenerMetadata") or ""
+
     def compile(self, warn=None) -> "Program":
         """The BPF program (compiled once, or read from the cache); the
         names libseccomp does not know are said to ``warn``, by default
@@ -191,8 +202,9 @@ Unknown = tuple  # (libseccomp's version, [syscall names it does not know])
 
 
 class Program:
-    """A compiled filter: BPF instructions and seccomp(2) flags.  Plain
-    bytes, so a forked init holds all it needs without libseccomp."""
+    """A compiled filter: BPF instructions and seccomp(2) flags (with
+    ``SECCOMP_FILTER_FLAG_NEW_LISTENER`` when a rule notifies an agent).
+    Plain bytes, so a forked init holds all it needs without libseccomp."""
 
     __slots__ = ("bpf", "flags", "execveat_allowed")
 
@@ -202,10 +214,16 @@ class Program:
         # exec'd with it (else with execve of /proc/self/fd/N).
         self.execveat_allowed = execveat_allowed
 
-    def load(self) -> None:
-        """Install the filter on this process (and so on what it execs)."""
+    @property
+    def listener(self) -> bool:
+        """Does loading it give a listener fd for a seccomp agent?"""
+        return bool(self.flags & _native.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+
+    def load(self) -> int | None:
+        """Install the filter on this process (and so on what it execs);
+        the listener fd (close-on-exec) if it has one."""
         try:
-            _native.seccomp_set_filter(self.bpf, self.flags)
+            return _native.seccomp_set_filter(self.bpf, self.flags)
         except OSError as err:
             raise ContainerStartError(f"cannot load the seccomp filter: {describe(err)}") from None
 
@@ -255,10 +273,15 @@ def parse(raw: object, where: str = WHERE) -> Profile | None:
 def _parse_fields(raw: dict, where: str) -> tuple[int, list[tuple[str, str]], int, list[Rule]]:
     from kubirun.spec import _expect, _fail, _get, _strings
 
-    for key in ("listenerPath", "listenerMetadata"):
-        if raw.get(key):
-            raise _fail(f"{where}.{key}", "seccomp notify is not supported by kubirun")
+    listener_path = _get(raw, "listenerPath", str, where, "")
+    if _get(raw, "listenerMetadata", str, where, "") and not listener_path:
+        raise _fail(f"{where}.listenerMetadata", "set without listenerPath (it is sent to the"
+                    " seccomp agent listening there)")
     default_action = _action(raw, "defaultAction", "defaultErrnoRet", where)
+    if default_action == NOTIFY:
+        # Every call of the process would wait for an agent that does not
+        # have the listener yet (runc refuses it too).
+        raise _fail(f"{where}.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action")
 
     architectures = []
     for i, name in enumerate(_strings(raw, "architectures", where)):
@@ -269,11 +292,9 @@ def _parse_fields(raw: dict, where: str) -> tuple[int, list[tuple[str, str]], in
 
     flags = 0
     for i, name in enumerate(_strings(raw, "flags", where)):
-        if name in REFUSED_FLAGS:
-            raise _fail(f"{where}.flags[{i}]", f"{name} {REFUSED_FLAGS[name]}")
         if name not in FLAGS:
             raise _fail(f"{where}.flags[{i}]", f"unknown flag {name!r}"
-                        f" (known: {', '.join([*FLAGS, *REFUSED_FLAGS])})")
+                        f" (known: {', '.join(FLAGS)})")
         flags |= FLAGS[name]
 
     rules = []
@@ -287,10 +308,34 @@ def _parse_fields(raw: dict, where: str) -> tuple[int, list[tuple[str, str]], in
             if not name:
                 raise _fail(f"{here}.names[{j}]", "empty syscall name")
         action = _action(call, "action", "errnoRet", here)
+        if action == NOTIFY:
+            if not listener_path:
+                # As runc ("listenerPath is not set"), but before anything is made.
+                raise _fail(f"{where}.listenerPath", f"missing: {here} notifies a seccomp agent"
+                            " (SCMP_ACT_NOTIFY), which must listen there")
+            for j, name in enumerate(names):
+                if name in NOT_NOTIFIABLE:
+                    raise _fail(f"{here}.names[{j}]", f"SCMP_ACT_NOTIFY cannot be used for"
+                                f" {name}: kubirun passes the listener to the agent with it")
         args = [_argument(arg, f"{here}.args[{k}]")
                 for k, arg in enumerate(_get(call, "args", list, here, []))]
         rules.append(Rule(names, action, args, here))
-    return default_action, architectures, flags, rules
+    return default_action, architectures, _listener_flags(flags, rules), rules
+
+
+def _listener_flags(flags: int, rules: list[Rule]) -> int:
+    """The seccomp(2) flags, with a listener when a rule notifies (as
+    runc: even if libseccomp skips that rule's calls).  A listener with
+    TSYNC needs TSYNC_ESRCH (the kernel refuses the pair otherwise: both
+    would return an fd or a thread id); WAIT_KILLABLE_RECV needs a
+    listener, and without one it changes nothing: dropped."""
+    if any(rule.action == NOTIFY for rule in rules):
+        flags |= _native.SECCOMP_FILTER_FLAG_NEW_LISTENER
+        if flags & _native.SECCOMP_FILTER_FLAG_TSYNC:
+            flags |= _native.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+    else:
+        flags &= ~_native.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
+    return flags
 
 
 def _action(obj: dict, key: str, errno_key: str, where: str) -> int:
@@ -300,8 +345,6 @@ def _action(obj: dict, key: str, errno_key: str, where: str) -> int:
     name = _get(obj, key, str, where)
     if not name:
         raise _fail(f"{where}.{key}", "missing (an action is required)")
-    if name in REFUSED_ACTIONS:
-        raise _fail(f"{where}.{key}", REFUSED_ACTIONS[name])
     if name not in ACTIONS:
         raise _fail(f"{where}.{key}", f"unknown action {name!r} (known: {', '.join(ACTIONS)})")
     value, takes_errno = ACTIONS[name]
@@ -431,7 +474,9 @@ def _highest_numbers(seccomp, profile: Profile) -> dict[int, dict[str, int]]:
 
 # --- the cache of compiled programs ------------------------------------------
 
-CACHE_FORMAT = 1  # part of the key: bump when parse refuses, or _compile makes, other things
+# Part of the key: bump when parse refuses, or _compile makes, other things.
+# 2: SCMP_ACT_NOTIFY and listenerPath accepted; NEW_LISTENER in the flags.
+CACHE_FORMAT = 2
 
 
 def cache_dir() -> str | None:
@@ -577,13 +622,22 @@ def features() -> dict:
         seccomp = _native.libseccomp()
     except OSError:
         return {"enabled": False}
+    notify = (seccomp.kubi_seccomp_version().major, seccomp.kubi_seccomp_version().minor) >= (2, 5)
     return {
         "enabled": True,
-        "actions": list(ACTIONS),
+        "actions": [name for name in ACTIONS if notify or name != "SCMP_ACT_NOTIFY"],
         "operators": list(OPERATORS),
         "archs": [name for name, scmp in ARCHITECTURES.items()
                   if seccomp.kubi_seccomp_arch_resolve_name(scmp.encode())],
-        "knownFlags": [*FLAGS, *REFUSED_FLAGS],
+        "knownFlags": list(FLAGS),
         "supportedFlags": [name for name, bit in FLAGS.items()
-                           if _native.seccomp_flags_supported(bit)],
+                           if _native.seccomp_flags_supported(_probe_bits(bit))],
     }
+
+
+def _probe_bits(bit: int) -> int:
+    """What to ask the kernel for to learn whether it supports ``bit``:
+    WAIT_KILLABLE_RECV is refused without a listener."""
+    if bit == _native.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV:
+        return bit | _native.SECCOMP_FILTER_FLAG_NEW_LISTENER
+    return bit

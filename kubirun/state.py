@@ -3,6 +3,8 @@ under the state root, holding ``state.json`` and the exec fifo.
 
     /run/kubirun/ID/state.json   written atomically (temporary file + rename)
     /run/kubirun/ID/exec.fifo    exists from create until start
+    /run/kubirun/ID/seccomp.sock likewise, for a seccomp filter with a
+                                 listener (kubirun.seccomp_notify)
     /run/kubirun/ID/lock         flock'd by every command working on ID
 
 The status is never trusted from the file alone: it is derived from the
@@ -21,6 +23,7 @@ from kubirun.ids import validate_id
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
+SECCOMP_SOCKET = "seccomp.sock"  # kubirun.seccomp_notify.SOCKET
 LOCK_FILE = "lock"
 
 
@@ -129,9 +132,15 @@ class StateDir:
     def write(self, state: dict) -> None:
         jsonio.write_atomically(os.path.join(self.path, STATE_FILE), state)
 
+    def remove_seccomp_socket(self) -> None:
+        try:
+            os.unlink(os.path.join(self.path, SECCOMP_SOCKET))
+        except FileNotFoundError:
+            pass
+
     def remove(self) -> None:
         """Remove the directory and what kubirun put in it."""
-        for name in (STATE_FILE, EXEC_FIFO, LOCK_FILE):
+        for name in (STATE_FILE, EXEC_FIFO, SECCOMP_SOCKET, LOCK_FILE):
             try:
                 os.unlink(os.path.join(self.path, name))
             except FileNotFoundError:

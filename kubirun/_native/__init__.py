@@ -61,6 +61,9 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 SECCOMP_FILTER_FLAG_TSYNC = 0x1
 SECCOMP_FILTER_FLAG_LOG = 0x2
 SECCOMP_FILTER_FLAG_SPEC_ALLOW = 0x4
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 0x8  # seccomp(2) returns a notification fd
+SECCOMP_FILTER_FLAG_TSYNC_ESRCH = 0x10  # TSYNC's failure as ESRCH: needed with NEW_LISTENER
+SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV = 0x20  # only with NEW_LISTENER
 
 
 def _fail(syscall: str, *paths: str) -> OSError:
@@ -207,11 +210,14 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
         raise _fail("capset")
 
 
-def seccomp_set_filter(program: bytes, flags: int = 0) -> None:
+def seccomp_set_filter(program: bytes, flags: int = 0) -> int | None:
     """Install a BPF program (``struct sock_filter`` items, 8 bytes each)
-    as this thread's seccomp filter; needs no_new_privs or CAP_SYS_ADMIN."""
-    if lib.kubi_seccomp_set_filter(flags, program, len(program) // 8) < 0:
+    as this thread's seccomp filter; needs no_new_privs or CAP_SYS_ADMIN.
+    The listener fd (close-on-exec) if ``flags`` ask for one, else None."""
+    rc = lib.kubi_seccomp_set_filter(flags, program, len(program) // 8)
+    if rc < 0:
         raise _fail("seccomp(SECCOMP_SET_MODE_FILTER)")
+    return rc if flags & SECCOMP_FILTER_FLAG_NEW_LISTENER else None
 
 
 def seccomp_flags_supported(flags: int) -> bool:

@@ -40,7 +40,8 @@ int kubi_sealed_memfd(const char *name, const char *data, size_t len);
 int kubi_capset(uint32_t eff0, uint32_t eff1, uint32_t perm0, uint32_t perm1,
                 uint32_t inh0, uint32_t inh1);
 
-/* seccomp(2): load a BPF program (struct sock_filter[]), or probe flags. */
+/* seccomp(2): load a BPF program (struct sock_filter[]), or probe flags;
+   with SECCOMP_FILTER_FLAG_NEW_LISTENER it returns the listener fd. */
 int kubi_seccomp_set_filter(unsigned int flags, const char *insns, unsigned int count);
 int kubi_seccomp_flags_supported(unsigned int flags);
 
@@ -72,6 +73,7 @@ struct scmp_version { unsigned int major; unsigned int minor; unsigned int micro
 #define SCMP_ACT_ALLOW ...
 #define KUBI_SCMP_ACT_ERRNO ...
 #define KUBI_SCMP_ACT_TRACE ...
+#define KUBI_SCMP_ACT_NOTIFY ...
 
 /* libseccomp is opened on first use (kubi_seccomp_open), not linked:
    loading it with every kubirun command would cost ~0.07 ms of start-up. */
@@ -119,6 +121,12 @@ SOURCE = r"""
 /* The action macros that take an argument, as bare action values. */
 #define KUBI_SCMP_ACT_ERRNO SCMP_ACT_ERRNO(0)
 #define KUBI_SCMP_ACT_TRACE SCMP_ACT_TRACE(0)
+/* libseccomp >= 2.5 (seccomp notify); older ones refuse it at rule_add. */
+#ifdef SCMP_ACT_NOTIFY
+#define KUBI_SCMP_ACT_NOTIFY SCMP_ACT_NOTIFY
+#else
+#define KUBI_SCMP_ACT_NOTIFY 0x7fc00000U
+#endif
 
 /* Numbers shared by every architecture since Linux 5.1's unified table. */
 #ifndef SYS_pidfd_send_signal
@@ -177,7 +185,8 @@ static int kubi_capset(uint32_t eff0, uint32_t eff1, uint32_t perm0, uint32_t pe
 #endif
 
 /* Install a program made by seccomp_export_bpf (kubirun.seccomp) in one
-   system call, right before execve.  Needs no_new_privs or CAP_SYS_ADMIN. */
+   system call, right before execve.  Needs no_new_privs or CAP_SYS_ADMIN.
+   0, or the listener fd (close-on-exec) for SECCOMP_FILTER_FLAG_NEW_LISTENER. */
 static int kubi_seccomp_set_filter(unsigned int flags, const char *insns, unsigned int count)
 {
     struct sock_fprog prog;

@@ -101,11 +101,16 @@ def _rule(**fields) -> dict:
     ("allow", "linux.seccomp", "expected an object"),
     ({"defaultAction": "SCMP_ACT_BOGUS"}, "linux.seccomp.defaultAction", "unknown action"),
     ({"syscalls": [_rule()]}, "linux.seccomp.defaultAction", "missing"),
-    ({"defaultAction": "SCMP_ACT_NOTIFY"}, "linux.seccomp.defaultAction", "notify is not supported"),
+    ({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/run/agent.sock"},
+     "linux.seccomp.defaultAction", "cannot be the default action"),
     (_profile(syscalls=[_rule(), _rule(action="SCMP_ACT_BOGUS")]),
      "linux.seccomp.syscalls[1].action", "unknown action 'SCMP_ACT_BOGUS'"),
     (_profile(syscalls=[_rule(action="SCMP_ACT_NOTIFY")]),
-     "linux.seccomp.syscalls[0].action", "notify is not supported"),
+     "linux.seccomp.listenerPath", "missing: linux.seccomp.syscalls[0] notifies a seccomp agent"),
+    (_profile(listenerPath="/run/agent.sock", syscalls=[_rule(names=["mkdir", "sendmsg"],
+                                                              action="SCMP_ACT_NOTIFY")]),
+     "linux.seccomp.syscalls[0].names[1]", "cannot be used for sendmsg"),
+    (_profile(listenerPath=5), "linux.seccomp.listenerPath", "expected a string"),
     (_profile(syscalls=[_rule(action=None)]), "linux.seccomp.syscalls[0].action", "missing"),
     (_profile(syscalls=[_rule(names=[])]), "linux.seccomp.syscalls[0].names", "at least one"),
     (_profile(syscalls=[_rule(names=["mkdir", ""])]), "linux.seccomp.syscalls[0].names[1]", "empty"),
@@ -120,10 +125,7 @@ def _rule(**fields) -> dict:
     (_profile(architectures=["SCMP_ARCH_X86_64", "SCMP_ARCH_BOGUS"]),
      "linux.seccomp.architectures[1]", "unknown architecture 'SCMP_ARCH_BOGUS'"),
     (_profile(flags=["SECCOMP_FILTER_FLAG_BOGUS"]), "linux.seccomp.flags[0]", "unknown flag"),
-    (_profile(flags=["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]), "linux.seccomp.flags[0]",
-     "seccomp notify"),
-    (_profile(listenerPath="/run/agent.sock"), "linux.seccomp.listenerPath", "notify is not supported"),
-    (_profile(listenerMetadata="x"), "linux.seccomp.listenerMetadata", "notify is not supported"),
+    (_profile(listenerMetadata="x"), "linux.seccomp.listenerMetadata", "without listenerPath"),
     (_profile(syscalls=[_rule(args=[{"index": 6, "value": 0, "op": "SCMP_CMP_EQ"}])]),
      "linux.seccomp.syscalls[0].args[0].index", "0 to 5"),
     (_profile(syscalls=[_rule(args=[{"value": 0, "op": "SCMP_CMP_EQ"}])]),
@@ -216,6 +218,37 @@ def test_comparisons_of_one_argument_become_separate_rules():
     assert twice.bpf == separate.bpf
 
 
+NOTIFY_MKDIR = _profile(listenerPath="/run/agent.sock",
+                        syscalls=[_rule(names=["mkdir", "mkdirat"], action="SCMP_ACT_NOTIFY")])
+
+
+def test_a_notify_rule_asks_for_a_listener():
+    program, _ = _compile(NOTIFY_MKDIR)
+    assert program.listener
+    assert program.flags == _native.SECCOMP_FILTER_FLAG_NEW_LISTENER
+    again = seccomp.Program.from_state(program.to_state())
+    assert again.listener and again.bpf == program.bpf
+
+
+def test_a_listener_path_without_notify_rules_asks_for_no_listener():
+    program, _ = _compile(dict(DENY_MKDIR, listenerPath="/run/agent.sock", listenerMetadata="x"))
+    assert not program.listener and program.flags == 0
+
+
+def test_tsync_with_a_listener_reports_a_thread_as_esrch():
+    # The kernel refuses TSYNC with NEW_LISTENER alone (both would return a number).
+    program, _ = _compile(dict(NOTIFY_MKDIR, flags=["SECCOMP_FILTER_FLAG_TSYNC"]))
+    assert program.flags == (_native.SECCOMP_FILTER_FLAG_TSYNC | _native.SECCOMP_FILTER_FLAG_TSYNC_ESRCH
+                             | _native.SECCOMP_FILTER_FLAG_NEW_LISTENER)
+
+
+def test_wait_killable_recv_is_kept_with_a_listener_and_dropped_without():
+    flag = ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]
+    assert seccomp.parse(dict(NOTIFY_MKDIR, flags=flag)).flags == (
+        _native.SECCOMP_FILTER_FLAG_NEW_LISTENER | _native.SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV)
+    assert seccomp.parse(dict(DENY_MKDIR, flags=flag)).flags == 0
+
+
 def test_program_round_trips_through_the_state_file():
     program, _ = _compile(dict(DENY_MKDIR, flags=["SECCOMP_FILTER_FLAG_LOG"]))
     again = seccomp.Program.from_state(program.to_state())
@@ -273,6 +306,25 @@ def test_an_argument_filter_matches_only_its_value():
     assert _in_child(body) == 20
 
 
+def test_a_loaded_program_with_a_listener_returns_it_and_without_an_agent_calls_fail_enosys(tmp_path):
+    program, _ = _compile(NOTIFY_MKDIR)
+
+    def body():
+        _native.prctl(_native.PR_SET_NO_NEW_PRIVS, 1)
+        listener = program.load()
+        if not isinstance(listener, int) or os.get_inheritable(listener):
+            return 31
+        os.close(listener)  # the last holder: nobody can answer
+        try:
+            os.mkdir(tmp_path / "x")
+        except OSError as err:
+            return 30 if err.errno == errno.ENOSYS else 32
+        return 33
+
+    assert _in_child(body) == 30
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_load_failure_is_a_start_error():
     with pytest.raises(ContainerStartError, match="cannot load the seccomp filter"):
         seccomp.Program(b"\0" * 4).load()  # not a whole instruction
@@ -300,13 +352,17 @@ def test_when_the_filter_must_be_loaded_before_the_user_switch(nnp, uid, caps, e
 def test_features_list_what_is_supported():
     features = seccomp.features()
     assert features["enabled"] is True
-    assert "SCMP_ACT_NOTIFY" not in features["actions"]
-    assert set(features["actions"]) == set(seccomp.ACTIONS)
+    assert set(features["actions"]) == set(seccomp.ACTIONS)  # libseccomp >= 2.5 here
+    assert "SCMP_ACT_NOTIFY" in features["actions"]
     assert set(features["operators"]) == set(seccomp.OPERATORS)
     assert "SCMP_ARCH_X86_64" in features["archs"]
+    assert set(features["knownFlags"]) == set(seccomp.FLAGS)
     assert "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" in features["knownFlags"]
-    assert "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" not in features["supportedFlags"]
     assert set(features["supportedFlags"]) <= set(seccomp.FLAGS)
+    # Linux 5.19 and later; the probe asks for a listener with it
+    major, minor = (int(n) for n in os.uname().release.split(".")[:2])
+    if (major, minor) >= (5, 19):
+        assert "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" in features["supportedFlags"]
 
 
 def test_a_config_without_seccomp_never_loads_libseccomp(bundle):

@@ -176,3 +176,15 @@ def test_a_warning_is_said_again_from_the_cache(cache):
         said = []
         seccomp.parse(dict(profile)).compile(warn=said.append)
         assert len(said) == 1 and "no_such_call" in said[0]
+
+
+def test_a_cached_program_keeps_its_listener(cache):
+    profile = {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/agent.sock",
+               "listenerMetadata": "m",
+               "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}
+    first = seccomp.parse(dict(profile))
+    assert first.compile().listener
+    again = seccomp.parse(dict(profile))
+    assert again._fields is None  # read from the cache, not parsed
+    assert again.compile().listener
+    assert (again.listener_path, again.listener_metadata) == ("/run/agent.sock", "m")
