@@ -93,7 +93,14 @@ def _run_bundle(container_id: str, bundle: str, detach: bool, keep: bool, pid_fi
                             new_keyring=not no_new_keyring)
     container = Container.create(container_id, spec, options=options)
     if detach:
-        container.start()
+        try:
+            container.start()
+        except BaseException:
+            # A run that failed leaves nothing, as runc's (its start can fail:
+            # the seccomp filter and its agent come after create).
+            if not keep:
+                container.delete(force=True)
+            raise
         return 0
     try:
         return container.start_and_wait(interactive=True)

@@ -242,6 +242,17 @@ def test_a_missing_agent_fails_the_run_and_leaves_nothing(oci, bundle, tmp_path)
     assert_nothing_left(oci, cid, b)
 
 
+def test_a_missing_agent_fails_a_detached_run_and_leaves_nothing(oci, bundle, tmp_path):
+    missing = tmp_path / "no-agent.sock"
+    b = bundle(["sh", "-c", "echo ran"], edit=with_agent(missing))
+    cid = oci.new_id()
+    result = oci.run_detached(cid, b)
+    assert result.returncode != 0
+    assert str(missing) in result.stderr
+    assert_nothing_left(oci, cid, b)
+    assert "ran" not in result.out_path.read_text()
+
+
 def test_a_created_container_never_runs_without_its_agent(oci, bundle, tmp_path):
     # runc loads the filter during create, which fails; kubirun during start.
     missing = tmp_path / "no-agent.sock"
