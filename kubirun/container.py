@@ -318,7 +318,15 @@ class Container:
             state = self.load()
             status = self.status(state)
             if status == "stopped":
-                raise KubirunError(f"container {self.id} is not running")
+                if all_processes:
+                    # runc's: what is left in the cgroup (children of an init
+                    # without a PID namespace of its own) is signalled, and a
+                    # stopped container is no failure: containerd's CRI
+                    # StopContainer sends `kill --all ID 9` after the task
+                    # exited, and retries for ~40 s while that fails.
+                    self._signal_left_over(state, signal)
+                    return
+                raise KubirunError(f"cannot signal container {self.id}: container not running")
             log.debug(f"container {self.id}: signal {signal} to {'all' if all_processes else 'init'}")
             if all_processes:
                 self._cgroup(state).kill_all(signal)
@@ -326,6 +334,16 @@ class Container:
                 _signal_init(state, signal)
             if signal == 9 and status == "paused":
                 self._cgroup(state).thaw()  # a frozen process cannot die
+
+    def _signal_left_over(self, state: dict, signal: int) -> None:
+        """``kill --all`` of a stopped container: the processes still in its
+        cgroup, if it has one and any are left."""
+        if not state.get("cgroup"):
+            return
+        cgroup = self._cgroup(state)
+        if cgroup.pids():
+            log.debug(f"container {self.id}: stopped; signal {signal} to what is left in its cgroup")
+            cgroup.kill_all(signal)
 
     def delete(self, force: bool = False) -> None:
         try:

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.integration.oci_helpers import assert_nothing_left, pid_alive, wait_for
+from tests.integration.oci_helpers import assert_nothing_left, cgroup_dirs, pid_alive, wait_for
 
 TRAP_TERM = ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]
 
@@ -149,12 +149,40 @@ def test_start_of_a_stopped_container_fails(oci, bundle):
     assert result.stderr.strip()
 
 
-def test_kill_of_a_stopped_container_fails(oci, bundle):
+def test_kill_of_a_stopped_container_fails_saying_it_is_not_running(oci, bundle):
     cid = oci.new_id()
     oci.start_created(cid, bundle(["true"]), until="stopped")
     result = oci.cmd("kill", cid, "KILL")
     assert result.returncode != 0
-    assert result.stderr.strip()
+    assert "container not running" in result.stderr
+
+
+@pytest.mark.parametrize("sig", ["KILL", "TERM"])
+def test_kill_all_of_a_stopped_container_succeeds(oci, bundle, sig):
+    # containerd's CRI StopContainer sends `kill --all ID 9` after the task
+    # has exited, and retries for ~40 s unless it succeeds.
+    cid = oci.new_id()
+    oci.start_created(cid, bundle(["true"]), until="stopped")
+    result = oci.cmd("kill", "--all", cid, sig)
+    assert result.returncode == 0, result.stderr
+    assert oci.status(cid) == "stopped"
+
+
+def test_kill_all_of_a_stopped_container_kills_what_is_left_in_its_cgroup(oci, bundle):
+    # Without a PID namespace of its own, the init's children outlive it
+    # (reparented on the host) and stay in the container's cgroup.
+    def host_pid_namespace(config):
+        config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "pid"]
+
+    cid = oci.new_id()
+    b = bundle(["sh", "-c", "sleep 100 & exit 0"], edit=host_pid_namespace)
+    oci.start_created(cid, b, until="stopped")
+    procs = cgroup_dirs(oci.bundle_cgroups[b])[0] / "cgroup.procs"
+    left = [int(p) for p in wait_for(lambda: procs.read_text().split(), "the sleep in the cgroup")]
+    oci.pids.update(left)
+    result = oci.cmd("kill", "--all", cid, "KILL")
+    assert result.returncode == 0, result.stderr
+    wait_for(lambda: not any(pid_alive(p) for p in left), "the left-over sleep to die")
 
 
 def test_delete_of_a_running_container_fails_without_force(oci, bundle):
