@@ -9,6 +9,10 @@ the three layouts a host can have:
   /sys/fs/cgroup/unified), which then only holds the controllers that no v1
   hierarchy has taken.
 
+Only the mounts a path reaches count: mountinfo also lists those that a
+later mount covers (a tmpfs on /sys/fs/cgroup/unified), which are not
+there for anyone who opens the path.
+
 Nothing here reads a cgroup file: it only maps names to mount points.
 """
 from __future__ import annotations
@@ -57,15 +61,25 @@ class CgroupMount:
 
 
 def parse_mountinfo(text: str, known: frozenset[str] | set[str] = KNOWN_V1_CONTROLLERS) -> list[CgroupMount]:
-    """The cgroup and cgroup2 mounts in mountinfo ``text``, in file order.
+    """The cgroup and cgroup2 mounts in mountinfo ``text`` that a path can
+    reach, in file order.
 
     A line is: id parent major:minor root mountpoint options [optional...]
     - fstype source superoptions. The optional fields vary in number, hence
     the search for the lone "-".
+
+    mountinfo also lists mounts that later mounts cover (a tmpfs mounted
+    on /sys/fs/cgroup/unified hides the cgroup2 mount there, but both
+    lines remain); those are left out, as runc and crun, which look at what
+    the path holds, never see them.
     """
     mounts = []
+    tree: dict[str, tuple[str, str]] = {}  # id -> (parent id, mount point)
     for line in text.splitlines():
         fields = line.split()
+        if len(fields) < 5:
+            continue
+        tree[fields[0]] = (fields[1], fields[4])
         try:
             sep = fields.index("-", 6)
         except ValueError:
@@ -80,8 +94,48 @@ def parse_mountinfo(text: str, known: frozenset[str] | set[str] = KNOWN_V1_CONTR
             for opt in fields[sep + 3].split(","):
                 if opt in known or opt.startswith("name="):
                     controllers.append(opt)
-        mounts.append(CgroupMount(_unescape(fields[4]), _unescape(fields[3]), fstype, controllers))
-    return mounts
+        mount = CgroupMount(_unescape(fields[4]), _unescape(fields[3]), fstype, controllers)
+        mounts.append((fields[0], mount))
+    if not mounts:
+        return []
+    reachable = _reachable(tree)
+    return [mount for mount_id, mount in mounts if reachable(mount_id)]
+
+
+def _reachable(tree: dict[str, tuple[str, str]]):
+    """A predicate: is the mount with this id the one its mount point
+    reaches? ``tree`` maps ids to (parent id, mount point), in file order.
+
+    A path is resolved as the kernel walks it, from the root mount (whose
+    parent is not listed), one component at a time: at each, the walk moves
+    onto the mount on the current one there, and onto any stacked on that
+    (of two on one parent at one path, the later in the file is on top).
+    Mount points stay escaped: comparing them needs no unescaping."""
+    on: dict[tuple[str, str], str] = {}
+    for mount_id, (parent, point) in tree.items():
+        on[(parent, point)] = mount_id
+    roots = [i for i, (parent, point) in tree.items() if point == "/" and (parent not in tree or parent == i)]
+    if not roots:  # an excerpt without "/": start from the one parent it does not list
+        roots = list({parent for parent, _ in tree.values() if parent not in tree})
+    if len(roots) != 1:
+        return lambda mount_id: True  # not a tree we understand: trust every line
+
+    def reachable(mount_id: str) -> bool:
+        point = tree[mount_id][1]
+        current = roots[0]
+        prefix = ""
+        for component in point.split("/")[1:]:
+            if not component:
+                continue
+            prefix += "/" + component
+            for _ in range(len(tree)):  # bounded: a malformed file may loop
+                above = on.get((current, prefix))
+                if above is None or above == current:
+                    break
+                current = above
+        return current == mount_id
+
+    return reachable
 
 
 class Layout:

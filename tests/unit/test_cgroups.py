@@ -101,6 +101,44 @@ def test_mountinfo_pure_v2_and_escapes():
     assert reordered.unified == "/sys/fs/cgroup"
 
 
+def test_a_cgroup2_mount_covered_by_a_tmpfs_makes_a_hybrid_host_v1():
+    covered = HYBRID_SEPARATE + "197 41 0:81 / /sys/fs/cgroup/unified rw,relatime - tmpfs none rw\n"
+    layout = mountinfo.layout_from_mounts(mountinfo.parse_mountinfo(covered))
+    assert layout.kind == "v1"
+    assert layout.unified is None
+
+
+def test_a_covered_v1_hierarchy_is_not_mounted():
+    covered = HYBRID_SEPARATE + "197 39 0:81 / /sys/fs/cgroup/pids rw,relatime - tmpfs none rw\n"
+    layout = mountinfo.layout_from_mounts(mountinfo.parse_mountinfo(covered))
+    assert "pids" not in layout.v1
+    assert layout.v1["memory"] == "/sys/fs/cgroup/memory"
+
+
+def test_a_mount_above_the_cgroup_mounts_hides_them_and_later_ones_count():
+    # /sys/fs/cgroup covered by a new tmpfs, with cgroup2 mounted on it
+    # again: only the new mount is reachable.
+    text = HYBRID_SEPARATE + (
+        "200 31 0:90 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw\n"
+        "201 200 0:38 /sub /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n")
+    mounts = mountinfo.parse_mountinfo(text)
+    assert [(m.mountpoint, m.root) for m in mounts] == [("/sys/fs/cgroup/unified", "/sub")]
+    assert mountinfo.layout_from_mounts(mounts).kind == "v2"
+
+
+def test_a_cgroup_mount_on_a_covered_parent_is_hidden():
+    # A tmpfs over /sys hides /sys/fs/cgroup and everything under it.
+    text = HYBRID_SEPARATE + "300 23 0:91 / /sys rw,relatime - tmpfs tmpfs rw\n"
+    assert mountinfo.parse_mountinfo(text) == []
+
+
+def test_of_two_mounts_at_one_path_on_one_parent_the_later_is_on_top():
+    text = ("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"
+            "40 31 0:37 / /sys/fs/cgroup/unified rw - tmpfs tmpfs rw\n"
+            "41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n")
+    assert [m.mountpoint for m in mountinfo.parse_mountinfo(text)] == ["/sys/fs/cgroup/unified"]
+
+
 def test_mountinfo_without_cgroups(tmp_path):
     path = tmp_path / "mountinfo"
     path.write_text("22 1 0:20 / /proc rw - proc proc rw\n")
