@@ -172,14 +172,24 @@ class Container:
         # clean up, and once the init is waiting.
         self.dir.write(state)
 
-        run = creation.start_init(self.id, spec, self.dir.fifo, options, state.get("host_mount"))
+        born = creation.birthplace(state["cgroup_path"], spec)
+        try:
+            if born is not None:
+                state["cgroup"] = born.state  # what a failed create removes, until set_up_cgroup's
+            run = creation.start_init(self.id, spec, self.dir.fifo, options, state.get("host_mount"), born)
+        finally:
+            if born is not None:
+                born.close()
         self._init_pid, self._channel, self._master = run.pid, run.channel, run.master
         state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
-        log.debug(f"container {self.id}: init forked, pid {run.pid}")
-        cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id)
+        log.debug(f"container {self.id}: init forked, pid {run.pid}"
+                  + (f", born in {run.born_in}" if run.born_in else ""))
+        cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id, born)
         if cgroup is not None:
             state["cgroup"] = cgroup.to_state()
             state["cgroup_join"] = creation.join_files(spec, cgroup)
+            # `exec`'d processes are born there too (see creation.Birthplace)
+            state["cgroup_birthplace"] = born.directory if born is not None else None
             state["freezer_file"] = cgroup.freezer_file()
             log.debug(f"container {self.id}: cgroup {cgroup.path} ({cgroup.kind})")
         else:

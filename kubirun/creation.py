@@ -4,7 +4,8 @@ waiting in its ``created`` state.
     1. the init's configuration: mount plan, namespaces to join or make,
        terminal, exec fifo, hooks it runs itself
     2. one fork, into the container's PID namespace (``container_init``
-       takes over in the child)
+       takes over in the child); on a hybrid host, into its cgroup of the
+       unified hierarchy too, made just before (``Birthplace``)
     3. the container's cgroup, made and limited while the init sets up
        its namespaces and mounts (overlapping them saves ~4 ms per start);
        the init learns its files with the answer to its CGROUP stop
@@ -18,7 +19,7 @@ import os
 from kubirun import _native, log
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.errors import KubirunError
-from kubirun.init import InitConfig, container_init
+from kubirun.init import InitConfig, container_init, not_born_in
 from kubirun.ns import namespaces
 from kubirun.ns.mountspec import PROPAGATION_OPTIONS, dev_read_only_last, plan_devices, plan_mounts
 from kubirun.spec import Spec
@@ -28,10 +29,64 @@ CGROUP_TYPES = ("cgroup", "cgroup2")
 
 
 class InitRun:
-    """A forked init and what the runtime holds to talk to it."""
+    """A forked init and what the runtime holds to talk to it; ``born_in``:
+    the cgroup directory it was born in (see ``Birthplace``), or None."""
 
-    def __init__(self, pid: int, channel: InitChannel, console, master: int | None) -> None:
+    def __init__(self, pid: int, channel: InitChannel, console, master: int | None,
+                 born_in: str | None = None) -> None:
         self.pid, self.channel, self.console, self.master = pid, channel, console, master
+        self.born_in = born_in
+
+
+class Birthplace:
+    """The container's directory in a hybrid host's unified hierarchy, made
+    before the init is forked so that the init is born in it (clone3's
+    CLONE_INTO_CGROUP, see ``namespaces.fork``) instead of moving itself
+    there through cgroup.procs, which costs an RCU grace period (7-15 ms).
+
+    ``state`` is a cgroup state (``Cgroup.to_state``'s keys) recording the
+    directories made, for ``set_up_cgroup`` to go on from and for a failed
+    create to remove; ``fd`` is the directory, open until ``close``."""
+
+    def __init__(self, layout, state: dict, directory: str, fd: int) -> None:
+        self.layout, self.state, self.directory, self.fd = layout, state, directory, fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def birthplace(path: str, spec: Spec) -> Birthplace | None:
+    """Make the container's unified directory now when the init is to join
+    it (a hybrid host, as root: see ``joins_unified``); None otherwise, and
+    when it exists already (someone else's, possibly frozen or busy: it is
+    checked and joined as any other, after the fork)."""
+    if os.geteuid() != 0 or not joins_unified(spec):
+        return None
+    from kubirun.cgroups import detect_layout, fs, normalise_path
+
+    layout = detect_layout()
+    if layout.kind != "hybrid":
+        return None
+    norm = normalise_path(path)
+    made: list[str] = []
+    try:
+        fs.make_path(norm, layout.unified, made, lambda root, directory, new: None)
+    except BaseException:
+        fs.remove_dirs(made)
+        raise
+    directory = layout.unified + norm
+    state = {"version": 1, "driver": layout.kind, "path": norm, "dirs": [], "created": made, "enabled": []}
+    if directory not in made:
+        fs.remove_dirs(made)  # (none: its parents exist when it does)
+        return None
+    try:
+        fd = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except BaseException:
+        fs.remove_dirs(made)
+        raise
+    return Birthplace(layout, state, directory, fd)
 
 
 def cgroup_path(spec: Spec, container_id: str) -> str:
@@ -53,12 +108,16 @@ def limits_requested(spec: Spec) -> bool:
     return any(key != "devices" and value for key, value in (spec.resources or {}).items())
 
 
-def set_up_cgroup(path: str, spec: Spec, container_id: str):
+def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | None = None):
     """Make the cgroup and apply the spec's resources, while the init sets
-    itself up (it joins once we answer its CGROUP stop)."""
+    itself up (it joins once we answer its CGROUP stop); ``born``: the
+    directory made before the fork, which the cgroup then includes."""
     from kubirun.cgroups import open_cgroup
 
-    cgroup = open_cgroup(path)
+    if born is not None:
+        cgroup = open_cgroup(path, born.state, layout=born.layout)
+    else:
+        cgroup = open_cgroup(path)
     try:
         cgroup.create()
     except Exception as err:
@@ -123,9 +182,19 @@ def cgroup_binds(cgroup) -> list[tuple[str, str]]:
 
 
 def join_files(spec: Spec, cgroup) -> list[tuple[str, bool]]:
-    """What the init (and later ``exec``) writes to join the cgroup; a
-    hybrid host's unified hierarchy only when a limit lives there."""
-    return cgroup.join_files(include_unified=needs_unified(spec))
+    """What the init (and later ``exec``) writes to join the cgroup (see
+    ``joins_unified`` for a hybrid host's unified hierarchy)."""
+    return cgroup.join_files(include_unified=joins_unified(spec))
+
+
+def joins_unified(spec: Spec) -> bool:
+    """Whether the container's processes join a hybrid host's unified
+    hierarchy: always as root, as runc's do (systemd, and any tool that
+    reads the ``0::`` line of /proc/PID/cgroup, then sees the container);
+    rootless only when a limit lives there, since joining it needs write
+    access to the cgroup.procs of the common ancestor of the user's own
+    cgroup and the container's, which a delegated cgroup does not give."""
+    return os.geteuid() == 0 or needs_unified(spec)
 
 
 def needs_unified(spec: Spec) -> bool:
@@ -207,8 +276,9 @@ def init_config(container_id: str, spec: Spec, fifo: str | None, options,
 
 
 def start_init(container_id: str, spec: Spec, fifo: str, options,
-               host_mount: dict | None = None) -> InitRun:
-    """Fork the init (steps 2 and 3)."""
+               host_mount: dict | None = None, born: Birthplace | None = None) -> InitRun:
+    """Fork the init (steps 2 and 3), into ``born``'s cgroup if given and
+    the kernel can."""
     import sys
 
     channel = InitChannel()
@@ -241,11 +311,9 @@ def start_init(container_id: str, spec: Spec, fifo: str, options,
     time_ns = spec.namespace("time")
     if time_ns is not None:
         with namespaces.TimeNamespaceForChildren(spec.time_offsets, time_ns.path):
-            pid = namespaces.fork_init(pid_ns.path if pid_ns else None,
-                                       pid_ns is not None and not pid_ns.path, new_user=config.new_user)
+            pid, born_in = _fork_init(pid_ns, config, born)
     else:
-        pid = namespaces.fork_init(pid_ns.path if pid_ns else None, pid_ns is not None and not pid_ns.path,
-                                   new_user=config.new_user)
+        pid, born_in = _fork_init(pid_ns, config, born)
     if pid == 0:
         container_init(config)  # never returns
     channel.parent_side()
@@ -274,7 +342,22 @@ def start_init(container_id: str, spec: Spec, fifo: str, options,
         reap(pid)
         channel.close()
         raise
-    return InitRun(pid, channel, ours, master)
+    return InitRun(pid, channel, ours, master, born_in)
+
+
+def _fork_init(pid_ns, config: InitConfig, born: Birthplace | None) -> tuple[int, str | None]:
+    """The init's pid (0 in the init) and the cgroup directory it was born
+    in: ``born``'s, unless the kernel has no CLONE_INTO_CGROUP (the init
+    then joins it through cgroup.procs, as the others)."""
+    path, new = (pid_ns.path if pid_ns else None), pid_ns is not None and not pid_ns.path
+    if born is not None:
+        try:
+            return namespaces.fork_init(path, new, new_user=config.new_user, cgroup_fd=born.fd), born.directory
+        except OSError as err:
+            if err.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                raise
+            log.debug(f"clone3(CLONE_INTO_CGROUP): {err.strerror}: the init joins {born.directory} itself")
+    return namespaces.fork_init(path, new, new_user=config.new_user), None
 
 
 def has_runtime_hooks(spec: Spec) -> bool:
@@ -290,12 +373,12 @@ def runtime_joins_cgroup(spec: Spec) -> bool:
     return namespaces.host_id(spec.uid_mappings, 0) != 0 or spec.namespace("user").path is not None
 
 
-def cgroup_answer(spec: Spec, cgroup, joined: bool = False) -> bytes:
+def cgroup_answer(spec: Spec, cgroup, joined: bool = False, born_in: str | None = None) -> bytes:
     """What the init needs to join the cgroup and show it: sent with the
     go-ahead to its CGROUP stop."""
     from kubirun import jsonio
 
-    join = [] if joined else join_files(spec, cgroup)
+    join = [] if joined else not_born_in(join_files(spec, cgroup), born_in)
     return jsonio.dumps({"join": join, "binds": cgroup_binds(cgroup)}).encode()
 
 
@@ -313,10 +396,10 @@ def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_creat
 
         channel.go(jsonio.dumps({"join": [], "binds": []}).encode())
     elif runtime_joins_cgroup(spec):
-        cgroup.add(run.pid, include_unified=needs_unified(spec))
+        cgroup.add(run.pid, include_unified=joins_unified(spec) and run.born_in is None)
         channel.go(cgroup_answer(spec, cgroup, joined=True))
     else:
-        channel.go(cgroup_answer(spec, cgroup))  # made (set_up_cgroup) while it mounted
+        channel.go(cgroup_answer(spec, cgroup, born_in=run.born_in))  # made (set_up_cgroup) while it mounted
     if has_runtime_hooks(spec):
         from kubirun.hooks import run_hooks
 

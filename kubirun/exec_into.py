@@ -8,7 +8,8 @@
     3. the child joins the other namespaces (mount last: it moves our root
        into the container's)
     4. the child moves itself into the container's cgroup (before the
-       mount namespace hides the host's /sys/fs/cgroup)
+       mount namespace hides the host's /sys/fs/cgroup); on a hybrid host
+       it was born in the unified hierarchy's (``creation.Birthplace``)
     5. the child becomes the process: terminal, user, capabilities,
        environment, the container's seccomp filter, ``execve`` (the same
        steps as the init's); a filter with a listener passes it to us,
@@ -27,8 +28,8 @@ from kubirun._native import CLOSE_RANGE_CLOEXEC, CLONE_NEWPID, PR_SET_DUMPABLE
 from kubirun.channel import READY, InitChannel
 from kubirun.container import reap
 from kubirun.errors import ExecError, KubirunError, describe
-from kubirun.init import cgroups_join
-from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES
+from kubirun.init import cgroups_join, not_born_in
+from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES, fork
 
 
 class ExecOptions:
@@ -153,23 +154,26 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
     helper = _native.exec_helper_fd()
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     pid_fd = next((fd for kind, fd in namespaces if kind == "pid"), None)
+    birthplace = _open_birthplace(state.get("cgroup_birthplace"))
     sys.stdout.flush()
     sys.stderr.flush()
     _native.prctl(PR_SET_DUMPABLE, 0)
     try:
         if pid_fd is not None:
             _native.setns(pid_fd, CLONE_NEWPID)
-        child = os.fork()
+        child, born_in = _fork(birthplace, state.get("cgroup_birthplace"))
         if child == 0:
             if to_agent is not None:
                 to_agent.close()
-            _exec_child(spec, channel, namespaces, state.get("cgroup_join", []), console,
-                        ours is not None, options.preserve_fds, seccomp, helper,
+            _exec_child(spec, channel, namespaces, not_born_in(state.get("cgroup_join", []), born_in),
+                        console, ours is not None, options.preserve_fds, seccomp, helper,
                         state.get("session_keyring"), theirs)
         if pid_fd is not None:
             _native.setns(own_pid_ns, CLONE_NEWPID)
     finally:
         os.close(own_pid_ns)
+        if birthplace is not None:
+            os.close(birthplace)
     channel.parent_side()
     if theirs is not None:
         theirs.close()
@@ -208,6 +212,29 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
         channel.close()
         if to_agent is not None:
             to_agent.close()
+
+
+def _open_birthplace(directory: str | None) -> int | None:
+    """The container's unified cgroup directory on a hybrid host, which the
+    process is born in as its init was (see ``creation.Birthplace``); None
+    without one, or when it cannot be opened (it then joins it by writing)."""
+    if directory is None:
+        return None
+    try:
+        return os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return None
+
+
+def _fork(birthplace: int | None, directory: str | None) -> tuple[int, str | None]:
+    """Fork (0 in the child); with the directory the child was born in."""
+    if birthplace is not None:
+        try:
+            return fork(0, birthplace), directory
+        except OSError as err:
+            if err.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+                raise
+    return os.fork(), None
 
 
 def _wait(child: int, channel: InitChannel, master: int | None, interactive: bool) -> int:

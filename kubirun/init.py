@@ -314,6 +314,14 @@ def _join_session_keyring(name: str) -> None:
     _native.add_key_permissions(key, 0x80000)  # KEY_USR_SEARCH
 
 
+def not_born_in(files: list[tuple[str, bool]], born_in: str | None) -> list[tuple[str, bool]]:
+    """``files`` (``Cgroup.join_files``) but that of the cgroup directory
+    the process was born in (``creation.Birthplace``)."""
+    if born_in is None:
+        return files
+    return [(path, memory) for path, memory in files if os.path.dirname(path) != born_in]
+
+
 def cgroups_join(files: list[tuple[str, bool]]) -> int | None:
     """Move ourselves into the cgroup (see ``Cgroup.join_files``), except
     the memory hierarchy, whose file is returned open for later."""

@@ -137,12 +137,14 @@ def add_key_permissions(key: int, bits: int) -> None:
         raise _fail("keyctl(SETPERM)")
 
 
-def fork_with_flags(flags: int) -> int:
-    """``os.fork`` into new namespaces (``CLONE_NEW*`` flags): the child's
-    PID (0 in the child)."""
-    pid = lib.kubi_fork_with_flags(flags)
+def fork_with_flags(flags: int, cgroup_fd: int = -1) -> int:
+    """``os.fork`` into new namespaces (``CLONE_NEW*`` flags) and, given
+    ``cgroup_fd`` (an open cgroup2 directory), into that cgroup from birth
+    (clone3's CLONE_INTO_CGROUP: Linux 5.7; ENOSYS, E2BIG or EINVAL
+    before): the child's PID (0 in the child)."""
+    pid = lib.kubi_fork_with_flags(flags, cgroup_fd)
     if pid < 0:
-        raise _fail("clone")
+        raise _fail("clone3(CLONE_INTO_CGROUP)" if cgroup_fd >= 0 else "clone")
     return pid
 
 

@@ -23,7 +23,7 @@ int kubi_setrlimit(int resource, uint64_t soft, uint64_t hard);
 long kubi_fstatfs_type(int fd);
 int kubi_mount_setattr_rdonly_recursive(int dirfd, const char *path);
 int kubi_personality(unsigned long persona);
-int kubi_fork_with_flags(unsigned long flags);
+int kubi_fork_with_flags(unsigned long flags, int cgroup_fd);
 long kubi_keyctl(int operation, unsigned long a2, unsigned long a3, unsigned long a4);
 long kubi_join_session_keyring(const char *name);
 
@@ -275,19 +275,41 @@ static int kubi_mount_setattr_rdonly_recursive(int dirfd, const char *path)
     return (int)syscall(SYS_mount_setattr, dirfd, path, 0x1000 | 0x8000, &attr, sizeof attr);
 }
 
+/* clone3(2) (Linux 5.3) and its CLONE_INTO_CGROUP (5.7). */
+#ifndef SYS_clone3
+#define SYS_clone3 435
+#endif
+#define KUBI_CLONE_INTO_CGROUP 0x200000000ULL
+struct kubi_clone_args {
+    uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size,
+             tls, set_tid, set_tid_size, cgroup;
+};
+
 /* fork(2) with namespace flags: clone(flags | SIGCHLD) with no new stack
    returns twice like fork, and Python's own fork bookkeeping (the GIL,
    the import lock, at-fork handlers) is done as os.fork does it.  A new
    user and PID namespace together this way makes the child PID 1 of a PID
-   namespace its user namespace owns, in one step, still our child. */
-static int kubi_fork_with_flags(unsigned long flags)
+   namespace its user namespace owns, in one step, still our child.
+   With cgroup_fd >= 0 (a cgroup2 directory), clone3 puts the child in that
+   cgroup from its birth: no migration, so none of the global lock that
+   writing to cgroup.procs takes (an RCU grace period, milliseconds). */
+static int kubi_fork_with_flags(unsigned long flags, int cgroup_fd)
 {
     long pid;
     int saved;
     /* cffi calls us with the GIL released; Python's fork hooks need it. */
     PyGILState_STATE gil = PyGILState_Ensure();
     PyOS_BeforeFork();
-    pid = syscall(SYS_clone, flags | SIGCHLD, 0, NULL, NULL, 0);
+    if (cgroup_fd >= 0) {
+        struct kubi_clone_args args;
+        memset(&args, 0, sizeof args);
+        args.flags = (uint64_t)flags | KUBI_CLONE_INTO_CGROUP;
+        args.exit_signal = SIGCHLD;
+        args.cgroup = (uint64_t)cgroup_fd;
+        pid = syscall(SYS_clone3, &args, sizeof args);
+    } else {
+        pid = syscall(SYS_clone, flags | SIGCHLD, 0, NULL, NULL, 0);
+    }
     saved = errno;
     if (pid == 0)
         PyOS_AfterFork_Child();

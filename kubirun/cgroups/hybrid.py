@@ -6,8 +6,10 @@ there). The unified hierarchy holds only the controllers no v1 hierarchy
 took (on a typical systemd host: hugetlb, sometimes rdma and misc); those,
 and the OCI "unified" keys, are written there with the v2 formats. Like
 runc, the cgroup directory is made in the unified hierarchy too and the
-process joins it, so that the unified view (systemd's, or a later pure-v2
-tool's) sees the container.
+container's processes join it (as root; rootless only for a limit there),
+so that the unified view (systemd's, the ``0::`` line of /proc/PID/cgroup)
+sees the container.  They are born there (see ``creation.Birthplace``):
+moving in through cgroup.procs would cost an RCU grace period each.
 """
 from __future__ import annotations
 

@@ -73,27 +73,29 @@ def join(namespaces: list[tuple[int, str]]) -> None:
             os.close(fd)
 
 
-def fork_init(pid_namespace: str | None, new: bool, new_user: bool = False) -> int:
+def fork_init(pid_namespace: str | None, new: bool, new_user: bool = False,
+              cgroup_fd: int | None = None) -> int:
     """Fork the container's init into its PID namespace: a new one
     (``new``), an existing one (``pid_namespace`` is its path), or ours.
     With ``new_user``, the child is born in a new user namespace too, which
-    then owns its new PID namespace (one clone with both flags)."""
+    then owns its new PID namespace (one clone with both flags).  With
+    ``cgroup_fd``, it is born in that cgroup (see ``fork``)."""
     if new_user:
         _native.prctl(PR_SET_DUMPABLE, 0)
         flags = CLONE_NEWUSER | (CLONE_NEWPID if new else 0)
         if pid_namespace is None or new:
-            return _native.fork_with_flags(flags)
+            return fork(flags, cgroup_fd)
     elif new:
-        return fork_into_new_pid_namespace()
+        return fork_into_new_pid_namespace(cgroup_fd)
     _native.prctl(PR_SET_DUMPABLE, 0)
     if pid_namespace is None:
-        return os.fork()
+        return fork(0, cgroup_fd)
     target = open_namespace(pid_namespace, "pid")
     own = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
         _native.setns(target, CLONE_NEWPID)
         try:
-            pid = _native.fork_with_flags(CLONE_NEWUSER) if new_user else os.fork()
+            pid = fork(CLONE_NEWUSER if new_user else 0, cgroup_fd)
         except BaseException:
             _native.setns(own, CLONE_NEWPID)
             raise
@@ -105,7 +107,19 @@ def fork_init(pid_namespace: str | None, new: bool, new_user: bool = False) -> i
         os.close(own)
 
 
-def fork_into_new_pid_namespace() -> int:
+def fork(flags: int = 0, cgroup_fd: int | None = None) -> int:
+    """``os.fork``, with ``CLONE_NEW*`` flags, and with ``cgroup_fd`` (an
+    open cgroup2 directory) into that cgroup from birth: moving a process
+    there later, through cgroup.procs, waits for an RCU grace period under
+    the kernel's cgroup lock (7-15 ms measured on a 6.18 kernel), being
+    born there costs nothing.  OSError ENOSYS, E2BIG or EINVAL: a kernel
+    without clone3's CLONE_INTO_CGROUP (before 5.7)."""
+    if cgroup_fd is not None:
+        return _native.fork_with_flags(flags, cgroup_fd)
+    return _native.fork_with_flags(flags) if flags else os.fork()
+
+
+def fork_into_new_pid_namespace(cgroup_fd: int | None = None) -> int:
     """Fork a child that is PID 1 of a fresh PID namespace; return its PID
     (as seen by the caller) in the parent and 0 in the child.
 
@@ -120,7 +134,7 @@ def fork_into_new_pid_namespace() -> int:
     try:
         _native.unshare(CLONE_NEWPID)
         try:
-            pid = os.fork()
+            pid = fork(0, cgroup_fd)
         except BaseException:
             _native.setns(own_pid_ns, CLONE_NEWPID)
             raise

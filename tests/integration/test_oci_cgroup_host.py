@@ -58,3 +58,65 @@ def test_a_cgroup_mount_covered_by_another_mount_is_not_used(oci, bundle):
     path = oci.bundle_cgroups[b]
     assert cgroups["memory"] == path
     assert cgroups[""] != path
+
+
+@hybrid_only
+def test_on_a_hybrid_host_the_init_joins_the_unified_hierarchy_too(oci, bundle):
+    cid = oci.new_id()
+    b = bundle(["cat", "/proc/self/cgroup"])
+    result = oci.cmd("run", "--bundle", str(b), cid)
+    assert result.returncode == 0, result.stderr
+    assert proc_cgroup_lines(result.stdout)[""] == oci.bundle_cgroups[b]
+
+
+@hybrid_only
+def test_on_a_hybrid_host_an_exec_joins_the_unified_hierarchy_too(oci, bundle):
+    cid = oci.new_id()
+    b = bundle(["sleep", "100"])
+    oci.start_created(cid, b)
+    result = oci.cmd("exec", cid, "cat", "/proc/self/cgroup")
+    assert result.returncode == 0, result.stderr
+    assert proc_cgroup_lines(result.stdout)[""] == oci.bundle_cgroups[b]
+
+
+@hybrid_only
+def test_without_clone_into_cgroup_the_init_and_exec_join_the_unified_hierarchy_all_the_same(
+        busybox_dir, tmp_path, monkeypatch):
+    # kubirun only: its processes are born in the unified cgroup (clone3's
+    # CLONE_INTO_CGROUP); a kernel without it (before 5.7) says ENOSYS,
+    # and they join by writing to cgroup.procs instead.
+    import errno
+    import json
+    import uuid
+
+    from kubirun import exec_into
+    from kubirun.container import Container
+    from kubirun.ns import namespaces
+    from kubirun.spec import default_config, load_bundle
+    from tests.conftest import TEST_CGROUP_PARENT
+
+    def no_clone3(flags=0, cgroup_fd=None, _fork=namespaces.fork):
+        if cgroup_fd is not None:
+            raise OSError(errno.ENOSYS, "clone3(CLONE_INTO_CGROUP): Function not implemented")
+        return _fork(flags)
+
+    monkeypatch.setattr(namespaces, "fork", no_clone3)
+    monkeypatch.setattr(exec_into, "fork", no_clone3)
+    path = f"{TEST_CGROUP_PARENT}/no-clone3-{uuid.uuid4().hex[:8]}"
+    config = default_config()
+    config["root"] = {"path": str(busybox_dir), "readonly": True}
+    config["process"].update(terminal=False, args=["sleep", "60"])
+    config["linux"]["cgroupsPath"] = path
+    # no cgroup namespace: /proc/self/cgroup inside shows the host's paths
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"] if ns["type"] != "cgroup"]
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / "config.json").write_text(json.dumps(config))
+    container = Container.create("no-clone3", load_bundle(str(tmp_path / "bundle")), root=str(tmp_path / "state"))
+    try:
+        container.start()
+        with open(f"/proc/{container.state()['pid']}/cgroup") as f:
+            assert proc_cgroup_lines(f.read())[""] == path
+        check = exec_into.process_from_args(["grep", "-qx", f"0::{path}", "/proc/self/cgroup"], container.load())
+        assert container.exec(check) == 0
+    finally:
+        container.delete(force=True)
