@@ -184,7 +184,7 @@ class Container:
         state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
         log.debug(f"container {self.id}: init forked, pid {run.pid}"
                   + (f", born in {run.born_in}" if run.born_in else ""))
-        cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id, born)
+        cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id, born, run.pid)
         if cgroup is not None:
             state["cgroup"] = cgroup.to_state()
             state["cgroup_join"] = creation.join_files(spec, cgroup)
@@ -389,7 +389,8 @@ class Container:
         cgroup = self._cgroup(state) if state.get("cgroup") else None
         _signal_init(state, 9)
         if cgroup is not None:
-            cgroup.kill_all(9)  # processes outside the init's PID namespace too
+            if not _own_pid_namespace(state):
+                cgroup.kill_all(9)  # its processes are not all in a PID namespace the init's death ends
             if status == "paused":
                 cgroup.thaw()
         _wait_gone(state)
@@ -405,9 +406,12 @@ class Container:
             run_hooks("poststop", hooks, self._hook_state(state, "stopped"), log.warning)
         if state.get("cgroup"):
             cgroup = self._cgroup(state)
-            if cgroup.pids():
+            if not _own_pid_namespace(state) and cgroup.pids():
                 # Left over: the children of an init that shared our PID
-                # namespace, or an init whose runtime died mid-create.
+                # namespace (or joined one).  With a PID namespace of its
+                # own, the init's death ended every process of the
+                # container: any other in the cgroup is someone else's
+                # (a cgroup that had processes before: runc's rule too).
                 cgroup.kill_all(9)
             cgroup.destroy()
         elif state.get("cgroup_path"):
@@ -492,6 +496,13 @@ def list_containers(root: str | None = None) -> list[Container]:
 def _now() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+def _own_pid_namespace(state: dict) -> bool:
+    """Whether the container has a PID namespace made for it, which ends
+    with its init (and takes every process of the container with it)."""
+    namespaces = state.get("namespaces") or {}
+    return "pid" in namespaces and namespaces["pid"] is None
 
 
 def _surely_thawed(state: dict) -> bool:

@@ -108,10 +108,12 @@ def limits_requested(spec: Spec) -> bool:
     return any(key != "devices" and value for key, value in (spec.resources or {}).items())
 
 
-def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | None = None):
-    """Make the cgroup and apply the spec's resources, while the init sets
-    itself up (it joins once we answer its CGROUP stop); ``born``: the
-    directory made before the fork, which the cgroup then includes."""
+def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | None = None,
+                  init_pid: int = 0):
+    """Make the cgroup, check it (``check_cgroup``) and apply the spec's
+    resources, while the init sets itself up (it joins once we answer its
+    CGROUP stop); ``born``: the directory made before the fork, which the
+    cgroup then includes."""
     from kubirun.cgroups import open_cgroup
 
     if born is not None:
@@ -134,12 +136,29 @@ def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | N
             " delegate a cgroup to this user to have them")
         return None
     try:
+        check_cgroup(cgroup, container_id, init_pid)
         for warning in cgroup.apply(with_default_devices(spec)):
             log.warning(f"container {container_id}: {warning}")
     except BaseException:
         cgroup.destroy()
         raise
     return cgroup
+
+
+def check_cgroup(cgroup, container_id: str, init_pid: int) -> None:
+    """runc's checks of a cgroup that may have existed before: a frozen
+    one is refused (the init would stop for good on joining it, and `run`
+    wait for ever), one holding processes already is used, with a warning
+    (both in runc's words).  Stricter than runc: frozen by an ancestor
+    counts too."""
+    frozen = cgroup.frozen_file()
+    if frozen is not None:
+        raise KubirunError(f"cannot create container {container_id}: container's cgroup unexpectedly frozen"
+                           f" ({frozen}); thaw it, or choose another linux.cgroupsPath")
+    others = [pid for pid in cgroup.pids() if pid != init_pid]
+    if others:
+        log.warning(f"container {container_id}: container's cgroup is not empty: {len(others)} process(es)"
+                    f" found in {cgroup.path}; they are not the container's")
 
 
 # What every container may use whatever its config says (runc's

@@ -151,6 +151,12 @@ class Cgroup:
     def can_freeze(self) -> bool:
         raise NotImplementedError
 
+    def frozen_file(self) -> str | None:
+        """A file saying that the cgroup is frozen or freezing, by its own
+        freezer or an ancestor's (a process joining it would stop at once);
+        None when it is not."""
+        raise NotImplementedError
+
     def apply(self, resources: dict) -> list[str]:
         raise NotImplementedError
 

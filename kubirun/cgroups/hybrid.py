@@ -21,6 +21,7 @@ from .v2 import (
     enable_all,
     ensure_controllers,
     freeze_dir,
+    frozen_file_dir,
     is_frozen_dir,
     set_unified,
     thaw_dir,
@@ -107,6 +108,10 @@ class HybridCgroup(V1Cgroup):
             super().thaw()
         else:
             thaw_dir(self.path, self.unified_dir)
+
+    def frozen_file(self) -> str | None:
+        # a frozen unified cgroup stops its processes whatever v1's freezer says
+        return super().frozen_file() or frozen_file_dir(self.path, self.unified_dir)
 
     def is_frozen(self) -> bool:
         if super().can_freeze():

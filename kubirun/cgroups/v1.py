@@ -133,6 +133,13 @@ class V1Cgroup(Cgroup):
         d = self._need("freezer", "thaw")
         fs.write(self.path, d, "freezer.state", "THAWED")
 
+    def frozen_file(self) -> str | None:
+        d = self.dir_of("freezer")
+        state = fs.read_optional(self.path, d, "freezer.state") if d is not None else None
+        if state is not None and state.strip() in ("FROZEN", "FREEZING"):
+            return os.path.join(d, "freezer.state")
+        return None
+
     def is_frozen(self) -> bool:
         """Frozen by us (freezer.self_freezing), not merely by an ancestor."""
         d = self.dir_of("freezer")

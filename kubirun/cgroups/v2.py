@@ -138,6 +138,18 @@ def is_frozen_dir(cgpath: str, dirpath: str) -> bool:
     return wait_frozen(cgpath, dirpath)
 
 
+def frozen_file_dir(cgpath: str, dirpath: str) -> str | None:
+    """cgroup.freeze when it asks for a freeze, cgroup.events when it says
+    "frozen 1" (an ancestor's freeze); None otherwise, or without them."""
+    freeze = fs.read_optional(cgpath, dirpath, "cgroup.freeze")
+    if freeze is not None and freeze.strip() == "1":
+        return os.path.join(dirpath, "cgroup.freeze")
+    events = fs.read_optional(cgpath, dirpath, "cgroup.events")
+    if events is not None and parse_key_values(events).get("frozen") == 1:
+        return os.path.join(dirpath, "cgroup.events")
+    return None
+
+
 def set_unified(cgpath: str, dirpath: str, values: dict[str, str]) -> None:
     """OCI "unified": each key is a file in the cgroup, written line by line
     (runc's WriteFileByLine)."""
@@ -206,6 +218,9 @@ class V2Cgroup(Cgroup):
 
     def is_frozen(self) -> bool:
         return is_frozen_dir(self.path, self.dir)
+
+    def frozen_file(self) -> str | None:
+        return frozen_file_dir(self.path, self.dir)
 
     def _cgroup_kill(self) -> bool:
         # cgroup.kill (5.14+): the kernel SIGKILLs every task in the subtree,

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import uuid
+from pathlib import Path
 
 import pytest
 
-from tests.integration.oci_helpers import TIMEOUT
+from tests.integration.oci_helpers import CGROUP_MOUNT, TIMEOUT, pid_alive, wait_for
 
 UNIFIED = "/sys/fs/cgroup/unified"
 CGROUP2_SUPER_MAGIC = 0x63677270
@@ -43,6 +45,114 @@ def in_private_mount_ns(shell: str) -> subprocess.CompletedProcess:
     mounts never reaches the host), as root."""
     return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", shell],
                           capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+
+
+def _hierarchies() -> list[Path]:
+    """The directory of every cgroup hierarchy a container's cgroup lives in."""
+    if (CGROUP_MOUNT / "cgroup.controllers").exists():
+        return [CGROUP_MOUNT]  # pure v2
+    return [CGROUP_MOUNT / name for name in sorted(os.listdir(CGROUP_MOUNT))
+            if os.path.ismount(CGROUP_MOUNT / name)]
+
+
+@pytest.fixture
+def made_cgroup():
+    """A factory: ``made_cgroup()`` makes a cgroup under the session's test
+    parent in every hierarchy, as someone other than the runtime would
+    (v1 cpuset gets its cpus and mems), and returns its path; removed at
+    teardown, after the processes a test put in it are killed."""
+    from tests.conftest import TEST_CGROUP_PARENT
+
+    made: list[Path] = []
+    procs: list[subprocess.Popen] = []
+
+    def make(*, with_process: bool = False) -> str:
+        rel = f"{TEST_CGROUP_PARENT}/pre-{uuid.uuid4().hex[:10]}"
+        leaves = []
+        for hierarchy in _hierarchies():
+            d = hierarchy
+            for part in rel.strip("/").split("/"):
+                parent, d = d, d / part
+                if not d.exists():
+                    d.mkdir()
+                    made.append(d)
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    if (d / name).exists() and not (d / name).read_text().strip():
+                        (d / name).write_text((parent / name).read_text())
+            leaves.append(d)
+        if with_process:
+            proc = subprocess.Popen(["sleep", "100"], stdin=subprocess.DEVNULL)
+            procs.append(proc)
+            for leaf in leaves:
+                (leaf / "cgroup.procs").write_text(str(proc.pid))
+        return rel
+
+    yield make
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+    leaves = [d for d in made if d.name.startswith("pre-")]
+    for d in leaves:
+        for name, thawed in (("freezer.state", "THAWED"), ("cgroup.freeze", "0")):
+            if (d / name).exists():
+                (d / name).write_text(thawed)
+    for d in leaves:  # an init a runtime left in it (a failure of the test): ours to end
+        for pid in (d / "cgroup.procs").read_text().split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+    for d in leaves:
+        wait_for(lambda: not (d / "cgroup.procs").read_text().split(), f"{d} to be empty")
+        d.rmdir()  # what a runtime made below it is a leak: this fails
+
+
+def _freeze(path: str) -> None:
+    """Freeze the cgroup ``path`` itself, as `pause` would."""
+    v1 = CGROUP_MOUNT / "freezer" / path.lstrip("/")
+    if v1.is_dir():
+        (v1 / "freezer.state").write_text("FROZEN")
+    else:
+        (CGROUP_MOUNT / path.lstrip("/") / "cgroup.freeze").write_text("1")
+
+
+@pytest.mark.parametrize("command", ["create", "run"])
+def test_a_frozen_cgroup_is_refused(oci, bundle, made_cgroup, command):
+    path = made_cgroup()
+    _freeze(path)
+    cid = oci.new_id()
+    b = bundle(["true"], edit=lambda config: config["linux"].update(cgroupsPath=path))
+    oci.cgroups.remove(path)  # the fixture's, not the runtime's to remove
+    if command == "create":
+        result = oci.create(cid, b, timeout=10)
+    else:
+        result = oci.cmd("run", "--bundle", str(b), cid, timeout=10)  # it used to hang
+    assert result.returncode != 0
+    assert "cgroup unexpectedly frozen" in result.stderr
+    assert not (oci.root / cid).exists()
+
+
+def test_a_cgroup_with_processes_is_used_with_a_warning(oci, bundle, made_cgroup):
+    path = made_cgroup(with_process=True)
+    cid = oci.new_id()
+    b = bundle(["true"], edit=lambda config: config["linux"].update(cgroupsPath=path))
+    oci.cgroups.remove(path)
+    result = oci.cmd("run", "--bundle", str(b), cid)
+    assert result.returncode == 0, result.stderr
+    assert "cgroup is not empty: 1 process(es) found" in result.stderr
+
+
+def test_deleting_a_container_leaves_other_processes_of_its_cgroup_alone(oci, bundle, made_cgroup):
+    path = made_cgroup(with_process=True)
+    procs = CGROUP_MOUNT / ("" if (CGROUP_MOUNT / "cgroup.procs").exists() else "pids") / path.lstrip("/")
+    other = int((procs / "cgroup.procs").read_text().split()[0])
+    cid = oci.new_id()
+    b = bundle(["sleep", "100"], edit=lambda config: config["linux"].update(cgroupsPath=path))
+    oci.cgroups.remove(path)
+    assert oci.run_detached(cid, b).returncode == 0
+    result = oci.cmd("delete", "--force", cid)
+    assert result.returncode == 0, result.stderr
+    assert pid_alive(other)
 
 
 @hybrid_only

@@ -920,6 +920,32 @@ def test_v1_freezer(fake_v1):
     assert fake_v1.read("freezer/kubirun-test/box/freezer.state") == "THAWED\n"
 
 
+def test_v1_frozen_file_says_frozen_or_freezing_whoever_froze_it(fake_v1):
+    cg = made(fake_v1)
+    assert cg.frozen_file() is None
+    state = f"{cg.dir_of('freezer')}/freezer.state"
+    for value in ("FROZEN", "FREEZING"):  # self_freezing 0: an ancestor's freeze counts too
+        fake_v1._put(cg.dir_of("freezer"), "freezer.state", value + "\n")
+        assert cg.frozen_file() == state
+    assert open_cgroup("/kubirun-test/none", layout=fake_v1.layout).frozen_file() is None
+
+
+def test_v2_frozen_file_is_cgroup_freeze_or_a_frozen_event(fake_v2):
+    cg = made(fake_v2)
+    assert cg.frozen_file() is None
+    fake_v2._put(cg.dirs()[0], "cgroup.events", "populated 0\nfrozen 1\n")  # an ancestor's freeze
+    assert cg.frozen_file() == f"{cg.dirs()[0]}/cgroup.events"
+    fake_v2._put(cg.dirs()[0], "cgroup.freeze", "1\n")
+    assert cg.frozen_file() == f"{cg.dirs()[0]}/cgroup.freeze"
+
+
+def test_hybrid_frozen_file_includes_the_unified_freeze(fake_hybrid):
+    cg = made(fake_hybrid)
+    assert cg.frozen_file() is None
+    fake_hybrid._put(cg.unified_dir, "cgroup.freeze", "1\n")
+    assert cg.frozen_file() == f"{cg.unified_dir}/cgroup.freeze"
+
+
 def test_v1_oom_kills(fake_v1):
     cg = made(fake_v1)
     assert cg.oom_kills() == 0
