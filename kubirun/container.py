@@ -184,7 +184,12 @@ class Container:
         state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
         log.debug(f"container {self.id}: init forked, pid {run.pid}"
                   + (f", born in {run.born_in}" if run.born_in else ""))
-        cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id, born, run.pid)
+        try:
+            cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id, born, run.pid)
+        except BaseException:
+            if born is not None:
+                state["cgroup"] = born.state  # removed by _abort_create, once the init is dead
+            raise
         if cgroup is not None:
             state["cgroup"] = cgroup.to_state()
             state["cgroup_join"] = creation.join_files(spec, cgroup)

@@ -140,7 +140,12 @@ def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | N
         for warning in cgroup.apply(with_default_devices(spec)):
             log.warning(f"container {container_id}: {warning}")
     except BaseException:
-        cgroup.destroy()
+        if born is None:
+            cgroup.destroy()
+        else:
+            # The init lives in it (born there): the caller removes it once
+            # the init is dead, from this record of everything made.
+            born.state = cgroup.to_state()
         raise
     return cgroup
 
