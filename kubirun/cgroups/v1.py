@@ -81,8 +81,8 @@ class V1Cgroup(Cgroup):
             for name in ("cpus", "mems"):
                 mine = fs.read(self.path, dirpath, prefix + name)
                 if not mine.strip():
-                    parent = fs.read(self.path, os.path.dirname(dirpath), prefix + name)
-                    fs.write(self.path, dirpath, prefix + name, parent.strip() or "\n")
+                    parent = _parents_cpuset(self.path, os.path.dirname(dirpath), prefix + name)
+                    fs.write(self.path, dirpath, prefix + name, parent or "\n")
 
     def add(self, pid: int, memory: bool | None = None, include_unified: bool = True) -> None:
         try:
@@ -386,6 +386,18 @@ class V1Cgroup(Cgroup):
             return 0
         text = fs.read_optional(self.path, d, "memory.oom_control")
         return parse_key_values(text or "").get("oom_kill", 0)
+
+
+def _parents_cpuset(cgpath: str, parent: str, name: str) -> str:
+    """The parent's cpus or mems.  Empty while whoever made the parent a
+    moment ago (another container starting under the same new parent) has
+    not copied its own into it yet: then wait for them, up to 0.5 s."""
+    for _ in range(50):
+        value = fs.read(cgpath, parent, name).strip()
+        if value:
+            return value
+        time.sleep(0.01)
+    return ""
 
 
 def _cpuset_prefix(dirpath: str) -> str:

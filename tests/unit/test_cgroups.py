@@ -465,6 +465,25 @@ def test_v1_create_copies_cpuset_from_parent(fake_v1):
     assert [d for d, _ in fake_v1.written("cgroup.procs")] == [fake_v1.rel(d) for d in cg.dirs()]
 
 
+def test_v1_cpuset_waits_for_a_parent_another_runtime_is_filling(fake_v1):
+    # Two containers start under a new parent: the other runtime made it
+    # and is about to copy cpus and mems into it when we make our leaf.
+    import threading
+
+    parent = f"{fake_v1.base}/cpuset/kubirun-test"
+    os.makedirs(parent)
+    fake_v1._fill(parent, "cpuset")
+    timer = threading.Timer(0.05, lambda: [fake_v1._put(parent, "cpuset.cpus", "0-1\n"),
+                                           fake_v1._put(parent, "cpuset.mems", "0\n")])
+    timer.start()
+    try:
+        made(fake_v1)
+    finally:
+        timer.join()
+    assert fake_v1.read("cpuset/kubirun-test/box/cpuset.cpus") == "0-1\n"
+    assert fake_v1.read("cpuset/kubirun-test/box/cpuset.mems") == "0\n"
+
+
 def test_destroy_removes_only_what_we_made(fake_v1):
     os.makedirs(f"{fake_v1.base}/memory/kubirun-test")  # someone else's parent, in one hierarchy
     cg = made(fake_v1)
