@@ -274,20 +274,46 @@ def list_(format: str, quiet: bool) -> int:
         for s in states:
             print(s["id"])
         return 0
+    for s in states:
+        s["owner"] = _owner(s["id"])
     if format == "json":
         from kubirun import jsonio
 
-        print(jsonio.dumps(states))
+        print(jsonio.dumps([_as_runc_lists(s) for s in states] or None))  # runc: null, not []
         return 0
     if format != "table":
         raise KubirunError(f"--format: expected table or json, got {format!r}")
     rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
-    rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"] or "root")
+    rows += [(s["id"], str(s["pid"]), s["status"], s["bundle"], s["created"], s["owner"])
              for s in states]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
     return 0
+
+
+LIST_FIELDS = ("ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "annotations",
+               "owner")  # runc's order (scripts and engines read it as text, too)
+
+
+def _as_runc_lists(state: dict) -> dict:
+    return {key: state[key] for key in LIST_FIELDS if key in state}
+
+
+def _owner(container_id: str) -> str:
+    """Who owns the container's state directory, by name (runc's OWNER)."""
+    import pwd
+
+    from kubirun.state import StateDir, default_root
+
+    try:
+        uid = os.stat(StateDir(default_root(), container_id).path).st_uid
+    except OSError:
+        return ""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def pause(container_id: str) -> int:

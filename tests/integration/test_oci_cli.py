@@ -111,3 +111,14 @@ def test_spec_writes_runcs_default_config(tmp_path):
         config.pop("hostname")
         config["ociVersion"] = config["ociVersion"].removesuffix("-dev")
     assert ours == runcs
+
+
+def test_list_json_has_runcs_fields_in_runcs_order(oci, bundle):
+    assert oci.cmd("list", "--format", "json").stdout.strip() == "null"  # nothing yet
+    cid = oci.new_id()
+    oci.start_created(cid, bundle())
+    listed = json.loads(oci.cmd("list", "--format", "json").stdout)
+    (entry,) = [e for e in listed if e["id"] == cid]
+    assert list(entry) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created",
+                           "owner"]
+    assert entry["owner"] == "root" and entry["status"] == "running"
