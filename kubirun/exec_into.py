@@ -34,8 +34,10 @@ from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES, fo
 
 class ExecOptions:
     def __init__(self, detach: bool = False, pid_file: str | None = None,
-                 console_socket: str | None = None, preserve_fds: int = 0) -> None:
+                 console_socket: str | None = None, preserve_fds: int = 0,
+                 ignore_paused: bool = False) -> None:
         self.detach = detach
+        self.ignore_paused = ignore_paused  # runc's --ignore-paused
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.preserve_fds = preserve_fds
@@ -83,7 +85,7 @@ def exec_in_container(container_id: str, spec: process.ProcessSpec, options: Exe
     container = Container(container_id, root)
     state = container.load()
     status = container.status(state)
-    if status not in ("running", "created"):
+    if status not in ("running", "created") and not (status == "paused" and options.ignore_paused):
         raise KubirunError(f"cannot exec in container {container_id}: it is {status}")
     if spec.terminal and options.detach and not options.console_socket:
         raise KubirunError("exec -t -d needs --console-socket to hand the terminal to")

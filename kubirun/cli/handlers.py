@@ -168,7 +168,7 @@ def delete(container_id: str, force: bool) -> int:
 def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
           console_socket: str | None, cwd: str | None, env: list, user: str | None,
           additional_gids: list, cap: list, no_new_privs: bool, detach: bool,
-          pid_file: str | None, preserve_fds: str) -> int:
+          pid_file: str | None, preserve_fds: str, ignore_paused: bool = False) -> int:
     from kubirun.exec_into import ExecOptions, exec_in_container, process_from_args, process_from_file
 
     args = list(command)
@@ -209,7 +209,8 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
     if no_new_privs:
         spec.no_new_privileges = True
     options = ExecOptions(detach=detach, pid_file=pid_file, console_socket=console_socket,
-                          preserve_fds=_count(preserve_fds, "--preserve-fds"))
+                          preserve_fds=_count(preserve_fds, "--preserve-fds"),
+                          ignore_paused=ignore_paused)
     try:
         return exec_in_container(container_id, spec, options)
     except (KubirunError, OSError) as err:
@@ -224,6 +225,16 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
 
 
 EXEC_DID_NOT_START = 255
+
+
+def checkpoint(container_id: str) -> int:
+    raise KubirunError(f"checkpoint {container_id}: not supported: kubirun has no CRIU"
+                       " integration yet")
+
+
+def restore(container_id: str) -> int:
+    raise KubirunError(f"restore {container_id}: not supported: kubirun has no CRIU"
+                       " integration yet")
 
 
 # --- looking at containers ---------------------------------------------------

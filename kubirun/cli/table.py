@@ -105,6 +105,8 @@ EXEC = Command(
         Option(("-c", "--cap"), "cap", "Add a capability.", "multiple", "CAP", ()),
         Option(("--no-new-privs",), "no_new_privs", "Set no_new_privs."),
         Option(("-d", "--detach"), "detach", "Do not wait for the process."),
+        Option(("--ignore-paused",), "ignore_paused",
+               "Exec into a paused container too (the process starts frozen)."),
         _PID_FILE,
         _PRESERVE_FDS,
     ),
@@ -261,9 +263,16 @@ DEMO_PS = Command(
     ),
 )
 
+_CRIU = "Not supported: kubirun has no CRIU integration yet (refused with one line)."
+CHECKPOINT = Command("checkpoint", "Checkpoint a running container (not supported yet).",
+                     "kubirun.cli.handlers:checkpoint", (), (_id(),), epilog=_CRIU)
+RESTORE = Command("restore", "Restore a container from a checkpoint (not supported yet).",
+                  "kubirun.cli.handlers:restore", (), (_id(),), epilog=_CRIU)
+
 # Top-level commands; `demo` is a group of teaching demos.
 COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, PS, LIST, PAUSE,
-                                 RESUME, EVENTS, UPDATE, SPEC, FEATURES, BUNDLE)}
+                                 RESUME, EVENTS, UPDATE, SPEC, FEATURES, BUNDLE, CHECKPOINT,
+                                 RESTORE)}
 GROUPS = {"demo": ("Teaching demos: one command, one lesson.", {"ps": DEMO_PS}),
           "images": ("The image store: each layer unpacked once, shared by containers.",
                      {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)})}

@@ -99,3 +99,37 @@ def test_create_container_hooks_run_in_the_containers_root(oci, bundle, tmp_path
             "path": "/bin/sh", "args": ["sh", "-c", f"pwd > {out}"]}]}
     oci.cmd("run", "--bundle", str(bundle(["true"], edit=edit)), oci.new_id())
     assert out.read_text().strip() == str(busybox_dir)
+
+
+def test_exec_into_a_paused_container_fails_unless_told_to_ignore_it(oci, bundle):
+    cid = oci.new_id()
+    oci.start_created(cid, bundle())
+    assert oci.cmd("pause", cid).returncode == 0
+    try:
+        refused = oci.cmd("exec", cid, "true")
+        assert refused.returncode == 255, refused.stderr
+        # It joins the frozen cgroup, so it runs once the container resumes.
+        waiting = subprocess.Popen(oci.argv("exec", "--ignore-paused", cid, "echo", "ran"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   stdin=subprocess.DEVNULL)
+        try:
+            with pytest.raises(subprocess.TimeoutExpired):
+                waiting.wait(timeout=1)
+            assert oci.cmd("resume", cid).returncode == 0
+            out, err = waiting.communicate(timeout=30)
+            assert (waiting.returncode, out) == (0, "ran\n"), err
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+    finally:
+        oci.cmd("resume", cid)
+
+
+@pytest.mark.parametrize("verb", ["checkpoint", "restore"])
+def test_checkpoint_and_restore_are_refused_in_one_line(verb):
+    from tests.conftest import kubirun
+
+    result = kubirun(verb, "some-id")
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1 and "not supported" in result.stderr
