@@ -22,6 +22,7 @@ import time
 
 from kubirun import _native, log
 from kubirun.errors import ContainerStartError, KubirunError
+from kubirun.killpoint import reached
 from kubirun.spec import Spec, SpecError
 from kubirun.state import NotFound, StateDir, default_root, list_ids, process_start_time
 
@@ -120,6 +121,7 @@ class Container:
         container.dir.make()
         try:
             with container.dir:
+                reached("create.claimed")
                 container._create(spec, options)
         except BaseException:
             container._abort_create()
@@ -155,6 +157,7 @@ class Container:
         }
         self._creating = state  # what _abort_create undoes, kept up to date
         os.mkfifo(self.dir.fifo, 0o600)
+        reached("create.fifo")
         if spec.uid_mappings:
             # The init opens it as the user namespace's root (as runc does).
             from kubirun.ns.namespaces import host_id
@@ -171,6 +174,7 @@ class Container:
         # so that a runtime killed from here on leaves a record of what to
         # clean up, and once the init is waiting.
         self.dir.write(state)
+        reached("create.recorded")
 
         born = creation.birthplace(state["cgroup_path"], spec)
         try:
@@ -181,6 +185,7 @@ class Container:
             if born is not None:
                 born.close()
         self._init_pid, self._channel, self._master = run.pid, run.channel, run.master
+        reached("create.forked")
         state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
         log.debug(f"container {self.id}: init forked, pid {run.pid}"
                   + (f", born in {run.born_in}" if run.born_in else ""))
@@ -199,15 +204,18 @@ class Container:
             log.debug(f"container {self.id}: cgroup {cgroup.path} ({cgroup.kind})")
         else:
             state["cgroup_path"] = None
+        reached("create.cgroup")
 
         def record_created() -> None:
             state["status"] = "created"
             self.dir.write(state)
+            reached("create.created")
 
         creation.complete(run, spec, cgroup, hook_state=lambda: self._hook_state(state, "creating"),
                           persist=lambda: self.dir.write(state), record_created=record_created)
         if options.pid_file:
             write_pid_file(options.pid_file, run.pid)
+        reached("create.done")
         log.debug(f"container {self.id}: created")
 
     def _abort_create(self) -> None:
@@ -386,6 +394,7 @@ class Container:
                 # reap it, or it stays a zombie of ours.
                 reap(self._init_pid)
                 self._init_pid = None
+            reached("delete.killed")
             self._destroy(state)
         finally:
             self.dir.unlock()
@@ -429,15 +438,18 @@ class Container:
                     os.rmdir(directory)
                 except OSError:
                     pass
+        reached("delete.cgroup")
         _detach_host_mount(state)
         if state.get("network"):
             from kubirun.ns.net import teardown
 
             teardown(state["network"])  # veth, port rules, lease: also after a killed runtime
+        reached("delete.network")
         if state.get("remove_on_delete"):
             from kubirun.imagerun import remove_container_dir
 
             remove_container_dir(state["remove_on_delete"])
+        reached("delete.store")
         self.dir.remove()
 
     # --- what runs inside ------------------------------------------------

@@ -29,6 +29,7 @@ from kubirun.channel import READY, InitChannel
 from kubirun.container import reap
 from kubirun.errors import ExecError, KubirunError, describe
 from kubirun.init import cgroups_join, not_born_in
+from kubirun.killpoint import reached
 from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES, fork
 
 
@@ -187,6 +188,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             from kubirun import console as console_module
 
             master = console_module.receive_master(ours, console_module.caller_terminal())
+        reached("exec.forked")
         if to_agent is not None:
             # Its listener, before its READY (it waits for our answer); end
             # of file if it failed before: READY's wait then says why.
@@ -196,6 +198,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             relay(conn, agent["listenerPath"], process_state(  # closes conn
                 state["ociVersion"], child, agent["listenerMetadata"], agent["state"]))
         channel.expect(READY, "preparing its process")
+        reached("exec.ready")
         if options.pid_file:
             from kubirun.container import write_pid_file
 

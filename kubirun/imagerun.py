@@ -23,6 +23,7 @@ import _signal as signal  # the public module costs ~3 ms of enum set-up per sta
 
 from kubirun.errors import KubirunError
 from kubirun.ids import new_id, validate_id
+from kubirun.killpoint import reached
 from kubirun.process import ProcessSpec
 
 DEFAULT_STORE = "/var/lib/kubirun"
@@ -191,6 +192,7 @@ def run(options: RunOptions) -> int:
         os.mkdir(container_dir, 0o700)
     except FileExistsError:
         raise KubirunError(f"container name {name!r} is already in use ({container_dir})") from None
+    reached("run.claimed")
 
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     container = None
@@ -203,9 +205,11 @@ def run(options: RunOptions) -> int:
         # First: in bridge mode its helper works while the image unpacks.
         network = net.setup(options.network or net.NetworkOptions(), name, container_dir,
                             options.hostname or name)
+        reached("run.network")
         from kubirun.container import Container, CreateOptions
 
         image = prepare(options.image, container_dir, options.platform, copy=options.keep)
+        reached("run.mounted")
         if image.config is not None:
             from kubirun.image import config as image_defaults
 
@@ -232,11 +236,15 @@ def run(options: RunOptions) -> int:
         container = Container.create(name, spec, options=CreateOptions(
             foreground=True, remove_on_delete=None if options.keep else container_dir,
             network=network.record if network is not None else None))
+        reached("run.created")
         if network is not None:
             network.attach(container.load()["pid"])  # the init waits in its namespace
+        reached("run.attached")
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        return container.start_and_wait(interactive=options.process.interactive)
+        code = container.start_and_wait(interactive=options.process.interactive)
+        reached("run.exited")
+        return code
     except _Terminated as err:
         return err.exit_code
     finally:

@@ -31,6 +31,7 @@ from kubirun.image.compression import (
 from kubirun.image.extract import RootWriter, apply_tar
 from kubirun.image.progress import progress_for
 from kubirun.image.tarstream import TarReader
+from kubirun.killpoint import reached
 
 
 def _now() -> str:
@@ -120,6 +121,7 @@ def _decompress_to_tmp(store, fd: int, label: str) -> int:
 def _staging(store) -> str:
     path = tempfile.mkdtemp(dir=store.tmp, prefix=f"layer-{os.getpid()}-")
     os.chmod(path, 0o755)  # a layer without a "./" entry gets a usable root
+    reached("import.staging")
     return path
 
 
@@ -141,6 +143,7 @@ def _unpack(store, span, dest: str, lowers: list[str], budget: Budget, progress,
         apply_tar(reader, writer)
         reader.drain()
         writer.finish()
+        reached("import.unpacked")
         if writer.plain_markers:
             store.no_overlay()
     finally:
