@@ -13,7 +13,8 @@
     kill     a signal through a pidfd (never a recycled PID), or to every
              process of the cgroup (``--all``)
     delete   kill what is left (``--force``), poststop hooks, remove the
-             cgroup and the state directory
+             cgroup and the state directory; with ``--force`` also what a
+             killed runtime left of the id (``kubirun.reclaim``)
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from kubirun import _native, log
 from kubirun.errors import ContainerStartError, KubirunError
 from kubirun.killpoint import reached
 from kubirun.spec import Spec, SpecError
-from kubirun.state import NotFound, StateDir, default_root, list_ids, process_start_time
+from kubirun.state import Corrupt, NotFound, StateDir, default_root, list_ids, process_start_time
 
 DEFAULT_CGROUP_PARENT = "/kubirun"
 
@@ -35,7 +36,7 @@ class CreateOptions:
     def __init__(self, pid_file: str | None = None, console_socket: str | None = None,
                  no_pivot: bool = False, preserve_fds: int = 0, foreground: bool = False,
                  remove_on_delete: str | None = None, new_keyring: bool = True,
-                 network: dict | None = None) -> None:
+                 network: dict | None = None, ephemeral: bool = False) -> None:
         self.pid_file = pid_file
         self.console_socket = console_socket
         self.no_pivot = no_pivot
@@ -44,6 +45,10 @@ class CreateOptions:
         self.remove_on_delete = remove_on_delete  # an unpacked image root of ours
         self.new_keyring = new_keyring  # False: --no-new-keyring
         self.network = network  # `run IMAGE`'s network record (kubirun.ns.net), undone at delete
+        # Deleted by the command that made it when it ends (`run` without
+        # -d or --keep): once that command is dead, the container is a
+        # leftover that `gc` and `run` of the same name remove.
+        self.ephemeral = ephemeral
 
 
 class Container:
@@ -118,14 +123,15 @@ class Container:
         if spec.process is None:
             raise SpecError("config.json: process: missing (nothing to run)")
         container = cls(container_id, root)
-        container.dir.make()
+        container.dir.make()  # the id claimed, its lock held
         try:
-            with container.dir:
-                reached("create.claimed")
-                container._create(spec, options)
+            reached("create.claimed")
+            container._create(spec, options)
         except BaseException:
             container._abort_create()
             raise
+        finally:
+            container.dir.unlock()
         return container
 
     def _create(self, spec: Spec, options: CreateOptions) -> None:
@@ -154,6 +160,7 @@ class Container:
             "network": options.network,
             # the init's session keyring, which `exec`'d processes join (runc's)
             "session_keyring": f"_ses.{self.id}" if options.new_keyring else None,
+            "ephemeral": options.ephemeral,
         }
         self._creating = state  # what _abort_create undoes, kept up to date
         os.mkfifo(self.dir.fifo, 0o600)
@@ -219,7 +226,8 @@ class Container:
         log.debug(f"container {self.id}: created")
 
     def _abort_create(self) -> None:
-        """Undo a failed create: the init, the cgroup, the state directory."""
+        """Undo a failed create (its lock still held): the init, the cgroup,
+        the state directory."""
         if self._init_pid:
             try:
                 os.kill(self._init_pid, 9)  # our own child: its PID cannot be recycled before we reap it
@@ -237,11 +245,10 @@ class Container:
                 state = self.dir.read()
             except KubirunError:
                 state = {}
-        if state.get("cgroup"):
-            try:
-                self._cgroup(state).destroy()
-            except Exception as err:  # noqa: BLE001 - report, and still remove the state
-                log.warning(f"container {self.id}: cannot remove its cgroup: {err}")
+        try:
+            self._remove_cgroup(state)
+        except Exception as err:  # noqa: BLE001 - report, and still remove the state
+            log.warning(f"container {self.id}: cannot remove its cgroup: {err}")
         _detach_host_mount(state)
         self.dir.remove()
 
@@ -369,33 +376,108 @@ class Container:
             cgroup.kill_all(signal)
 
     def delete(self, force: bool = False) -> None:
-        try:
-            self.dir.lock()
-        except NotFound:
-            if force:
-                return
-            raise
+        """Delete the container; ``force`` kills it first if need be, and
+        removes whatever a killed runtime left of the id: a state directory
+        without a (readable) state, the store's directory of an image run
+        of that name, its network leases (``kubirun.reclaim``)."""
         try:
             try:
-                state = self.load()
+                self.dir.lock()
             except NotFound:
                 if force:
                     return
                 raise
-            status = self.status(state)
-            log.debug(f"container {self.id}: delete ({status}{', force' if force else ''})")
-            if status in ("running", "paused") and not force:
-                raise KubirunError(f"cannot delete container {self.id}: it is {status}"
-                                   " (stop it first, or use --force)")
-            if status != "stopped":
-                self._kill_and_wait(state, status)
-            if self._init_pid is not None:
-                # This process forked the init (the library used in-process):
-                # reap it, or it stays a zombie of ours.
-                reap(self._init_pid)
-                self._init_pid = None
-            reached("delete.killed")
-            self._destroy(state)
+            try:
+                try:
+                    state = self.load()
+                except (NotFound, Corrupt):
+                    if not force:
+                        raise
+                    # Its creator died before the first write (we hold the
+                    # lock: no live command is working on it), or the file
+                    # was damaged: nothing recorded to go by.
+                    self._remove_unrecorded()
+                    return
+                self._delete(state, force)
+            finally:
+                self.dir.unlock()
+        finally:
+            if force:
+                from kubirun import reclaim
+
+                reclaim.leftovers_of(self.id, self.dir.root)
+
+    def _delete(self, state: dict, force: bool) -> None:
+        status = self.status(state)
+        log.debug(f"container {self.id}: delete ({status}{', force' if force else ''})")
+        if status in ("running", "paused") and not force:
+            raise KubirunError(f"cannot delete container {self.id}: it is {status}"
+                               " (stop it first, or use --force)")
+        if status != "stopped":
+            self._kill_and_wait(state, status)
+        if self._init_pid is not None:
+            # This process forked the init (the library used in-process):
+            # reap it, or it stays a zombie of ours.
+            reap(self._init_pid)
+            self._init_pid = None
+        reached("delete.killed")
+        self._destroy(state)
+
+    def _remove_unrecorded(self) -> None:
+        """A state directory with no state to go by: the id's cgroup at
+        kubirun's default place (a damaged state file may have been that
+        of a created container), its processes killed, and the directory."""
+        log.debug(f"container {self.id}: removing a directory without a readable state")
+        try:
+            from kubirun.cgroups import DESTROY_TIMEOUT, fs, open_cgroup
+            from kubirun.creation import cgroup_path
+
+            cgroup = open_cgroup(cgroup_path(_NoSpec, self.id))
+            if any(os.path.isdir(d) for d in cgroup.dirs()):
+                cgroup.kill_all(9)
+                deadline = fs.monotonic() + DESTROY_TIMEOUT
+                for directory in cgroup.dirs():
+                    if os.path.isdir(directory):
+                        fs.remove_tree(directory, deadline)
+        except Exception as err:  # noqa: BLE001 - nothing recorded: a best effort
+            log.warning(f"container {self.id}: cannot remove its cgroup: {err}")
+        self.dir.remove()
+
+    def dead(self) -> str | None:
+        """Remove the container if it is a leftover of a killed runtime;
+        why, or None (alive, kept, or busy with another command).
+
+        Leftovers: a directory without a readable state; a container whose
+        creator died before it was created; one that its creator was to
+        delete when done (``ephemeral``: ``run`` without -d or --keep)
+        while that creator is dead."""
+        try:
+            if not self.dir.lock(wait=False):
+                return None
+        except NotFound:
+            return None
+        try:
+            try:
+                state = self.load()
+            except NotFound:
+                why = "its runtime was killed before recording it"
+            except Corrupt:
+                why = "its state file is damaged"
+            else:
+                creator = state.get("creator") or [0, 0]
+                creator_alive = bool(creator[0]) and process_start_time(creator[0]) == creator[1]
+                if creator_alive:
+                    return None
+                if state.get("status") == "creating":
+                    why = "its runtime was killed while creating it"
+                elif state.get("ephemeral"):
+                    why = "its runtime was killed before deleting it"
+                else:
+                    return None  # a container like any other: its user deletes it
+                self._delete(state, force=True)
+                return why
+            self._remove_unrecorded()
+            return why
         finally:
             self.dir.unlock()
 
@@ -407,7 +489,7 @@ class Container:
                 cgroup.kill_all(9)  # its processes are not all in a PID namespace the init's death ends
             if status == "paused":
                 cgroup.thaw()
-        _wait_gone(state)
+        _wait_gone(state, cgroup)
 
     def _destroy(self, state: dict) -> None:
         from kubirun.spec import Hook
@@ -418,6 +500,22 @@ class Container:
             from kubirun.hooks import run_hooks
 
             run_hooks("poststop", hooks, self._hook_state(state, "stopped"), log.warning)
+        self._remove_cgroup(state)
+        reached("delete.cgroup")
+        _detach_host_mount(state)
+        if state.get("network"):
+            from kubirun.ns.net import teardown
+
+            teardown(state["network"])  # veth, port rules, lease: also after a killed runtime
+        reached("delete.network")
+        if state.get("remove_on_delete"):
+            from kubirun.image.containerdir import remove
+
+            remove(state["remove_on_delete"])
+        reached("delete.store")
+        self.dir.remove()
+
+    def _remove_cgroup(self, state: dict, wait: bool = True) -> None:
         if state.get("cgroup"):
             cgroup = self._cgroup(state)
             if not _own_pid_namespace(state) and cgroup.pids():
@@ -430,27 +528,29 @@ class Container:
             cgroup.destroy()
         elif state.get("cgroup_path"):
             # The runtime died while making it: the container's own
-            # directories (never the parents) may exist unrecorded.
-            from kubirun.cgroups import open_cgroup
+            # directories (never the parents) may exist unrecorded, with
+            # its init still leaving them (it dies with that runtime).
+            from kubirun.cgroups import DESTROY_TIMEOUT, fs, open_cgroup
 
+            deadline = fs.monotonic() + (DESTROY_TIMEOUT if wait else 0)
             for directory in open_cgroup(state["cgroup_path"]).dirs():
-                try:
-                    os.rmdir(directory)
-                except OSError:
-                    pass
-        reached("delete.cgroup")
-        _detach_host_mount(state)
-        if state.get("network"):
-            from kubirun.ns.net import teardown
+                if os.path.isdir(directory):
+                    fs.remove_tree(directory, deadline)
 
-            teardown(state["network"])  # veth, port rules, lease: also after a killed runtime
-        reached("delete.network")
-        if state.get("remove_on_delete"):
-            from kubirun.imagerun import remove_container_dir
-
-            remove_container_dir(state["remove_on_delete"])
-        reached("delete.store")
-        self.dir.remove()
+    def keep_stopped(self) -> None:
+        """``run --keep``, once the container has exited: it stays (stopped,
+        listed, removed by ``delete``), without its network, which the
+        caller gives back now (its address may be leased again at once)."""
+        with self.dir:
+            state = self.load()
+            if self.status(state) != "stopped":
+                self._kill_and_wait(state, self.status(state))
+            if self._init_pid is not None:
+                reap(self._init_pid)
+                self._init_pid = None
+            if state.get("network"):
+                state["network"] = None
+                self.dir.write(state)
 
     # --- what runs inside ------------------------------------------------
 
@@ -600,7 +700,11 @@ def _signal_init(state: dict, signal: int) -> None:
         os.close(pidfd)
 
 
-def _wait_gone(state: dict, timeout: float = 10.0) -> None:
+def _wait_gone(state: dict, cgroup=None, timeout: float = 10.0) -> None:
+    """Wait until the init, SIGKILLed, is gone: exited, or (an init of a
+    PID namespace waiting for its last processes to be reaped, such as an
+    ``exec``'d one orphaned by a killed runtime, whose new parent may be
+    slow) past the point of no return, its memory freed, its cgroup left."""
     import select
 
     pidfd = _open_init(state)
@@ -609,11 +713,38 @@ def _wait_gone(state: dict, timeout: float = 10.0) -> None:
     try:
         poller = select.poll()
         poller.register(pidfd, select.POLLIN)
-        if not poller.poll(int(timeout * 1000)):
-            raise KubirunError(f"container {state['id']}: init {state['pid']} did not die"
-                               f" within {timeout:.0f}s of SIGKILL")
+        deadline = time.monotonic() + timeout
+        wait_ms = 5
+        while not poller.poll(wait_ms):
+            if _exiting(state["pid"]) and (cgroup is None or not cgroup.pids()):
+                return
+            if time.monotonic() > deadline:
+                raise KubirunError(f"container {state['id']}: init {state['pid']} did not die"
+                                   f" within {timeout:.0f}s of SIGKILL")
+            wait_ms = min(wait_ms * 2, 100)
     finally:
         os.close(pidfd)
+
+
+_PF_EXITING = 0x4  # include/linux/sched.h: set first thing in do_exit()
+
+
+def _exiting(pid: int) -> bool:
+    """The process is in ``do_exit`` and has given up its memory (vsize 0):
+    it never returns to user space."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return True
+    fields = data[data.rindex(b")") + 2:].split()
+    return bool(int(fields[6]) & _PF_EXITING) and int(fields[20]) == 0
+
+
+class _NoSpec:
+    """``creation.cgroup_path`` of a container whose spec is unknown."""
+
+    cgroups_path = None
 
 
 def _raise_start_failure(container_id: str, received: bytes) -> None:

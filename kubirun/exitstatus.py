@@ -12,7 +12,7 @@ import time
 
 from kubirun import jsonio
 
-EXIT_FILE = "exit.json"
+from kubirun.state import EXIT_FILE  # noqa: E402 - beside the other names of the state directory
 
 
 def from_wait_status(status: int) -> dict:

@@ -14,7 +14,14 @@ foreground, on the same lifecycle as an OCI bundle.
     4. create; the network is attached to the waiting init; start, wait
        (relaying the terminal, forwarding signals)
     5. delete (the network's teardown with it), the overlay unmounted and
-       the container's directory removed, unless ``--keep``
+       the container's directory removed; with ``--keep`` the container
+       stays, stopped, until ``kubirun delete NAME`` (its network is
+       given back at once)
+
+The container's directory is owned by this run while it lasts
+(``image.containerdir``): if the run is killed, ``delete --force NAME``,
+the next ``run --name NAME`` or ``gc`` finds it ownerless and removes it
+(``kubirun.reclaim``), with what else the run had made.
 """
 from __future__ import annotations
 
@@ -185,13 +192,18 @@ def make_rootless(config: dict) -> None:
 
 def run(options: RunOptions) -> int:
     """Run a container to completion and return its exit status."""
+    from kubirun.image import containerdir
+    from kubirun.state import default_root
+
     name = validate_id(options.name or new_id())
+    root = default_root()
     container_dir = os.path.join(store_dir(), "containers", name)
-    os.makedirs(os.path.dirname(container_dir), 0o700, exist_ok=True)
-    try:
-        os.mkdir(container_dir, 0o700)
-    except FileExistsError:
-        raise KubirunError(f"container name {name!r} is already in use ({container_dir})") from None
+    if options.name:
+        _reclaim_name(name, root)
+    if os.path.lexists(os.path.join(root, name)):
+        raise KubirunError(f"container name {name!r} is already in use (a container of {root};"
+                           " `kubirun delete` it first)")
+    owner = containerdir.claim(container_dir, root)
     reached("run.claimed")
 
     previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
@@ -234,7 +246,7 @@ def run(options: RunOptions) -> int:
             spec.seccomp.warn_unknown = False
         spec.process = options.process
         container = Container.create(name, spec, options=CreateOptions(
-            foreground=True, remove_on_delete=None if options.keep else container_dir,
+            foreground=True, remove_on_delete=container_dir, ephemeral=not options.keep,
             network=network.record if network is not None else None))
         reached("run.created")
         if network is not None:
@@ -251,30 +263,24 @@ def run(options: RunOptions) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         try:
-            if container is not None:
+            if container is not None and options.keep:
+                container.keep_stopped()  # its network given back below
+            elif container is not None:
                 container.delete(force=True)  # the network's teardown too (state["network"])
-            elif not options.keep:
-                remove_container_dir(container_dir)
+            else:
+                containerdir.remove(container_dir)
         finally:
-            if network is not None:
-                network.close(torn_down=container is not None)
+            try:
+                if network is not None:
+                    network.close(torn_down=container is not None and not options.keep)
+            finally:
+                os.close(owner)
 
 
-def remove_container_dir(path: str) -> None:
-    from kubirun.image.overlay import unmount
+def _reclaim_name(name: str, root: str) -> None:
+    """``run --name NAME`` after a run of that name was killed: what it
+    left is removed (a live or kept container of that name is not)."""
+    from kubirun import reclaim
 
-    unmount(path)  # an image's overlay root, before anything is removed
-    try:
-        os.rmdir(path)  # a root used in place leaves the directory empty
-    except FileNotFoundError:
-        pass
-    except OSError:
-        import shutil  # rmtree never follows symlinks out of the tree
-
-        shutil.rmtree(path, ignore_errors=True)
-        if os.geteuid() != 0 and os.path.lexists(path):
-            # What the container's other users made (subordinate ids) is
-            # removed from a user namespace mapping them.
-            from kubirun.ns import idmap
-
-            idmap.remove_tree(path)
+    reclaim.dead_container(name, root)
+    reclaim.leftovers_of(name, root, store_dir())

@@ -90,7 +90,7 @@ def _run_bundle(container_id: str, bundle: str, detach: bool, keep: bool, pid_fi
     spec = load_bundle(bundle)
     options = CreateOptions(pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
                             preserve_fds=preserve_fds + _listen_fds(spec), foreground=not detach,
-                            new_keyring=not no_new_keyring)
+                            new_keyring=not no_new_keyring, ephemeral=not detach and not keep)
     container = Container.create(container_id, spec, options=options)
     if detach:
         try:
@@ -275,10 +275,15 @@ def ps(container_id: str, format: str, ps_args: tuple) -> int:
 def list_(format: str, quiet: bool) -> int:
     from kubirun.container import list_containers
 
+    from kubirun import log
+    from kubirun.state import Corrupt
+
     states = []
     for container in list_containers():
         try:
             states.append(container.state())
+        except Corrupt as err:
+            log.warning(str(err))  # the others are still listed
         except KubirunError:
             continue  # deleted while we looked
     if quiet:
@@ -325,6 +330,15 @@ def _owner(container_id: str) -> str:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def gc(store: str | None) -> int:
+    from kubirun import reclaim
+    from kubirun.state import default_root
+
+    for line in reclaim.gc(default_root(), os.path.abspath(store) if store else None):
+        print(f"removed {line}")
+    return 0
 
 
 def pause(container_id: str) -> int:

@@ -243,6 +243,14 @@ IMAGES_RM = Command("rm", "Remove images (by id prefix, name or source file) fro
 IMAGES_PRUNE = Command("prune", "Remove unused layers and leftovers; with -a, unused images too.",
                        "kubirun.image.commands:prune",
                        (Option(("-a", "--all"), "all", "Also images no container uses."), _STORE))
+GC = Command(
+    "gc", "Remove what runtimes killed at any point left behind: containers whose create or"
+    " foreground run was killed, state directories without a state, store directories and"
+    " network leases no live run owns, interrupted layer unpacks. Containers that merely"
+    " stopped (created, or run with --keep) stay until deleted.",
+    "kubirun.cli.handlers:gc", (_STORE,),
+    epilog="Prints one line per thing removed. Safe beside other kubirun commands: what a live"
+           " command owns is never touched; only kubirun's state root and store are looked at.")
 BUNDLE = Command(
     "bundle", "Write an OCI bundle (config.json + rootfs/) from an image, for any OCI runtime.",
     "kubirun.image.commands:bundle",
@@ -272,7 +280,7 @@ RESTORE = Command("restore", "Restore a container from a checkpoint (not support
 # Top-level commands; `demo` is a group of teaching demos.
 COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, PS, LIST, PAUSE,
                                  RESUME, EVENTS, UPDATE, SPEC, FEATURES, BUNDLE, CHECKPOINT,
-                                 RESTORE)}
+                                 RESTORE, GC)}
 GROUPS = {"demo": ("Teaching demos: one command, one lesson.", {"ps": DEMO_PS}),
           "images": ("The image store: each layer unpacked once, shared by containers.",
                      {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)})}

@@ -50,13 +50,22 @@ class Lock:
     def __init__(self, path: str, shared: bool = False) -> None:
         self.path = path
         self.shared = shared
+        self.blocking = True  # False: BlockingIOError while another holds it
         self.fd = -1
 
     def __enter__(self) -> Lock:
         import fcntl
 
+        if self.fd >= 0:
+            return self  # taken already (remove_import_leftovers)
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+        try:
+            fcntl.flock(self.fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX)
+                        | (0 if self.blocking else fcntl.LOCK_NB))
+        except BaseException:
+            os.close(self.fd)
+            self.fd = -1
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -276,6 +285,37 @@ class Store:
             for name in os.listdir(self.tmp):
                 _remove_tree(os.path.join(self.tmp, name))
         return removed
+
+    def remove_import_leftovers(self, wait: bool = True) -> list[str]:
+        """What killed imports left: ``tmp/`` (layers being unpacked,
+        archives being decompressed) and the lock files of layers never
+        made.  Under the exclusive lock, so no import is running; without
+        ``wait``, nothing is done while one is."""
+        removed: list[str] = []
+        lock = self.lock()
+        if not wait:
+            if not self._import_leftovers():
+                return removed  # the everyday case: two directory reads
+            lock.blocking = False
+        try:
+            lock.__enter__()
+        except BlockingIOError:
+            return removed
+        with lock:
+            for path in self._import_leftovers():
+                _remove_tree(path)
+                removed.append(path)
+        return removed
+
+    def _import_leftovers(self) -> list[str]:
+        try:
+            found = [os.path.join(self.tmp, name) for name in sorted(os.listdir(self.tmp))]
+            layers = set(os.listdir(self.layers))
+            found += [os.path.join(self.locks, name) for name in sorted(os.listdir(self.locks))
+                      if name != "store" and name not in layers]
+        except FileNotFoundError:
+            return []
+        return found
 
     def _drop_sources(self, check_files: bool = False) -> None:
         known = {i["id"] for i in self.all_images()}

@@ -70,7 +70,8 @@ def test_keep_keeps_a_copied_root(busybox_tarball, private_store):
     kept = private_store / "containers" / "kept"
     assert (kept / "rootfs" / "marker").read_text() == "kept\n"
     assert (kept / "rootfs" / "bin" / "busybox").exists()
-    shutil.rmtree(kept)
+    assert kubirun("delete", "kept").returncode == 0
+    assert not kept.exists()
 
 
 def test_concurrent_cold_runs_share_one_unpack(tmp_path, base_tar, private_store):

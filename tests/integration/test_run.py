@@ -245,11 +245,27 @@ def test_killing_the_runtime_kills_the_container(busybox_dir):
 
 
 def test_name_in_use_is_refused(busybox_dir, private_store):
-    (private_store / "containers" / "taken").mkdir(parents=True)
-    result = kubirun("run", "--name", "taken", str(busybox_dir), "--", "true")
-    assert result.returncode != 0
-    assert "already in use" in result.stderr
-    (private_store / "containers" / "taken").rmdir()
+    import fcntl
+    import shutil
+
+    taken = private_store / "containers" / "taken"
+    taken.mkdir(parents=True)
+    owner = os.open(taken / "owner", os.O_RDWR | os.O_CREAT)  # as a live run holds it
+    fcntl.lockf(owner, fcntl.LOCK_EX)
+    try:
+        result = kubirun("run", "--name", "taken", str(busybox_dir), "--", "true")
+        assert result.returncode != 0
+        assert "already in use" in result.stderr
+        assert kubirun("gc").stdout == ""
+    finally:
+        os.close(owner)
+    shutil.rmtree(taken)
+
+
+def test_a_name_whose_run_left_only_its_directory_is_reused(busybox_dir, private_store):
+    (private_store / "containers" / "left").mkdir(parents=True)  # a run killed at once
+    result = kubirun("run", "--name", "left", str(busybox_dir), "--", "true")
+    assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("bad", ["a/b", "..", "white space"])
@@ -270,8 +286,21 @@ def test_keep_keeps_the_unpacked_root(busybox_tarball, private_store):
     assert result.returncode == 0, result.stderr
     kept = private_store / "containers" / "kept"
     assert (kept / "rootfs" / "marker").read_text() == "x\n"
-    import shutil
-    shutil.rmtree(kept)
+    assert kubirun("delete", "kept").returncode == 0
+    assert not kept.exists()
+
+
+def test_a_kept_container_is_listed_stopped_until_deleted(busybox_tarball, private_store):
+    assert kubirun("run", "--keep", "--name", "kept", str(busybox_tarball), "--", "true").returncode == 0
+    listed = json.loads(kubirun("list", "--format", "json").stdout)
+    assert [(c["id"], c["status"]) for c in listed] == [("kept", "stopped")]
+    again = kubirun("run", "--name", "kept", str(busybox_tarball), "--", "true")
+    assert again.returncode != 0 and "already in use" in again.stderr
+    assert kubirun("gc").stdout == ""  # kept: not a leftover
+    result = kubirun("delete", "kept")
+    assert result.returncode == 0, result.stderr
+    assert not (private_store / "containers" / "kept").exists()
+    assert kubirun("run", "--name", "kept", str(busybox_tarball), "--", "true").returncode == 0
 
 
 def test_unpacked_tarball_keeps_modes(busybox_tarball):

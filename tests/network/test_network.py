@@ -258,3 +258,28 @@ def test_kubirun_network_replaces_the_default(netns, rootfs):
                            env={**os.environ, "KUBIRUN_NETWORK": "none"})
     assert result.returncode == 0, result.stderr
     assert len(result.stdout.splitlines()) == 1  # lo, although kubi0 exists now
+
+
+NETWORK_STEPS = ["run.network", "run.mounted", "create.forked", "run.created", "run.attached",
+                 "run.exited", "delete.cgroup", "delete.network"]
+
+
+@pytest.mark.parametrize("step", NETWORK_STEPS)
+@pytest.mark.parametrize("reclaimer", ["delete --force", "run", "gc"])
+def test_a_bridge_run_killed_at_any_step_leaves_no_lease_veth_or_rule(netns, rootfs, step,
+                                                                     reclaimer):
+    run = ("run", "--name", "victim", "--network", "bridge", "-p", "18091:80", str(rootfs), "--")
+    killed = netns.kubirun(*run, "true", env={**os.environ, "KUBIRUN_TEST_KILL_AT": step})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if reclaimer == "delete --force":
+        result = netns.kubirun("delete", "--force", "victim")
+    elif reclaimer == "run":
+        result = netns.kubirun(*run, "true")
+    else:
+        result = netns.kubirun("gc")
+    assert result.returncode == 0, result.stderr
+    assert netns.leases() == []
+    assert [t for t in netns.tables() if t.startswith("kubirun_")] == []
+    assert netns.wait_no_veths() == []
+    assert sorted(os.listdir(netns.state_root)) == ["network:kubi0"]
+    assert os.listdir(os.path.join(os.environ["KUBIRUN_STORE"], "containers")) == []

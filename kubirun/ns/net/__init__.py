@@ -245,6 +245,16 @@ def _undo_links_and_rules(record: dict) -> None:
     _undo(record, release=False)
 
 
+def undo_stale(record: dict) -> None:
+    """A stale lease's veth, port rules and /etc files (the lease itself
+    is removed by the caller, who holds the pool's lock)."""
+    _undo(record, release=False)
+    if record.get("files"):
+        from kubirun.ns.net import etcfiles
+
+        etcfiles.remove(record["files"])
+
+
 def teardown(record: dict) -> None:
     """Undo a container's network from its record: its veth, its port
     rules, its /etc files, its lease.  Safe to repeat."""

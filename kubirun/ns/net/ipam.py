@@ -135,6 +135,31 @@ class Pool:
         finally:
             os.close(lock)
 
+    def reclaim_stale(self, undo, owner: str | None = None) -> list[dict]:
+        """Give back every lease (of ``owner`` only, if given) whose holder
+        can no longer do it (``_stale_record``), after ``undo(record)``
+        has taken away what it made; the records given back."""
+        if not os.path.isdir(self.dir):
+            return []
+        reclaimed = []
+        lock = self._lock()
+        try:
+            for address in self.leases():
+                path = os.path.join(self.dir, address)
+                record = _stale_record(path)
+                if record is None or (owner is not None and record.get("owner") != owner):
+                    continue
+                if record:
+                    undo(record)
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                reclaimed.append(dict(record, address=address))
+        finally:
+            os.close(lock)
+        return reclaimed
+
     def leases(self) -> list[str]:
         try:
             return sorted(n for n in os.listdir(self.dir) if n[:1].isdigit())

@@ -1,0 +1,126 @@
+"""What a runtime killed at any point leaves behind, recognised and removed.
+
+Every kubirun command makes things in an order that a later one can read
+back: a state directory is born locked (``kubirun.state``), a store
+directory owned (``kubirun.image.containerdir``), a lease names its
+container and the process that took it (``kubirun.ns.net.ipam``), a layer
+is unpacked under ``store/tmp`` before it is renamed into place.  So,
+without any record of the killed command itself:
+
+    ROOT/ID with no readable state.json, lock free      its create was killed
+    ROOT/ID "creating", creator dead                    (the same, later on)
+    ROOT/ID "ephemeral" (`run` without -d/--keep),
+      creator dead                                      its run was killed
+    ROOT/ID:new-PID, ROOT/ID:gone-PID, lock free        a claim or removal killed
+    STORE/containers/NAME, owner lock free, no
+      container's state naming it                       its run was killed
+    ROOT/network:BRIDGE/ADDRESS, its container without
+      state and its runtime dead                        the same (bridge mode)
+    STORE/tmp/*, STORE/locks/LAYER of no layer          an import was killed
+      (under the store's exclusive lock)
+
+``delete --force ID`` and ``kubirun run --name ID`` remove those of one id;
+``kubirun gc`` all of them.  Containers that are merely stopped (a
+finished ``create``, a ``run --keep``) are left to their users, as runc
+leaves them.  Only kubirun's state root and store are looked at: other
+runtimes' containers, cgroups and mounts are never touched.
+"""
+from __future__ import annotations
+
+import os
+
+from kubirun import log
+
+
+def leftovers_of(name: str, root: str, store: str | None = None) -> list[str]:
+    """After ``delete --force NAME`` (and before ``run --name NAME``): the
+    store directory of that name and its leases, if their run is dead."""
+    from kubirun.image import containerdir
+    from kubirun.image.store import store_root
+
+    removed = []
+    path = os.path.join(store or store_root(), "containers", name)
+    if os.path.lexists(path) and containerdir.reclaim(path, root):
+        removed.append(f"store directory {path}")
+    removed += _stale_leases(root, owner=name)
+    from kubirun.image.store import Store
+
+    removed += [f"{path} (an interrupted import)"
+                for path in Store(store).remove_import_leftovers(wait=False)]
+    for what in removed:
+        log.debug(f"container {name}: removed {what} (left by a killed runtime)")
+    return removed
+
+
+def dead_container(name: str, root: str) -> str | None:
+    """Remove container NAME of ``root`` if it is a leftover (see
+    ``Container.dead``): why it was, or None."""
+    from kubirun.container import Container
+
+    return Container(name, root).dead()
+
+
+def gc(root: str, store: str | None = None) -> list[str]:
+    """Remove every leftover of killed runtimes in the state root and the
+    store; what was removed, one line each."""
+    from kubirun.ids import validate_id
+    from kubirun.state import CLAIMING, REMOVING, all_entries, is_stale, remove_stale
+
+    removed = []
+    for name in all_entries(root):
+        path = os.path.join(root, name)
+        if CLAIMING in name or REMOVING in name:
+            if is_stale(path):
+                remove_stale(path)
+                removed.append(f"{path} (a claim or removal of a killed runtime)")
+            continue
+        if ":" in name:
+            continue  # network:BRIDGE, below
+        try:
+            validate_id(name)
+        except Exception:  # noqa: BLE001 - not a container's directory: not ours to judge
+            continue
+        why = dead_container(name, root)
+        if why:
+            removed.append(f"container {name} ({why})")
+    removed += _stale_leases(root)
+    removed += _store_leftovers(root, store)
+    return removed
+
+
+def _stale_leases(root: str, owner: str | None = None) -> list[str]:
+    from kubirun.ns.net.ipam import Pool
+    from kubirun.state import all_entries
+
+    removed = []
+    for name in all_entries(root):
+        if name.startswith("network:"):
+            from kubirun.ns.net import undo_stale
+
+            pool = Pool(os.path.join(root, name), None)
+            for record in pool.reclaim_stale(undo_stale, owner):
+                removed.append(f"lease {record.get('address')} of {record.get('owner')}"
+                               f" ({pool.dir})")
+    return removed
+
+
+def _store_leftovers(root: str, store: str | None) -> list[str]:
+    from kubirun.image import containerdir
+    from kubirun.image.store import Store
+
+    store = Store(store)
+    removed = []
+    try:
+        names = sorted(os.listdir(store.containers))
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        path = os.path.join(store.containers, name)
+        if containerdir.is_claim(name):
+            if containerdir.reclaim_claim(path):
+                removed.append(f"{path} (a claim of a killed run)")
+        elif containerdir.reclaim(path, root):
+            removed.append(f"store directory {path} (its run was killed)")
+    if os.path.isdir(store.locks):
+        removed += [f"{path} (an interrupted import)" for path in store.remove_import_leftovers()]
+    return removed
