@@ -375,11 +375,13 @@ class Container:
             log.debug(f"container {self.id}: stopped; signal {signal} to what is left in its cgroup")
             cgroup.kill_all(signal)
 
-    def delete(self, force: bool = False) -> None:
+    def delete(self, force: bool = False, leftovers: bool = True) -> None:
         """Delete the container; ``force`` kills it first if need be, and
         removes whatever a killed runtime left of the id: a state directory
         without a (readable) state, the store's directory of an image run
-        of that name, its network leases (``kubirun.reclaim``)."""
+        of that name, its network leases (``kubirun.reclaim``; not when
+        the run that owns the name deletes its own container: ``leftovers``
+        False)."""
         try:
             try:
                 self.dir.lock()
@@ -402,7 +404,7 @@ class Container:
             finally:
                 self.dir.unlock()
         finally:
-            if force:
+            if force and leftovers:
                 from kubirun import reclaim
 
                 reclaim.leftovers_of(self.id, self.dir.root)

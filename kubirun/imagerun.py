@@ -266,7 +266,9 @@ def run(options: RunOptions) -> int:
             if container is not None and options.keep:
                 container.keep_stopped()  # its network given back below
             elif container is not None:
-                container.delete(force=True)  # the network's teardown too (state["network"])
+                # The network's teardown too (state["network"]); nothing of
+                # the name is a leftover: this run owns it.
+                container.delete(force=True, leftovers=False)
             else:
                 containerdir.remove(container_dir)
         finally:

@@ -36,20 +36,36 @@ def leftovers_of(name: str, root: str, store: str | None = None) -> list[str]:
     """After ``delete --force NAME`` (and before ``run --name NAME``): the
     store directory of that name and its leases, if their run is dead."""
     from kubirun.image import containerdir
-    from kubirun.image.store import store_root
+    from kubirun.image.store import Store, store_root
+    from kubirun.state import all_entries, is_stale, remove_stale
 
     removed = []
-    path = os.path.join(store or store_root(), "containers", name)
+    entries = all_entries(root)
+    for entry in entries:
+        if entry.startswith(name + ":") and not entry.startswith("network:") and \
+                is_stale(os.path.join(root, entry)):
+            remove_stale(os.path.join(root, entry))  # its claim, or its removal, was killed
+            removed.append(os.path.join(root, entry))
+    containers = os.path.join(store or store_root(), "containers")
+    path = os.path.join(containers, name)
     if os.path.lexists(path) and containerdir.reclaim(path, root):
         removed.append(f"store directory {path}")
-    removed += _stale_leases(root, owner=name)
-    from kubirun.image.store import Store
-
+    claims = [entry for entry in _list(containers) if entry.startswith(name + containerdir.CLAIMING)]
+    removed += [os.path.join(containers, claim) for claim in claims
+                if containerdir.reclaim_claim(os.path.join(containers, claim))]
+    removed += _stale_leases(root, entries, owner=name)
     removed += [f"{path} (an interrupted import)"
                 for path in Store(store).remove_import_leftovers(wait=False)]
     for what in removed:
         log.debug(f"container {name}: removed {what} (left by a killed runtime)")
     return removed
+
+
+def _list(directory: str) -> list[str]:
+    try:
+        return sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
 
 
 def dead_container(name: str, root: str) -> str | None:
@@ -83,19 +99,17 @@ def gc(root: str, store: str | None = None) -> list[str]:
         why = dead_container(name, root)
         if why:
             removed.append(f"container {name} ({why})")
-    removed += _stale_leases(root)
+    removed += _stale_leases(root, all_entries(root))
     removed += _store_leftovers(root, store)
     return removed
 
 
-def _stale_leases(root: str, owner: str | None = None) -> list[str]:
-    from kubirun.ns.net.ipam import Pool
-    from kubirun.state import all_entries
-
+def _stale_leases(root: str, entries: list[str], owner: str | None = None) -> list[str]:
     removed = []
-    for name in all_entries(root):
+    for name in entries:
         if name.startswith("network:"):
             from kubirun.ns.net import undo_stale
+            from kubirun.ns.net.ipam import Pool
 
             pool = Pool(os.path.join(root, name), None)
             for record in pool.reclaim_stale(undo_stale, owner):

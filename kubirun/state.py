@@ -29,6 +29,7 @@ import os
 from kubirun import jsonio
 from kubirun.errors import KubirunError
 from kubirun.ids import validate_id
+from kubirun.killpoint import reached
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -111,10 +112,14 @@ class StateDir:
             raise KubirunError(f"state root {self.root} is not a directory (from --root or"
                                " $KUBIRUN_ROOT)") from None
         claim = f"{self.path}{CLAIMING}{os.getpid()}"
-        _remove_tree(claim)  # a killed process's, whose PID we have now
-        os.mkdir(claim, 0o711)
+        try:
+            os.mkdir(claim, 0o711)
+        except FileExistsError:
+            _remove_tree(claim)  # a killed process's, whose PID we have now
+            os.mkdir(claim, 0o711)
         fd = os.open(os.path.join(claim, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.lockf(fd, fcntl.LOCK_EX)
+        reached("create.claiming")
         try:
             # Atomic, and never over a directory with anything in it (a
             # container's always holds its lock file).
@@ -212,8 +217,14 @@ class StateDir:
                     # would remove the files of the root itself
                     raise KubirunError(f"{self.path}/{name} is still a mount point: not removing it")
             gone = f"{self.path}{REMOVING}{os.getpid()}"
-            _remove_tree(gone)
-            os.rename(self.path, gone)
+            try:
+                os.rename(self.path, gone)
+            except OSError as err:
+                if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                _remove_tree(gone)  # a killed process's, whose PID we have now
+                os.rename(self.path, gone)
+            reached("delete.renamed")
             _remove_tree(gone)
         finally:
             if not held:

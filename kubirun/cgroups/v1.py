@@ -74,9 +74,12 @@ class V1Cgroup(Cgroup):
     def _setup_dir(self, root: str, dirpath: str, new: bool) -> None:
         # A new v1 cpuset cgroup starts with empty cpus and mems, and a
         # process cannot join it (ENOSPC): copy them from the parent, level by
-        # level, as runc does. Only in directories we made: a pre-existing
-        # one is someone else's to configure.
-        if new and root == self.mounts.get("cpuset"):
+        # level, as runc does. In directories we made; and in a pre-existing
+        # one only where they are still empty: such a cpuset can hold no
+        # process, nor give its children any cpu, so nobody configured it.
+        # It is a shared parent whose maker was killed between its mkdir and
+        # these writes (or is making it now, and writes the same values).
+        if root == self.mounts.get("cpuset"):
             prefix = _cpuset_prefix(os.path.dirname(dirpath))
             for name in ("cpus", "mems"):
                 mine = fs.read(self.path, dirpath, prefix + name)

@@ -22,6 +22,7 @@ import os
 
 from kubirun import jsonio
 from kubirun.errors import KubirunError
+from kubirun.killpoint import reached
 
 OWNER = "owner"
 CLAIMING = ":new-"  # NAME:new-PID: a directory being claimed (':' is in no name)
@@ -32,12 +33,16 @@ def claim(path: str, state_root: str) -> int:
     (closing it, or dying, releases the directory)."""
     os.makedirs(os.path.dirname(path), 0o700, exist_ok=True)
     temporary = f"{path}{CLAIMING}{os.getpid()}"
-    _remove_tree(temporary)  # a killed process's, whose PID we have now
-    os.mkdir(temporary, 0o700)
+    try:
+        os.mkdir(temporary, 0o700)
+    except FileExistsError:
+        _remove_tree(temporary)  # a killed process's, whose PID we have now
+        os.mkdir(temporary, 0o700)
     fd = os.open(os.path.join(temporary, OWNER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.lockf(fd, fcntl.LOCK_EX)  # per process: the init we fork does not inherit it
         os.write(fd, jsonio.dumps({"root": state_root, "pid": os.getpid()}).encode())
+        reached("run.claiming")
         os.rename(temporary, path)  # never over a directory with anything in it
     except BaseException as err:
         os.close(fd)
@@ -133,6 +138,10 @@ def remove(path: str) -> None:
     from kubirun.image.overlay import unmount
 
     unmount(path)  # an image's overlay root, before anything is removed
+    try:
+        os.unlink(os.path.join(path, OWNER))  # its lock goes with it: its run is ending
+    except OSError:
+        pass
     try:
         os.rmdir(path)  # a root used in place leaves the directory empty
     except FileNotFoundError:

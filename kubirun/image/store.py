@@ -7,9 +7,11 @@
       sources/KEY.json   "this file, with this size and mtime, is that
                          image": a second run reads no archive at all
       containers/NAME/   a container: upper/, work/, rootfs/ (the overlay
-                         mount) and ``image`` (its image id, which keeps
-                         the image from ``rm`` and ``prune``)
+                         mount), ``image`` (its image id, which keeps
+                         the image from ``rm`` and ``prune``) and ``owner``
+                         (locked by its run: image.containerdir)
       tmp/               layers being unpacked, archives being decompressed
+                         (what killed imports left: ``remove_import_leftovers``)
       locks/             flock(2) files
 
 Concurrency: every import and every container's mount hold ``locks/store``

@@ -484,6 +484,19 @@ def test_v1_cpuset_waits_for_a_parent_another_runtime_is_filling(fake_v1):
     assert fake_v1.read("cpuset/kubirun-test/box/cpuset.mems") == "0\n"
 
 
+def test_v1_create_completes_a_shared_parent_a_killed_runtime_left_without_cpus(fake_v1):
+    os.mkdir(f"{fake_v1.base}/cpuset/kubirun-test")  # killed before its two writes
+    os.mkdir(f"{fake_v1.base}/cpuset/configured")
+    fake_v1._put(f"{fake_v1.base}/cpuset/configured", "cpuset.cpus", "1\n")
+    fake_v1._put(f"{fake_v1.base}/cpuset/configured", "cpuset.mems", "0\n")
+    made(fake_v1)
+    assert fake_v1.read("cpuset/kubirun-test/cpuset.cpus") == "0-1\n"
+    assert fake_v1.read("cpuset/kubirun-test/box/cpuset.mems") == "0\n"
+    made(fake_v1, "/configured/box")
+    assert fake_v1.read("cpuset/configured/cpuset.cpus") == "1\n"  # someone's: as it was
+    assert fake_v1.read("cpuset/configured/box/cpuset.cpus") == "1\n"
+
+
 def test_destroy_removes_only_what_we_made(fake_v1):
     os.makedirs(f"{fake_v1.base}/memory/kubirun-test")  # someone else's parent, in one hierarchy
     cg = made(fake_v1)
