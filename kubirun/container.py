@@ -172,6 +172,9 @@ class Container:
             os.chown(self.dir.fifo, host_id(spec.uid_mappings, 0) or 0,
                      host_id(spec.gid_mappings, 0) or 0)
         state["cgroup_path"] = creation.cgroup_path(spec, self.id)
+        # A cgroup someone made before us (an engine's, a test's) is never
+        # ours to remove when this create fails half-way.
+        state["cgroup_existed"] = creation.cgroup_exists(state["cgroup_path"])
         if spec.namespace("mount") is None:
             from kubirun.ns import hostmount
 
@@ -528,7 +531,7 @@ class Container:
                 # (a cgroup that had processes before: runc's rule too).
                 cgroup.kill_all(9)
             cgroup.destroy()
-        elif state.get("cgroup_path"):
+        elif state.get("cgroup_path") and not state.get("cgroup_existed"):
             # The runtime died while making it: the container's own
             # directories (never the parents) may exist unrecorded, with
             # its init still leaving them (it dies with that runtime).

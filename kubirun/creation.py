@@ -108,6 +108,16 @@ def limits_requested(spec: Spec) -> bool:
     return any(key != "devices" and value for key, value in (spec.resources or {}).items())
 
 
+def cgroup_exists(path: str) -> bool:
+    """Is there a directory for cgroup ``path`` already, in any hierarchy?"""
+    from kubirun.cgroups import open_cgroup
+
+    try:
+        return any(os.path.isdir(directory) for directory in open_cgroup(path).dirs())
+    except Exception:  # noqa: BLE001 - no cgroups to speak of: nothing exists
+        return False
+
+
 def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | None = None,
                   init_pid: int = 0):
     """Make the cgroup, check it (``check_cgroup``) and apply the spec's
