@@ -34,6 +34,12 @@ class JSONError(ValueError):
     """Malformed JSON; the message gives line and column, as ``json`` does."""
 
 
+# No document kubirun reads nests deeper than a dozen levels; a hostile one
+# could nest 100000 deep, which the C scanner meets with a RecursionError
+# (and a deep value would meet one later, in whatever walks it).
+MAX_DEPTH = 200
+
+
 def loads(text: str | bytes) -> object:
     if isinstance(text, bytes):
         # Not the "utf-8-sig" codec: importing it costs ~0.8 ms.
@@ -45,12 +51,41 @@ def loads(text: str | bytes) -> object:
         value, end = _scan(text, start)
     except StopIteration as err:
         raise JSONError(_where(text, err.value, "expecting a value")) from None
+    except RecursionError:
+        raise JSONError(_too_deep()) from None
     except (ValueError, SystemError):
         raise JSONError(_syntax_error(text)) from None
     rest = len(text.rstrip(_WHITESPACE))
     if end < rest:
         raise JSONError(_where(text, end, "extra data"))
+    # Two counts in C: the everyday document cannot be too deep, no walk needed.
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise JSONError(_too_deep())
     return value
+
+
+def _too_deep() -> str:
+    return f"nested deeper than {MAX_DEPTH} levels"
+
+
+def _depth(value: object) -> int:
+    """How deep arrays and objects nest in ``value`` (without recursion)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if level > deepest:
+            deepest = level
+            if deepest > MAX_DEPTH:
+                break
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def _syntax_error(text: str) -> str:
