@@ -121,7 +121,20 @@ def _write_state(fd: int, payload: bytes) -> None:
         os.close(fd)
 
 
+_POLL_MAX_MS = 0x7FFFFFFF  # poll(2) takes an int of milliseconds (24.8 days)
+
+
 def _wait_readable(fd: int, timeout: int | None) -> bool:
+    """Wait for ``fd`` (a pidfd: its process exited) at most ``timeout``
+    seconds; a timeout longer than one poll(2) can wait is waited in parts."""
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    return bool(poller.poll(None if timeout is None else timeout * 1000))
+    if timeout is None:
+        return bool(poller.poll(None))
+    left = timeout * 1000
+    while left > 0:
+        step = min(left, _POLL_MAX_MS)
+        if poller.poll(step):
+            return True
+        left -= step
+    return False

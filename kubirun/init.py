@@ -17,6 +17,7 @@ from kubirun import _native, jsonio, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.errors import ContainerStartError, KubirunError, describe
+from kubirun.log import one_line
 from kubirun.ns import mounts, namespaces, network, rootfs
 from kubirun.ns.mountspec import plan_mounts
 
@@ -274,7 +275,7 @@ def _after_start(step, *args):
         return step(*args)
     except ContainerStartError as err:
         if not getattr(err, "reported_by_runtime", False):  # seccomp_notify.AgentUnreachable
-            os.write(2, f"kubirun: {err}\n".encode(errors="replace"))
+            os.write(2, f"kubirun: {one_line(str(err))}\n".encode(errors="replace"))
         raise
 
 

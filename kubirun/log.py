@@ -48,7 +48,17 @@ class captured:
 _sink: list | None = None
 
 
+def one_line(message: str) -> str:
+    """``message`` with its line breaks and other unprintable characters
+    (a lone surrogate...) escaped: a message quoting bad input stays one
+    line, which is all an engine reads."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 def _emit(level: str, message: str, to_stderr: bool) -> None:
+    message = one_line(message)
     if _sink is not None and level != "error":
         _sink.append(f"{level}: {message}")
         return

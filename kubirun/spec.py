@@ -20,6 +20,14 @@ PERSONALITIES = {"LINUX": 0x0000, "LINUX32": 0x0008}  # PER_LINUX, PER_LINUX32
 NAMESPACE_TYPES = ("pid", "network", "mount", "ipc", "uts", "user", "cgroup", "time")
 HOOK_PHASES = ("prestart", "createRuntime", "createContainer", "startContainer",
                "poststart", "poststop")
+# The largest uid or gid: (uid_t)-1 is not an id, it tells the kernel to
+# leave the id unchanged.
+MAX_ID = 0xFFFFFFFE
+UINT32_MAX = 0xFFFFFFFF
+UINT64_MAX = 0xFFFFFFFFFFFFFFFF
+INT64_MAX = 0x7FFFFFFFFFFFFFFF  # a Go int, as runc reads timeouts and offsets
+HOST_NAME_MAX = 64  # bytes, for hostname and domainname alike
+MAX_MAJOR, MAX_MINOR = 0xFFF, 0xFFFFF  # what Linux's 32-bit dev_t holds
 
 
 class SpecError(KubirunError):
@@ -114,6 +122,23 @@ def _expect(value: object, kind: type | tuple, where: str) -> object:
         wanted = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                   int: "an integer"}.get(kind, str(kind))
         raise _fail(where, f"expected {wanted}, got {_type_name(value)} {jsonio.dumps(value)[:60]}")
+    if isinstance(value, str):
+        _check_text(value, where)
+    return value
+
+
+def _check_text(value: str, where: str) -> str:
+    """Every string of config.json ends up a C string (a path, an argument,
+    a name): no NUL inside, and text that UTF-8 can encode (a JSON escape
+    can make a lone surrogate, which it cannot)."""
+    if "\0" in value:
+        raise _fail(where, f"must not contain a NUL byte, got {jsonio.dumps(value)[:60]}")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError as err:
+            raise _fail(where, f"is not valid Unicode text (a lone surrogate at character"
+                        f" {err.start}), got {jsonio.dumps(value)[:60]}") from None
     return value
 
 
@@ -131,11 +156,22 @@ def _strings(obj: dict, key: str, where: str) -> list[str]:
     return list(items)
 
 
-def _uint(obj: dict, key: str, where: str, default: int | None = None) -> int | None:
+def _uint(obj: dict, key: str, where: str, default: int | None = None,
+          maximum: int | None = None) -> int | None:
+    """An optional unsigned integer, of at most ``maximum`` if given (the
+    width of the field in the runtime-spec's Go types, or what the kernel
+    takes)."""
     value = _get(obj, key, int, where, default)
     if value is not None and value < 0:
         raise _fail(f"{where}.{key}", f"must not be negative, got {value}")
+    if value is not None and maximum is not None and value > maximum:
+        raise _fail(f"{where}.{key}", f"must be at most {maximum}, got {value}")
     return value
+
+
+def _id(obj: dict, key: str, where: str, default: int | None = None) -> int | None:
+    """A uid or gid: 0 to 4294967294."""
+    return _uint(obj, key, where, default, MAX_ID)
 
 
 def parse(raw: object, bundle: str) -> Spec:
@@ -186,12 +222,13 @@ def parse_process(proc: dict, where: str) -> ProcessSpec:
         if "=" not in item or item.startswith("="):
             raise _fail(f"{where}.env[{i}]", f"expected KEY=VALUE, got {item!r}")
     user = _get(proc, "user", dict, where, {})
-    uid = _uint(user, "uid", f"{where}.user", 0)
-    gid = _uint(user, "gid", f"{where}.user", 0)
+    uid = _id(user, "uid", f"{where}.user", 0)
+    gid = _id(user, "gid", f"{where}.user", 0)
     extra = _get(user, "additionalGids", list, f"{where}.user", [])
     for i, g in enumerate(extra):
-        if not isinstance(g, int) or isinstance(g, bool) or g < 0:
-            raise _fail(f"{where}.user.additionalGids[{i}]", f"expected a group id, got {g!r}")
+        if not isinstance(g, int) or isinstance(g, bool) or not 0 <= g <= MAX_ID:
+            raise _fail(f"{where}.user.additionalGids[{i}]",
+                        f"expected a group id (0 to {MAX_ID}), got {jsonio.dumps(g)[:60]}")
     if user.get("username"):
         raise _fail(f"{where}.user.username", "is for Windows containers")
     spec = ProcessSpec(
@@ -202,7 +239,9 @@ def parse_process(proc: dict, where: str) -> ProcessSpec:
     )
     spec.oci = True
     spec.uid, spec.gid, spec.additional_gids = uid, gid, tuple(extra)
-    spec.umask = _uint(user, "umask", f"{where}.user")
+    umask = _uint(user, "umask", f"{where}.user", maximum=UINT32_MAX)
+    # A uint32 as runc takes it; the kernel keeps the permission bits.
+    spec.umask = None if umask is None else umask & 0o777
     spec.no_new_privileges = bool(_get(proc, "noNewPrivileges", bool, where, False))
     spec.capabilities = _parse_capabilities(_get(proc, "capabilities", dict, where, None), where)
     spec.rlimits = _parse_rlimits(_get(proc, "rlimits", list, where, []), where)
@@ -214,8 +253,9 @@ def parse_process(proc: dict, where: str) -> ProcessSpec:
             raise _fail(f"{where}.{field}", f"{proc[field]!r} requested, but kubirun has no"
                         f" {'AppArmor' if field[0] == 'a' else 'SELinux'} support on this host")
     console = _get(proc, "consoleSize", dict, where)
-    spec.console_size = (_uint(console, "height", f"{where}.consoleSize", 0),
-                         _uint(console, "width", f"{where}.consoleSize", 0)) if console else None
+    # a struct winsize's unsigned shorts
+    spec.console_size = (_uint(console, "height", f"{where}.consoleSize", 0, 0xFFFF),
+                         _uint(console, "width", f"{where}.consoleSize", 0, 0xFFFF)) if console else None
     return spec
 
 
@@ -257,7 +297,8 @@ def _parse_rlimits(items: list, where: str) -> list[tuple[str, int, int]]:
     for i, item in enumerate(items):
         here = f"{where}.rlimits[{i}]"
         kind = _typed_once(item, here, RLIMITS, seen, "rlimit")
-        hard, soft = _uint(item, "hard", here), _uint(item, "soft", here)
+        hard, soft = _uint(item, "hard", here, maximum=UINT64_MAX), \
+            _uint(item, "soft", here, maximum=UINT64_MAX)
         if hard is None or soft is None:
             raise _fail(here, "needs both soft and hard")
         if soft > hard:
@@ -306,10 +347,16 @@ def _parse_hooks(hooks: dict) -> dict[str, list[Hook]]:
             if not path or not path.startswith("/"):
                 raise _fail(f"{here}.path", f"must be an absolute path, got {path!r}")
             timeout = _get(item, "timeout", int, here)
-            if timeout is not None and timeout <= 0:
-                raise _fail(f"{here}.timeout", f"must be positive, got {timeout}")
-            parsed.append(Hook(path, _strings(item, "args", here) or [path],
-                               _strings(item, "env", here), timeout))
+            if timeout is not None and not 0 < timeout <= INT64_MAX:
+                raise _fail(f"{here}.timeout", f"must be 1 to {INT64_MAX} seconds, got {timeout}")
+            env = _strings(item, "env", here)
+            for j, entry in enumerate(env):
+                if entry.startswith("="):  # (no name: no execve could pass it)
+                    raise _fail(f"{here}.env[{j}]", f"expected KEY=VALUE, got {entry!r}")
+            args = _strings(item, "args", here)
+            if args and not args[0]:
+                raise _fail(f"{here}.args[0]", "must not be empty (it is the hook's argv[0])")
+            parsed.append(Hook(path, args or [path], env, timeout))
         result[phase] = parsed
     return result
 
@@ -339,6 +386,8 @@ def _parse_time_offsets(linux: dict) -> dict:
             raise _fail(here, "only monotonic and boottime clocks have offsets")
         _expect(value, dict, here)
         secs = _get(value, "secs", int, here, 0)
+        if not -INT64_MAX - 1 <= secs <= INT64_MAX:
+            raise _fail(f"{here}.secs", f"must fit in 64 bits, got {secs}")
         nanosecs = _uint(value, "nanosecs", here, 0)
         if nanosecs >= 1_000_000_000:
             raise _fail(f"{here}.nanosecs", f"must be below 1e9, got {nanosecs}")
@@ -352,9 +401,15 @@ def _parse_mappings(linux: dict, key: str) -> list[tuple[int, int, int]]:
     for i, item in enumerate(_get(linux, key, list, "linux", [])):
         here = f"linux.{key}[{i}]"
         _expect(item, dict, here)
-        triple = tuple(_uint(item, name, here) for name in ("containerID", "hostID", "size"))
+        triple = tuple(_uint(item, name, here, maximum=UINT32_MAX)
+                       for name in ("containerID", "hostID", "size"))
         if None in triple or triple[2] == 0:
             raise _fail(here, "needs containerID, hostID and a non-zero size")
+        for name, first in zip(("containerID", "hostID"), triple):
+            # The kernel refuses a range that wraps past the last id.
+            if first + triple[2] > UINT32_MAX:
+                raise _fail(here, f"{name} + size must be at most {UINT32_MAX},"
+                            f" got {first} + {triple[2]}")
         result.append(triple)
     return result
 
@@ -385,15 +440,21 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
             _check_rootless_mappings(spec)
     elif spec.uid_mappings or spec.gid_mappings:
         raise _fail("linux.uidMappings", "id mappings need a new user namespace")
-    if spec.hostname and spec.namespace("uts") is None:
-        # (a joined one is fine: the name is set there, as runc does)
-        raise _fail("hostname", "setting a hostname needs a uts namespace of the container's")
+    for field in ("hostname", "domainname"):
+        name = getattr(spec, field)
+        if name and spec.namespace("uts") is None:
+            # (a joined one is fine: the name is set there, as runc does)
+            raise _fail(field, f"setting a {field} needs a uts namespace of the container's")
+        if name is not None and len(name.encode()) > HOST_NAME_MAX:
+            raise _fail(field, f"must be at most {HOST_NAME_MAX} bytes, got {len(name.encode())}")
     if spec.namespace("mount") is None and user is not None:
         # Without a mount namespace the container shares kubirun's (see
         # ns.hostmount), where a user namespace's root may not mount.
         raise _fail("linux.namespaces", "a user namespace needs a mount namespace too")
     spec.cgroups_path = _get(linux, "cgroupsPath", str, "linux") or None
     spec.resources = _get(linux, "resources", dict, "linux", {})
+    if spec.resources:
+        _check_resources(spec.resources)
     spec.masked_paths = _strings(linux, "maskedPaths", "linux")
     spec.readonly_paths = _strings(linux, "readonlyPaths", "linux")
     spec.devices = _get(linux, "devices", list, "linux", [])
@@ -405,8 +466,11 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
             raise _fail(f"{here}.path", f"must be under /dev, got {path!r}")
         if _get(dev, "type", str, here) not in ("c", "b", "u", "p"):
             raise _fail(f"{here}.type", f"expected c, b, u or p, got {dev.get('type')!r}")
-        _uint(dev, "major", here)
-        _uint(dev, "minor", here)
+        _uint(dev, "major", here, maximum=MAX_MAJOR)
+        _uint(dev, "minor", here, maximum=MAX_MINOR)
+        _uint(dev, "fileMode", here, maximum=UINT32_MAX)
+        _id(dev, "uid", here)
+        _id(dev, "gid", here)
     sysctl = _get(linux, "sysctl", dict, "linux", {})
     for key, value in sysctl.items():
         _expect(value, str, f"linux.sysctl.{key}")
@@ -436,6 +500,18 @@ def _parse_linux(spec: Spec, linux: dict) -> None:
             raise _fail(f"linux.{field}", "not supported yet by kubirun")
     if linux.get("mountLabel"):
         _ignore_mount_label(linux["mountLabel"])
+
+
+def _check_resources(resources: dict) -> None:
+    """linux.resources, checked as the cgroup manager will read them (types,
+    ranges, device rules) before anything is made: a rootless container
+    without a cgroup of its own ignores them, but not their mistakes."""
+    from kubirun.cgroups.resources import check
+
+    try:
+        check(resources)
+    except ValueError as err:  # ConversionError, DeviceRuleError
+        raise _fail("linux.resources", str(err).removeprefix("resources.")) from None
 
 
 def _ignore_mount_label(label: object) -> None:

@@ -77,7 +77,14 @@ def _fail(syscall: str, *paths: str) -> OSError:
 
 
 def _enc(value: str | None):
-    return ffi.NULL if value is None else os.fsencode(value)
+    if value is None:
+        return ffi.NULL
+    raw = os.fsencode(value)
+    # C would read only up to the NUL: a path cut short names another
+    # file (config.json's strings are refused before, this is the guard).
+    if b"\0" in raw:
+        raise ValueError(f"embedded null byte in {value!r}")
+    return raw
 
 
 def unshare(flags: int) -> None:
@@ -107,13 +114,13 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 
 def sethostname(name: str) -> None:
-    raw = name.encode()
+    raw = _enc(name)
     if lib.sethostname(raw, len(raw)) < 0:
         raise _fail("sethostname", name)
 
 
 def setdomainname(name: str) -> None:
-    data = name.encode()
+    data = _enc(name)
     if lib.setdomainname(data, len(data)) < 0:
         raise _fail("setdomainname", name)
 

@@ -150,6 +150,8 @@ def get_int(section: dict, key: str, where: str) -> int | None:
         return None
     if not _is_int(value):
         raise ConversionError(f"{where}.{key} must be an integer, not {value!r}")
+    if not -(1 << 63) <= value <= MAX_UINT64:  # an int64 or a uint64 in the runtime-spec
+        raise ConversionError(f"{where}.{key} {value} is out of range (64 bits)")
     return value
 
 

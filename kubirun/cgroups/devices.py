@@ -81,6 +81,9 @@ def rules_from_oci(entries: list) -> list[Rule]:
                 raise DeviceRuleError(f"devices[{i}].{key} {value!r}: not a device number")
             numbers.append(value)
         access = entry.get("access")
+        if access is not None and not isinstance(access, str):
+            raise DeviceRuleError(f"devices[{i}].access must be a string of r, w and m,"
+                                  f" not {access!r}")
         if not access:
             raise DeviceRuleError(f"device access at {i} field cannot be empty")
         rules.append(Rule(dtype, numbers[0], numbers[1], _perm_set(access), allow))
