@@ -15,6 +15,8 @@ from kubirun.errors import ExecError, KubirunError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_ARGS = ("/bin/sh",)
+MAX_ID = 0xFFFFFFFE  # (uid_t)-1 is not an id: it tells the kernel "unchanged"
+DB_MAX_BYTES = 16 << 20  # an /etc/passwd or /etc/group larger than this is refused
 
 
 class ProcessSpec:
@@ -122,54 +124,136 @@ def oci_identity(spec: "ProcessSpec") -> Identity:
     """The numeric user of an OCI process; the home directory from the
     image's ``/etc/passwd`` when the uid is listed there."""
     home = "/"
-    for entry in _read_db("/etc/passwd"):
+    for entry in _read_db("/", "etc/passwd"):
         if len(entry) >= 7 and entry[2] == str(spec.uid):
             home = entry[5] or "/"
             break
     return Identity(spec.uid, spec.gid, spec.additional_gids, home)
 
 
-def _read_db(path: str) -> list[list[str]]:
+def is_id(text: str) -> bool:
+    """Is ``text`` a uid or gid written in decimal (ASCII digits only)?"""
+    return text.isascii() and text.isdigit()
+
+
+def parse_id(text: str, what: str) -> int:
+    """A uid or gid in decimal; out of range is an error naming ``what``."""
+    value = int(text)
+    if value > MAX_ID:
+        raise KubirunError(f"{what}: {text} is out of range (0 to {MAX_ID})")
+    return value
+
+
+def check_user_option(user: str, what: str) -> None:
+    """``UID[:GID]`` or ``NAME[:GROUP]`` as given (``-u``): numbers in
+    range, checked before any container is made (names are resolved in
+    the image)."""
+    for part in user.split(":", 1):
+        if is_id(part):
+            parse_id(part, f"{what} {user}")
+
+
+def _read_db(root: str, name: str) -> list[list[str]]:
+    """The lines of ``root/name`` (/etc/passwd or /etc/group) as fields;
+    none if it is missing.  It is the image's: resolved inside ``root``
+    (a symlink in it cannot lead out, nor through /proc's magic links),
+    and only a regular file is read (a FIFO there would block for ever,
+    a device could be endless)."""
+    from kubirun import _native
+
+    what = f"the image's /{name}"
+    resolve = _native.RESOLVE_IN_ROOT | _native.RESOLVE_NO_MAGICLINKS
     try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return []
+    try:
+        try:
+            # O_PATH first: opening a FIFO or a device for reading could
+            # block or do something; looking at one cannot.
+            probe = _native.openat2(root_fd, name, os.O_PATH | os.O_CLOEXEC, 0, resolve)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as err:
+            raise KubirunError(f"{what}: cannot open it: {err.strerror}") from None
+        try:
+            _check_regular(probe, what)
+            fd = _native.openat2(root_fd, name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY
+                                 | os.O_CLOEXEC, 0, resolve)
+        except OSError as err:
+            raise KubirunError(f"{what}: cannot open it: {err.strerror}") from None
+        finally:
+            os.close(probe)
+    finally:
+        os.close(root_fd)
+    try:
+        _check_regular(fd, what)  # (the same file, unless swapped meanwhile)
+        data = os.read(fd, DB_MAX_BYTES + 1)
+        while len(data) <= DB_MAX_BYTES:
+            more = os.read(fd, DB_MAX_BYTES + 1 - len(data))
+            if not more:
+                break
+            data += more
+    except OSError as err:
+        raise KubirunError(f"{what}: cannot read it: {err.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > DB_MAX_BYTES:
+        raise KubirunError(f"{what} is larger than {DB_MAX_BYTES >> 20} MiB: not read")
+    lines = data.decode("utf-8", "replace").split("\n")
+    return [line.split(":") for line in lines if line.strip() and not line.startswith("#")]
+
+
+def _check_regular(fd: int, what: str) -> None:
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        kind = {stat.S_IFIFO: "a FIFO", stat.S_IFDIR: "a directory", stat.S_IFCHR: "a device",
+                stat.S_IFBLK: "a device", stat.S_IFSOCK: "a socket"}.get(stat.S_IFMT(mode), "not a file")
+        raise KubirunError(f"{what} is not a regular file ({kind}): not read")
+
+
+def _db_id(entry: list[str], index: int, what: str) -> int:
+    """Field ``index`` of a passwd or group line: a uid or gid."""
+    text = entry[index]
+    if not is_id(text):
+        raise KubirunError(f"{what}: {entry[0]!r} has an invalid id {text!r}")
+    return parse_id(text, f"{what}: {entry[0]!r}")
 
 
 def resolve_user(user: str | None, root: str = "/") -> Identity:
     """Resolve ``UID[:GID]`` or ``NAME[:GROUP]`` against the image's
     ``/etc/passwd`` and ``/etc/group`` (read under ``root``)."""
-    passwd = [e for e in _read_db(os.path.join(root, "etc/passwd")) if len(e) >= 7]
-    groups = [e for e in _read_db(os.path.join(root, "etc/group")) if len(e) >= 3]
+    passwd = [e for e in _read_db(root, "etc/passwd") if len(e) >= 7]
+    groups = [e for e in _read_db(root, "etc/group") if len(e) >= 3]
     spec = user or "0"
     user_part, _, group_part = spec.partition(":")
 
     entry = None
-    if user_part.isdigit():
-        uid = int(user_part)
+    if is_id(user_part):
+        uid = parse_id(user_part, f"user {spec!r}")
         entry = next((e for e in passwd if e[2] == user_part), None)
     else:
         entry = next((e for e in passwd if e[0] == user_part), None)
         if entry is None:
             raise KubirunError(f"user {user_part!r} not found in the image's /etc/passwd")
-        uid = int(entry[2])
+        uid = _db_id(entry, 2, "the image's /etc/passwd")
 
     if group_part:
-        if group_part.isdigit():
-            gid = int(group_part)
+        if is_id(group_part):
+            gid = parse_id(group_part, f"user {spec!r}: group")
         else:
             match = next((g for g in groups if g[0] == group_part), None)
             if match is None:
                 raise KubirunError(f"group {group_part!r} not found in the image's /etc/group")
-            gid = int(match[2])
+            gid = _db_id(match, 2, "the image's /etc/group")
     else:
-        gid = int(entry[3]) if entry else 0
+        gid = _db_id(entry, 3, "the image's /etc/passwd") if entry else 0
 
     extra: tuple[int, ...] = ()
     if entry is not None and not group_part:
-        # Supplementary groups: those listing the user as a member.
-        members = (g for g in groups if len(g) > 3 and g[2].isdigit())
+        # Supplementary groups: those listing the user as a member (a line
+        # with a malformed gid names nobody's group: skipped).
+        members = (g for g in groups if len(g) > 3 and is_id(g[2]) and int(g[2]) <= MAX_ID)
         extra = tuple(dict.fromkeys(
             int(g[2]) for g in members if entry[0] in g[3].split(",") and int(g[2]) != gid))
     home = entry[5] if entry and entry[5] else ("/root" if uid == 0 else "/")

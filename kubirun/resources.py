@@ -3,9 +3,12 @@ object for the cgroup manager.  Every flag maps to a field or is refused:
 nothing is silently dropped."""
 from __future__ import annotations
 
+import os
+
 from kubirun.errors import KubirunError
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_INT64 = (-(1 << 63), (1 << 63) - 1)  # what a cgroup file takes (and the runtime-spec)
 
 
 def parse_size(text: str, flag: str) -> int:
@@ -15,16 +18,22 @@ def parse_size(text: str, flag: str) -> int:
         return -1
     number = value.rstrip("bkmgt")
     unit = value[len(number):].rstrip("b") or ""
-    if unit not in _UNITS or not number.isdigit():
+    if unit not in _UNITS or not number.isascii() or not number.isdigit():
         raise KubirunError(f"{flag}: invalid size {text!r} (e.g. 512m, 1g, -1)")
-    return int(number) * _UNITS[unit]
+    size = int(number) * _UNITS[unit]
+    if size > _INT64[1]:
+        raise KubirunError(f"{flag}: {text!r} is out of range (at most 8 EiB)")
+    return size
 
 
 def _int(text: str, flag: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise KubirunError(f"{flag}: expected a number, got {text!r}") from None
+    if not _INT64[0] <= value <= _INT64[1]:
+        raise KubirunError(f"{flag}: {text!r} is out of range (64 bits)")
+    return value
 
 
 # flag -> (section, field, parser)
@@ -97,8 +106,12 @@ def run_limits(memory: str | None, cpus: str | None, pids_limit: str | None,
             value = float(cpus)
         except ValueError:
             value = -1.0
-        if not value > 0:
+        if not value > 0 or value == float("inf"):
             raise KubirunError(f"--cpus: expected a positive number of CPUs, got {cpus!r}")
+        available = len(os.sched_getaffinity(0))
+        if value > available:
+            # docker's rule: a quota of more CPUs than there are limits nothing
+            raise KubirunError(f"--cpus: {cpus} is more than the {available} CPUs available here")
         resources.setdefault("cpu", {}).update(quota=max(1000, round(value * CPU_PERIOD)),
                                                period=CPU_PERIOD)
     if cpuset_cpus is not None:

@@ -50,6 +50,10 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         raise KubirunError(f"-w {workdir!r}: the working directory must be an absolute path"
                            " (as docker says)")
 
+    if user:
+        from kubirun.process import check_user_option
+
+        check_user_option(user, "-u")
     spec = ProcessSpec(
         args=args or list(DEFAULT_ARGS),
         env=parse_env_items(list(env), dict(os.environ)),
