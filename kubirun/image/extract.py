@@ -542,11 +542,21 @@ def copy_data(src: int, dst: int, size: int) -> None:
 # --- a whole tar stream -----------------------------------------------------------
 
 def apply_tar(reader, writer: RootWriter) -> None:
-    """Every entry of ``reader`` (a ``TarReader``) through ``writer``."""
+    """Every entry of ``reader`` (a ``TarReader``) through ``writer``; a
+    system call's failure names the entry (its own file name may be only
+    an fd's number, or the last component)."""
     copy_to = reader.copy_to
     add = writer.add
     for member in reader:
-        add(member, copy_to if member.kind == REG else None)
+        try:
+            add(member, copy_to if member.kind == REG else None)
+        except OSError as err:
+            raise _entry_error(err, member.name) from None
+
+
+def _entry_error(err: OSError, name: str) -> OSError:
+    """``err`` (of the same class), naming the tar entry it happened to."""
+    return OSError(err.errno, err.strerror or str(err), f"tar entry {name!r}")
 
 
 def extract_tar(source, dest: str, budget=None) -> None:

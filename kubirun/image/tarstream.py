@@ -18,6 +18,9 @@ import os
 from kubirun.errors import ImageError
 
 BLOCK = 512
+MAX_ID = 0xFFFFFFFE  # (uid_t)-1 is not an id: chown reads it as "unchanged"
+MAX_TIME = 1 << 62  # seconds either way: beyond, no time_t holds it
+MAX_MAJOR, MAX_MINOR = 0xFFF, 0xFFFFF  # what Linux's dev_t holds
 
 
 class CorruptData(Exception):
@@ -165,6 +168,8 @@ class HeaderParser:
             raise CorruptData("bad tar header: checksum mismatch (not a tar archive, or corrupt)")
         typeflag = block[156:157]
         size = _number(block[124:136], "size")
+        if size < 0:
+            raise CorruptData(f"bad tar header: negative size {size}")
         if typeflag in (b"x", b"g", b"L", b"K"):
             if size > 16 << 20:
                 raise CorruptData("bad tar header: extension header larger than 16 MiB")
@@ -199,6 +204,7 @@ class HeaderParser:
             self._apply_pax(entry, merged)
         if kind != REG:
             entry.size = 0  # only regular files carry data (as tarfile and GNU tar read it)
+        _check_entry(entry)
         return entry
 
     def feed_extension(self, data: bytes) -> None:
@@ -236,6 +242,37 @@ class HeaderParser:
                 entry.xattrs[_decode(key[13:])] = value
             elif key.startswith(b"GNU.sparse."):
                 raise ImageError(f"tar entry {entry.name!r}: sparse files are not supported")
+
+
+def _check_entry(entry: Entry) -> None:
+    """What no file system can hold is refused here, naming the entry:
+    ids beyond uid_t, a time that is not one, a NUL inside a name."""
+    what = f"tar entry {_show(entry.name)}"
+    if "\0" in entry.name:
+        raise CorruptData(f"{what}: a NUL byte in its name")
+    if "\0" in entry.linkname:
+        raise CorruptData(f"{what}: a NUL byte in its link target {_show(entry.linkname)}")
+    for field in ("uid", "gid"):
+        value = getattr(entry, field)
+        if not 0 <= value <= MAX_ID:
+            raise CorruptData(f"{what}: {field} {value} is out of range (0 to {MAX_ID})")
+    mtime = entry.mtime
+    if not -MAX_TIME <= mtime <= MAX_TIME:  # (false for NaN too)
+        raise CorruptData(f"{what}: mtime {mtime} is not a time")
+    if entry.kind in (CHR, BLK) and not (0 <= entry.devmajor <= MAX_MAJOR
+                                         and 0 <= entry.devminor <= MAX_MINOR):
+        raise CorruptData(f"{what}: device {entry.devmajor}:{entry.devminor} is out of range"
+                          f" (majors to {MAX_MAJOR}, minors to {MAX_MINOR})")
+    if entry.xattrs:
+        for key in entry.xattrs:
+            if "\0" in key or not key:
+                raise CorruptData(f"{what}: an extended attribute named {_show(key)}")
+
+
+def _show(name: str) -> str:
+    """A name from an archive, quoted, on one line, not endless."""
+    text = repr(name)
+    return text if len(text) <= 200 else text[:200] + "…"
 
 
 def _pax_int(value: bytes, what: str) -> int:
