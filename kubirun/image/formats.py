@@ -17,7 +17,6 @@ read whole.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform as _platform
 
@@ -235,14 +234,82 @@ def read_member(members, name: str) -> bytes:
 
 
 def parse_json(data: bytes, what: str):
+    from kubirun import jsonio  # bounds the nesting, as for config.json
+
     try:
-        return json.loads(data)
+        return jsonio.loads(data)
     except (ValueError, UnicodeDecodeError) as err:
         raise ImageError(f"{what}: invalid JSON ({err})") from None
 
 
+def parse_object(data: bytes, what: str) -> dict:
+    """A JSON document that must be an object (an index, a manifest, a
+    config): anything else is refused here, not met later as a bug."""
+    value = parse_json(data, what)
+    if not isinstance(value, dict):
+        raise ImageError(f"{what}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _text(value: object) -> str | None:
+    """What is wrong with a string of an image's JSON that kubirun hands
+    to the kernel (a NUL, a lone surrogate), or None."""
+    if not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    if "\0" in value:
+        return f"a NUL byte in {value!r:.60}"
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return f"not valid Unicode text: {value!r:.60}"
+    return None
+
+
+# The fields of an image config's ``config`` that a run uses, and their
+# types (as docker decodes them: a string where a list is expected is one
+# item, null is absent).
+_CONFIG_STRINGS = ("WorkingDir", "User", "StopSignal")
+_CONFIG_LISTS = ("Env", "Cmd", "Entrypoint")
+
+
+def check_config(config: dict, what: str) -> None:
+    """The image config's ``config`` object, checked where it is read:
+    wrong types and strings no C string can hold are refused, naming
+    the field."""
+    run = config.get("config")
+    if run is None:
+        return
+    if not isinstance(run, dict):
+        raise ImageError(f"{what}: config: expected an object, got {type(run).__name__}")
+    for field in _CONFIG_STRINGS + _CONFIG_LISTS:
+        value = run.get(field)
+        if value is None:
+            continue
+        items = value if field in _CONFIG_LISTS and isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            problem = _text(item)
+            if problem is None and field == "Env" and item.startswith("="):
+                problem = f"expected KEY=VALUE, got {item!r:.60}"
+            if problem:
+                where = f"{field}[{i}]" if isinstance(value, list) else field
+                raise ImageError(f"{what}: config.{where}: {problem}")
+    for field in ("Labels", "ExposedPorts", "Volumes"):
+        value = run.get(field)
+        if value is not None and not isinstance(value, dict):
+            raise ImageError(f"{what}: config.{field}: expected an object, got {type(value).__name__}")
+    for key, value in (run.get("Labels") or {}).items():
+        problem = _text(key) or _text(value)
+        if problem:
+            raise ImageError(f"{what}: config.Labels: {problem}")
+    for key in run.get("ExposedPorts") or {}:
+        problem = _text(key)
+        if problem:
+            raise ImageError(f"{what}: config.ExposedPorts: {problem}")
+
+
 def check_digest(data: bytes, digest: str, what: str) -> None:
-    algorithm, _, hexpart = (digest or "").partition(":")
+    algorithm, _, hexpart = (digest if isinstance(digest, str) else "").partition(":")
     if algorithm not in ("sha256", "sha512") or not hexpart:
         raise ImageError(f"{what}: unsupported digest {digest!r}")
     actual = hashlib.new(algorithm, data).hexdigest()
@@ -251,7 +318,7 @@ def check_digest(data: bytes, digest: str, what: str) -> None:
 
 
 def blob_name(digest: str, what: str) -> str:
-    algorithm, _, hexpart = (digest or "").partition(":")
+    algorithm, _, hexpart = (digest if isinstance(digest, str) else "").partition(":")
     if algorithm not in ("sha256", "sha512") or not hexpart or not set(hexpart) <= _HEX:
         raise ImageError(f"{what}: invalid digest {digest!r}")
     return f"blobs/{algorithm}/{hexpart}"
@@ -287,7 +354,7 @@ class Resolved:
                  layers: list[LayerRef], names: list[str]) -> None:
         self.kind = kind
         self.config_bytes = config_bytes
-        self.config = parse_json(config_bytes, "image config")
+        self.config = parse_object(config_bytes, "image config")
         self.config_digest = config_digest
         self.layers = layers
         self.names = names
@@ -317,15 +384,18 @@ def _check_config_platform(config: dict, want: dict | None, what: str) -> None:
 
 
 def resolve_oci(members, what: str, want: dict, ref: str | None, explicit: bool) -> Resolved:
-    index = parse_json(read_member(members, "index.json"), f"{what}: index.json")
+    index = parse_object(read_member(members, "index.json"), f"{what}: index.json")
     desc, names = _select(members, index, want, ref, what, depth=0)
-    manifest = parse_json(read_blob(members, desc, f"{what}: manifest"), f"{what}: manifest")
-    config_desc = manifest.get("config") if isinstance(manifest, dict) else None
+    manifest = parse_object(read_blob(members, desc, f"{what}: manifest"), f"{what}: manifest")
+    config_desc = manifest.get("config")
     config_bytes = read_blob(members, config_desc, f"{what}: config")
-    config = parse_json(config_bytes, f"{what}: config")
+    config = parse_object(config_bytes, f"{what}: config")
+    check_config(config, what)
     if explicit or "platform" not in desc:
         _check_config_platform(config, want, what)
     layers_desc = manifest.get("layers") or []
+    if not isinstance(layers_desc, list) or not all(isinstance(d, dict) for d in layers_desc):
+        raise ImageError(f"{what}: manifest: layers must be an array of descriptors")
     diff_ids = _diff_ids(config, len(layers_desc), what)
     layers = []
     for i, (d, diff_id) in enumerate(zip(layers_desc, diff_ids)):
@@ -349,16 +419,19 @@ def _select(members, index: dict, want: dict, ref: str | None, what: str, depth:
         if not isinstance(desc, dict):
             continue
         annotations = desc.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            raise ImageError(f"{what}: an index entry's annotations must be an object")
         if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
             continue
         names = [n for n in (annotations.get("io.containerd.image.name"),
-                             annotations.get("org.opencontainers.image.ref.name")) if n]
+                             annotations.get("org.opencontainers.image.ref.name"))
+                 if n and isinstance(n, str)]
         if ref is not None and depth == 0 and not any(
                 n == ref or n.endswith(":" + ref) or n.rpartition(":")[0] == ref for n in names):
             continue
         media = desc.get("mediaType", "")
         if media in INDEX_TYPES:
-            nested = parse_json(read_blob(members, desc, f"{what}: index"), f"{what}: index")
+            nested = parse_object(read_blob(members, desc, f"{what}: index"), f"{what}: index")
             try:
                 found, nested_names = _select(members, nested, want, None, what, depth + 1)
             except _NoMatch as err:
@@ -366,7 +439,7 @@ def _select(members, index: dict, want: dict, ref: str | None, what: str, depth:
                 continue
             return found, names + nested_names
         p = desc.get("platform")
-        if isinstance(p, dict):
+        if isinstance(p, dict) and all(isinstance(v, str) for v in p.values()):
             seen.append(platform_text(p))
             if not platform_matches(p, want):
                 continue
@@ -391,7 +464,7 @@ def resolve_docker(members, what: str, want: dict, ref: str | None, explicit: bo
     if ref is not None:
         matching = [m for m in manifest if isinstance(m, dict) and any(
             t == ref or t.endswith("/" + ref) or t.rpartition(":")[2] == ref
-            or t.rpartition(":")[0] == ref for t in (m.get("RepoTags") or []))]
+            or t.rpartition(":")[0] == ref for t in _repo_tags(m))]
         if not matching:
             raise ImageError(f"{what}: no image named {ref!r} in manifest.json")
         entry = matching[0]
@@ -403,9 +476,12 @@ def resolve_docker(members, what: str, want: dict, ref: str | None, explicit: bo
     stem = config_name.rsplit("/", 1)[-1].removesuffix(".json")
     if _is_hex(stem) and digest != "sha256:" + stem:
         raise ImageError(f"{what}: {config_name}: digest mismatch (got {digest})")
-    config = parse_json(config_bytes, f"{what}: config")
+    config = parse_object(config_bytes, f"{what}: config")
+    check_config(config, what)
     _check_config_platform(config, want if explicit else None, what)
     names_layers = entry.get("Layers") or []
+    if not isinstance(names_layers, list) or not all(isinstance(n, str) for n in names_layers):
+        raise ImageError(f"{what}: manifest.json: Layers must be an array of file names")
     diff_ids = _diff_ids(config, len(names_layers), what)
     layers = []
     for name, diff_id in zip(names_layers, diff_ids):
@@ -414,7 +490,15 @@ def resolve_docker(members, what: str, want: dict, ref: str | None, explicit: bo
         if name.startswith("blobs/sha256/") and _is_hex(name[13:]):
             blob_digest = "sha256:" + name[13:]
         layers.append(LayerRef(span, diff_id, blob_digest, "", span.length))
-    return Resolved(DOCKER, config_bytes, digest, layers, list(entry.get("RepoTags") or []))
+    return Resolved(DOCKER, config_bytes, digest, layers, _repo_tags(entry))
+
+
+def _repo_tags(entry: dict) -> list[str]:
+    """An entry's RepoTags (its names); not a list of strings, none."""
+    tags = entry.get("RepoTags")
+    if not isinstance(tags, list):
+        return []
+    return [t for t in tags if isinstance(t, str) and _text(t) is None]
 
 
 # --- detection ----------------------------------------------------------------------

@@ -171,8 +171,10 @@ def _import_rootfs(store, path: str, fd: int, budget: Budget, want: dict,
             _discard(staging)
     config = {"architecture": want["architecture"], "os": want["os"], "config": {},
               "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
-    config_bytes = formats.json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
     import hashlib
+    import json
+
+    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
 
     image = {
         "id": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),
