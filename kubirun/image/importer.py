@@ -213,8 +213,10 @@ def _import_resolved(store, path: str, resolved: formats.Resolved, budget: Budge
                 progress.start_layer(index)
             if not os.path.isdir(target):
                 _unpack_layer(store, layer, target, below, budget, progress, index)
-            elif progress:
-                progress.skip(layer.size)
+            else:
+                _verify_cached_layer(layer, budget, index)
+                if progress:
+                    progress.skip(layer.size)
             below.append(target)
             layers.append({"diff_id": layer.diff_id, "size": layer.size,
                            **({"digest": layer.digest} if layer.digest else {})})
@@ -234,10 +236,45 @@ def _import_resolved(store, path: str, resolved: formats.Resolved, budget: Budge
     return image
 
 
+def _verify_cached_layer(layer, budget: Budget, index: int) -> None:
+    """A layer already in the store (by its diff_id) is not unpacked
+    again, but this archive's copy of it is still checked: a blob that is
+    not what the manifest says makes the archive corrupt or tampered with,
+    whatever the store holds.  Its digest, when the archive names one
+    (hashing the blob as stored: no decompression); else (an old ``docker
+    save``'s ``ID/layer.tar``) its uncompressed content against the
+    diff_id."""
+    import hashlib
+
+    what = f"layer {index} ({layer.diff_id[:19]}…)"
+    span = layer.span
+    if layer.digest is not None:
+        algorithm, _, expected = layer.digest.partition(":")
+        digest = hashlib.new(algorithm)
+        pos, end = span.start, span.start + span.length
+        while pos < end:
+            chunk = os.pread(span.fd, min(1 << 20, end - pos), pos)
+            if not chunk:
+                raise ImageError(f"{what}: the archive is cut short")
+            digest.update(chunk)
+            pos += len(chunk)
+        if digest.hexdigest() != expected:
+            raise ImageError(f"{what}: blob digest mismatch (expected {layer.digest}, "
+                             f"got {algorithm}:{digest.hexdigest()})")
+        return
+    stream = Decoded(span.fd, span.start, span.length, budget=budget, hash_plain=True)
+    while stream.read_chunk():
+        pass
+    if stream.plain_digest != layer.diff_id:
+        raise ImageError(f"{what}: diff_id mismatch (expected {layer.diff_id}, "
+                         f"got {stream.plain_digest})")
+
+
 def _unpack_layer(store, layer, target: str, below: list[str], budget: Budget, progress,
                   index: int) -> None:
     with store.lock(layer.diff_id.partition(":")[2]):
-        if os.path.isdir(target):
+        if os.path.isdir(target):  # another import unpacked it meanwhile
+            _verify_cached_layer(layer, budget, index)
             return
         staging = _staging(store)
         try:
