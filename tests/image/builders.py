@@ -78,6 +78,74 @@ def tar_bytes(entries: list) -> bytes:
     return raw.getvalue()
 
 
+BLOCK = 512
+
+
+# --- raw tar headers: what tarfile would never write --------------------------------
+
+def _raw_header(name: bytes, typeflag: bytes = b"0", size: int = 0, mode: int = 0o644,
+           linkname: bytes = b"", dev: tuple[int, int] = (0, 0)) -> bytearray:
+    block = bytearray(BLOCK)
+    block[0:len(name)] = name[:100]
+    block[100:108] = b"%07o\0" % mode
+    block[108:116] = b"0000000\0"
+    block[116:124] = b"0000000\0"
+    block[124:136] = b"%011o\0" % size
+    block[136:148] = b"%011o\0" % T0
+    block[156:157] = typeflag
+    block[157:157 + len(linkname)] = linkname[:100]
+    block[257:265] = b"ustar\x0000"
+    block[329:337] = b"%07o\0" % dev[0]
+    block[337:345] = b"%07o\0" % dev[1]
+    return block
+
+
+def _raw_checksum(block: bytearray) -> bytes:
+    block[148:156] = b" " * 8
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+def _raw_pax_data(records: list[tuple[bytes, bytes]]) -> bytes:
+    body = b""
+    for key, value in records:
+        record = b" " + key + b"=" + value + b"\n"
+        length = len(record) + 1
+        while len(str(length)) + len(record) != length:
+            length += 1
+        body += str(length).encode() + record
+    return body
+
+
+def _raw_padded(data: bytes) -> bytes:
+    return data + b"\0" * (-len(data) % BLOCK)
+
+
+class RawMember:
+    """One entry: its header (mutable), data, and pax records before it."""
+
+    def __init__(self, name: bytes, typeflag: bytes = b"0", data: bytes = b"",
+                 linkname: bytes = b"", dev: tuple[int, int] = (0, 0), mode: int = 0o644) -> None:
+        self.header = _raw_header(name, typeflag, len(data), mode, linkname, dev)
+        self.data = data
+        self.pax: list[tuple[bytes, bytes]] = []
+        self.raw_pax: bytes | None = None  # a malformed pax body, as is
+        self.fix_checksum = True
+
+    def to_bytes(self) -> bytes:
+        out = b""
+        if self.pax or self.raw_pax is not None:
+            body = _raw_pax_data(self.pax) if self.raw_pax is None else self.raw_pax
+            out += _raw_checksum(_raw_header(b"PaxHeader", b"x", len(body))) + _raw_padded(body)
+        block = _raw_checksum(self.header) if self.fix_checksum else bytes(self.header)
+        return out + block + _raw_padded(self.data)
+
+
+def raw_tar(members: list[RawMember]) -> bytes:
+    """The members, then the two zero blocks that end an archive."""
+    return b"".join(m.to_bytes() for m in members) + b"\0" * (2 * BLOCK)
+
+
 def compress(data: bytes, how: str | None) -> bytes:
     if how == "gzip":
         return gzip.compress(data, mtime=0)
