@@ -351,7 +351,7 @@ def _parse_hooks(hooks: dict) -> dict[str, list[Hook]]:
                 raise _fail(f"{here}.timeout", f"must be 1 to {INT64_MAX} seconds, got {timeout}")
             env = _strings(item, "env", here)
             for j, entry in enumerate(env):
-                if entry.startswith("="):  # (no name: no execve could pass it)
+                if not entry.partition("=")[0]:  # (no name: it cannot be passed on)
                     raise _fail(f"{here}.env[{j}]", f"expected KEY=VALUE, got {entry!r}")
             args = _strings(item, "args", here)
             if args and not args[0]:

@@ -389,6 +389,13 @@ def test_a_hook_timeout_longer_than_poll_can_wait_is_accepted(tmp_path, busybox_
     assert created.returncode == 0, (tmp_path / "out").read_text()
 
 
+@pytest.mark.parametrize("entry", ["", "=x"])
+def test_a_hook_env_entry_without_a_name_is_refused(bad_create, entry):
+    line = bad_create(lambda c: c.update(hooks={"createRuntime": [{"path": "/bin/true",
+                                                                   "env": [entry]}]}))
+    assert "hooks.createRuntime[0].env[0]: expected KEY=VALUE" in line
+
+
 def test_a_lone_surrogate_in_the_hostname_is_refused(bad_create):
     line = bad_create(lambda c: c.update(hostname="box\udc80"))
     assert "config.json: hostname: is not valid Unicode text" in line
