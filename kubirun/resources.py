@@ -85,7 +85,39 @@ def resources_from_file(path: str) -> dict:
         raise KubirunError(f"{path}: malformed JSON: {err}") from None
     if not isinstance(resources, dict):
         raise KubirunError(f"{path}: expected a linux.resources JSON object")
-    return resources
+    return runtime_spec_names(resources, RESOURCE_FIELDS)
+
+
+# linux.resources' field names, by section: runc reads `update -r` with
+# Go's JSON decoder, which matches names without regard to case ("CPU" is
+# "cpu"), and engines and users write them so.
+RESOURCE_FIELDS: dict = {
+    "devices": None, "hugepageLimits": None, "network": None, "rdma": None, "unified": None,
+    "memory": {"limit": None, "reservation": None, "swap": None, "kernel": None,
+               "kernelTCP": None, "swappiness": None, "disableOOMKiller": None,
+               "useHierarchy": None, "checkBeforeUpdate": None},
+    "cpu": {"shares": None, "quota": None, "burst": None, "period": None,
+            "realtimeRuntime": None, "realtimePeriod": None, "cpus": None, "mems": None,
+            "idle": None},
+    "pids": {"limit": None},
+    "blockIO": {"weight": None, "leafWeight": None, "weightDevice": None,
+                "throttleReadBpsDevice": None, "throttleWriteBpsDevice": None,
+                "throttleReadIOPSDevice": None, "throttleWriteIOPSDevice": None},
+}
+
+
+def runtime_spec_names(value: object, fields: dict) -> object:
+    """``value`` with its keys spelled as the runtime spec spells them,
+    where they match one regardless of case (others are left as they are)."""
+    if not isinstance(value, dict):
+        return value
+    by_lower = {name.lower(): name for name in fields}
+    result = {}
+    for key, item in value.items():
+        name = by_lower.get(key.lower(), key) if isinstance(key, str) else key
+        inner = fields.get(name)
+        result[name] = runtime_spec_names(item, inner) if inner else item
+    return result
 
 
 CPU_PERIOD = 100_000  # us, the CFS default (docker's --cpus uses the same)

@@ -52,6 +52,30 @@ def test_update_resources_file(oci, bundle, tmp_path):
     assert _cgroup_file(oci, b, "pids", "pids.max", "pids.max").read_text().strip() == "17"
 
 
+def test_update_resources_file_names_match_regardless_of_case(oci, bundle, tmp_path):
+    # runc reads the file with Go's decoder: "PIDS"/"Limit" are "pids"/"limit"
+    cid = oci.new_id()
+    b = bundle()
+    oci.start_created(cid, b)
+    resources = tmp_path / "resources.json"
+    resources.write_text(json.dumps({"PIDS": {"Limit": 23}, "Cpu": {"Shares": 512}}))
+    result = oci.cmd("update", "-r", str(resources), cid)
+    assert result.returncode == 0, result.stderr
+    assert _cgroup_file(oci, b, "pids", "pids.max", "pids.max").read_text().strip() == "23"
+    assert _cgroup_file(oci, b, "cpu", "cpu.shares", "cpu.weight").read_text().strip() in (
+        "512", "20")  # v2: 512 shares as a weight
+
+
+def test_update_cpu_share_as_runc_spells_it(oci, bundle):
+    cid = oci.new_id()
+    b = bundle()
+    oci.start_created(cid, b)
+    result = oci.cmd("update", "--cpu-share", "256", cid)
+    assert result.returncode == 0, result.stderr
+    assert _cgroup_file(oci, b, "cpu", "cpu.shares", "cpu.weight").read_text().strip() in (
+        "256", "10")
+
+
 def test_update_of_an_unknown_container_fails(oci):
     result = oci.cmd("update", "--pids-limit", "42", "no-such-container")
     assert result.returncode != 0
