@@ -38,6 +38,11 @@ DEFAULT_PARENT = "/kubirun"
 DESTROY_TIMEOUT = 2.0
 
 
+# What an error for a config this host cannot take starts with, as runc's
+# ("invalid configuration: cannot use unified on cgroup v1").
+INVALID = "invalid configuration: "
+
+
 class CgroupError(Exception):
     """A cgroup operation failed. The message names the cgroup path, the
     file and the errno text; the same are in ``path``, ``file`` and

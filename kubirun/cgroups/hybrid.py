@@ -13,7 +13,7 @@ moving in through cgroup.procs would cost an RCU grace period each.
 """
 from __future__ import annotations
 
-from . import fs
+from . import INVALID, CgroupError, fs
 from . import resources as oci
 from .stats import v2_hugetlb
 from .v1 import V1Cgroup, write_hugetlb
@@ -77,7 +77,14 @@ class HybridCgroup(V1Cgroup):
 
     def _apply_v1(self, resources: dict) -> list[str]:
         # The unified part first: enabling its controllers is what can fail.
-        ensure_controllers(self.path, self.unified_mount, self._unified_needs(resources), self._enabled)
+        try:
+            ensure_controllers(self.path, self.unified_mount, self._unified_needs(resources),
+                               self._enabled)
+        except CgroupError as err:
+            if not resources.get("unified"):
+                raise
+            raise CgroupError(INVALID + str(err), path=err.path, file=err.file,
+                              errno=err.errno) from None
         warnings = super()._apply_v1(resources)
         if resources.get("unified"):
             set_unified(self.path, self.unified_dir, resources["unified"])

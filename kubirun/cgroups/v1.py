@@ -16,7 +16,7 @@ import errno
 import os
 import time
 
-from . import Cgroup, CgroupError, fs
+from . import INVALID, Cgroup, CgroupError, fs
 from . import resources as oci
 from .convert import (
     ConversionError,
@@ -181,8 +181,10 @@ class V1Cgroup(Cgroup):
             oci.check(resources)
             missing = self._missing(oci.needs(resources)) + self._unified_refusal(resources)
             if missing:
-                raise CgroupError(f"cgroup {self.path}: cannot apply resources: " + "; ".join(missing),
-                                  path=self.path)
+                # runc's words for a config the host cannot take (engines match them)
+                invalid = INVALID if resources.get("unified") else ""
+                raise CgroupError(f"{invalid}cgroup {self.path}: cannot apply resources: "
+                                  + "; ".join(missing), path=self.path)
             self._precheck(resources)
             return self._apply_v1(resources)
         except (ConversionError, DeviceRuleError) as e:

@@ -158,3 +158,20 @@ def test_update_refuses_what_it_cannot_apply(oci, bundle):
     result = oci.cmd("update", "--kernel-memory", "64m", cid)
     assert result.returncode != 0
     assert "kernel" in result.stderr
+
+
+def test_unified_resources_a_v1_or_hybrid_host_cannot_take_are_an_invalid_configuration(oci, bundle):
+    from pathlib import Path
+
+    if Path("/sys/fs/cgroup/cgroup.controllers").exists():
+        pytest.skip("a pure cgroup v2 host takes linux.resources.unified")
+    unified = Path("/sys/fs/cgroup/unified/cgroup.controllers")
+    if unified.exists() and "memory" in unified.read_text().split():
+        pytest.skip("this hybrid host's unified hierarchy has the memory controller")
+
+    def edit(config):
+        config["linux"]["resources"] = {"unified": {"memory.high": "10485760"}}
+    cid = oci.new_id()
+    result = oci.create(cid, bundle(edit=edit))
+    assert result.returncode != 0
+    assert "invalid configuration: " in result.stderr, result.stderr
