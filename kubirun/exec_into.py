@@ -199,6 +199,9 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
                 state["ociVersion"], child, agent["listenerMetadata"], agent["state"]))
         channel.expect(READY, "preparing its process")
         reached("exec.ready")
+        from kubirun import log
+
+        log.debug(f"container {container.id}: exec {spec.args[0]!r} ready, pid {child}")
         if options.pid_file:
             from kubirun.container import write_pid_file
 

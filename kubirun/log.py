@@ -68,7 +68,7 @@ def _emit(level: str, message: str, to_stderr: bool) -> None:
 
             line = jsonio.dumps({"level": level, "msg": message, "time": _timestamp()})
         else:
-            line = f'time="{_timestamp()}" level={level} msg="{message}"'
+            line = _logfmt(level, message)
         try:
             fd = os.open(_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
@@ -78,8 +78,17 @@ def _emit(level: str, message: str, to_stderr: bool) -> None:
         except OSError:
             to_stderr = True
     if to_stderr or _path is None:
-        print(f"kubirun: {message}" if level == "error" else f"kubirun: {level}: {message}",
-              file=sys.stderr)
+        if level == "debug":  # runc's --debug lines, which scripts and engines grep
+            print(_logfmt(level, message), file=sys.stderr)
+        else:
+            print(f"kubirun: {message}" if level == "error" else f"kubirun: {level}: {message}",
+                  file=sys.stderr)
+
+
+def _logfmt(level: str, message: str) -> str:
+    """One line as logrus writes it (runc's text log): time="..." level=L msg="..."."""
+    quoted = message.replace("\\", "\\\\").replace('"', '\\"')
+    return f'time="{_timestamp()}" level={level} msg="{quoted}"'
 
 
 def error(message: str) -> None:

@@ -122,3 +122,38 @@ def test_list_json_has_runcs_fields_in_runcs_order(oci, bundle):
     assert list(entry) == ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created",
                            "owner"]
     assert entry["owner"] == "root" and entry["status"] == "running"
+
+
+DEBUG_LINE = r'^time="[^"]+" level=debug msg=".*"$'
+
+
+@pytest.mark.parametrize("verb", ["run", "create", "exec"])
+def test_debug_lines_are_logfmt_on_stderr_or_in_the_log(oci, bundle, tmp_path, verb):
+    import re
+
+    import subprocess
+
+    def debug_lines(text: str) -> list[str]:
+        return [line for line in text.splitlines() if re.match(DEBUG_LINE, line)]
+
+    for log in (None, tmp_path / "log.txt"):
+        where = ["--log", str(log)] if log else []
+        cid = oci.new_id()
+        if verb == "exec":
+            oci.start_created(cid, bundle())
+            result = oci.cmd(*where, "--debug", "exec", cid, "true")
+        elif verb == "create":
+            # (the waiting init keeps create's stderr: a file, not a pipe)
+            err_path = tmp_path / f"create-{cid}.err"
+            with open(err_path, "w") as err:
+                result = oci.cmd(*where, "--debug", "create", "--bundle", str(bundle()), cid,
+                                 stdout=subprocess.DEVNULL, stderr=err)
+            result.stderr = err_path.read_text()
+        else:
+            result = oci.cmd(*where, "--debug", "run", "--bundle", str(bundle(["true"])), cid)
+        assert result.returncode == 0, result.stderr
+        if log is None:
+            assert debug_lines(result.stderr), result.stderr
+        else:
+            assert debug_lines(log.read_text()), log.read_text()
+            assert not debug_lines(result.stderr), result.stderr
