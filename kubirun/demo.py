@@ -28,6 +28,99 @@ def _heading(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
+NAMESPACES = ("uts", "net", "mnt", "pid", "ipc", "cgroup")
+
+
+def _image(image: str | None) -> str:
+    image = image or (DEMO_IMAGE if os.path.exists(DEMO_IMAGE) else busybox_root())
+    if not os.path.exists(image):
+        raise KubirunError(f"demo image {image} not found: build it with `make -C rootfs`")
+    return image
+
+
+def _inside(image: str, args: list[str], resources: dict | None = None) -> tuple[int, str]:
+    """Run ``args`` in a container of ``image`` (no network); its exit
+    status and what it printed."""
+    import tempfile
+
+    from kubirun import imagerun
+    from kubirun.ns.net import NetworkOptions
+    from kubirun.process import ProcessSpec
+
+    with tempfile.TemporaryFile() as out:
+        saved = os.dup(1)
+        sys.stdout.flush()
+        os.dup2(out.fileno(), 1)  # the container's stdout: ours, for now
+        try:
+            code = imagerun.run(imagerun.RunOptions(image=image, process=ProcessSpec(args=args),
+                                                    network=NetworkOptions("none"),
+                                                    resources=resources or {}))
+        finally:
+            sys.stdout.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+        out.seek(0)
+        return code, out.read().decode(errors="replace")
+
+
+def namespaces(image: str | None = None) -> int:
+    """Host and container side by side: each namespace a different object
+    (its inode in /proc/PID/ns), and what that changes."""
+    image = _image(image)
+    script = ("for ns in " + " ".join(NAMESPACES) + "; do echo \"ns $ns $(readlink /proc/self/ns/$ns)\"; done;"
+              " echo \"hostname $(hostname)\"; echo \"links $(ls /sys/class/net | tr '\\n' ' ')\";"
+              " echo \"mounts $(wc -l < /proc/self/mounts)\"; echo \"pid $$\"")
+    code, text = _inside(image, ["sh", "-c", script])
+    if code != 0:
+        raise KubirunError(f"the demo container exited {code}: {text.strip()}")
+    inside = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "ns":
+            name, _, link = value.partition(" ")
+            inside[f"ns {name}"] = link
+        else:
+            inside[key] = value.strip()
+    host = {f"ns {ns}": os.readlink(f"/proc/self/ns/{ns}") for ns in NAMESPACES}
+    host["hostname"] = os.uname().nodename
+    host["links"] = " ".join(sorted(os.listdir("/sys/class/net")))
+    with open("/proc/self/mounts") as f:
+        host["mounts"] = str(sum(1 for _ in f))
+    host["pid"] = str(os.getpid())
+    _heading("the same questions, asked on the host and inside a container")
+    width = max(len(k) for k in host)
+    print(f"{'':<{width}}  {'host':<36}  container")
+    differ = 0
+    for key in host:
+        mark = "  " if host[key] == inside.get(key) else " *"
+        differ += mark == " *"
+        print(f"{key:<{width}}  {host[key][:36]:<36}  {inside.get(key, '?')}{mark}")
+    print(f"\n{differ} of {len(host)} answers differ (*): every namespace is another kernel object"
+          " (its inode), so the container has its own hostname, network (only lo), mounts and"
+          " process tree, in which it is PID 1.")
+    return 0
+
+
+def cgroups(image: str | None = None) -> int:
+    """A memory limit the kernel enforces: a program that allocates past
+    16 MiB is killed by the OOM killer (exit 137), counted in the cgroup."""
+    image = _image(image)
+    _heading("a container limited to 16 MiB of memory allocates 64 MiB")
+    script = ("limit=$(cat /sys/fs/cgroup/memory.max 2>/dev/null"
+              " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes); echo \"limit $limit\";"
+              " head -c 67108864 /dev/zero | tail > /dev/null")
+    code, text = _inside(image, ["sh", "-c", script], {"memory": {"limit": 16 << 20}})
+    print(text.rstrip())
+    print(f"exit status: {code}")
+    if code == 137:
+        print("\nThe kernel's OOM killer ended the allocating process inside the cgroup (exit 137 ="
+              " 128 + SIGKILL): a cgroup limit is the kernel's, not the runtime's.")
+    else:
+        print("\nThe program was not killed: this host does not enforce the memory limit"
+              " (no memory controller for the container).")
+    return 0
+
+
 def ps(image: str | None = None) -> int:
     from kubirun import imagerun as container
     from kubirun.process import ProcessSpec

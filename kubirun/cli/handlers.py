@@ -400,6 +400,18 @@ def features() -> int:
     return 0
 
 
+def demo_namespaces(image: str | None) -> int:
+    from kubirun import demo
+
+    return demo.namespaces(image)
+
+
+def demo_cgroups(image: str | None) -> int:
+    from kubirun import demo
+
+    return demo.cgroups(image)
+
+
 def demo_ps(image: str | None) -> int:
     from kubirun import demo
 

@@ -272,6 +272,17 @@ DEMO_PS = Command(
     ),
 )
 
+_DEMO_IMAGE = Option(("--image",), "image", "Image to use (default: the demo busybox image).",
+                     "value", "IMAGE")
+DEMO_NAMESPACES = Command(
+    name="namespaces",
+    help="Ask the same questions on the host and in a container: each namespace is another object.",
+    handler="kubirun.cli.handlers:demo_namespaces", options=(_DEMO_IMAGE,))
+DEMO_CGROUPS = Command(
+    name="cgroups",
+    help="A 16 MiB memory limit against a program allocating 64 MiB: the OOM killer, exit 137.",
+    handler="kubirun.cli.handlers:demo_cgroups", options=(_DEMO_IMAGE,))
+
 _CRIU = "Not supported: kubirun has no CRIU integration yet (refused with one line)."
 CHECKPOINT = Command("checkpoint", "Checkpoint a running container (not supported yet).",
                      "kubirun.cli.handlers:checkpoint", (), (_id(),), epilog=_CRIU)
@@ -282,6 +293,7 @@ RESTORE = Command("restore", "Restore a container from a checkpoint (not support
 COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, PS, LIST, PAUSE,
                                  RESUME, EVENTS, UPDATE, SPEC, FEATURES, BUNDLE, CHECKPOINT,
                                  RESTORE, GC)}
-GROUPS = {"demo": ("Teaching demos: one command, one lesson.", {"ps": DEMO_PS}),
+GROUPS = {"demo": ("Teaching demos: one command, one lesson.",
+                   {"ps": DEMO_PS, "namespaces": DEMO_NAMESPACES, "cgroups": DEMO_CGROUPS}),
           "images": ("The image store: each layer unpacked once, shared by containers.",
                      {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)})}

@@ -127,3 +127,25 @@ def test_demo_ps_without_a_checkout_makes_its_root_from_the_hosts_busybox(tmp_pa
     inside = result.stdout.partition("=== ps aux inside a container")[2]
     assert [line.split()[0] for line in inside.splitlines() if line.strip()[:1].isdigit()] == ["1"]
     assert (private_store / "demo" / "busybox" / "bin" / "busybox").exists()
+
+
+def test_demo_namespaces_shows_every_namespace_differ(busybox_tarball):
+    result = kubirun("demo", "namespaces", "--image", str(busybox_tarball))
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0] + " " + line.split()[1]: line for line in result.stdout.splitlines()
+            if line.startswith("ns ")}
+    assert len(rows) == 6 and all(line.endswith("*") for line in rows.values()), rows
+    assert "10 of 10 answers differ" in result.stdout
+
+
+def test_demo_cgroups_shows_the_oom_killer(busybox_tarball):
+    from pathlib import Path
+
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+    has_memory = Path("/sys/fs/cgroup/memory").is_dir() or (
+        v2.exists() and "memory" in v2.read_text().split())
+    if not has_memory:
+        pytest.skip("no memory controller here")
+    result = kubirun("demo", "cgroups", "--image", str(busybox_tarball))
+    assert result.returncode == 0, result.stderr
+    assert "limit 16777216" in result.stdout and "exit status: 137" in result.stdout
