@@ -12,15 +12,20 @@ _INT64 = (-(1 << 63), (1 << 63) - 1)  # what a cgroup file takes (and the runtim
 
 
 def parse_size(text: str, flag: str) -> int:
-    """Bytes: 1048576, 512k, 512m, 1g (docker's units); -1 for unlimited."""
+    """Bytes: 1048576, 512k, 512m, 1g, 1.5g (docker's units, fractions
+    too, as docker's RAMInBytes); -1 for unlimited."""
     value = text.strip().lower()
     if value == "-1":
         return -1
     number = value.rstrip("bkmgt")
     unit = value[len(number):].rstrip("b") or ""
-    if unit not in _UNITS or not number.isascii() or not number.isdigit():
-        raise KubirunError(f"{flag}: invalid size {text!r} (e.g. 512m, 1g, -1)")
-    size = int(number) * _UNITS[unit]
+    whole, _, fraction = number.partition(".")
+    if unit not in _UNITS or not number.isascii() or not whole.isdigit() \
+            or not (fraction == "" or fraction.isdigit()) or number.endswith("."):
+        raise KubirunError(f"{flag}: invalid size {text!r} (e.g. 512m, 1g, 1.5g, -1)")
+    from fractions import Fraction
+
+    size = int(Fraction(number) * _UNITS[unit])  # exact: no float rounding of 8 EiB
     if size > _INT64[1]:
         raise KubirunError(f"{flag}: {text!r} is out of range (at most 8 EiB)")
     return size
@@ -121,6 +126,35 @@ def runtime_spec_names(value: object, fields: dict) -> object:
 
 
 CPU_PERIOD = 100_000  # us, the CFS default (docker's --cpus uses the same)
+MIN_CPUS = 0.01  # a quota of 1 ms (the kernel's least) per period, as docker's floor
+
+
+def _check_cpuset(text: str) -> None:
+    """``--cpuset-cpus``: a list this process may run on, else one line
+    naming the CPUs that are (not the cgroup's ERANGE)."""
+    usable = sorted(os.sched_getaffinity(0))
+    wanted: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            wanted.update(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise KubirunError(f"--cpuset-cpus: expected a list such as 0-1 or 0,2, got {text!r}") from None
+    beyond = sorted(wanted - set(usable))
+    if beyond or not wanted:
+        raise KubirunError(f"--cpuset-cpus {text}: no CPU {', '.join(map(str, beyond)) or text}"
+                           f" here; this host has CPUs {_as_list(usable)}")
+
+
+def _as_list(cpus: list[int]) -> str:
+    ranges, start = [], None
+    for i, cpu in enumerate(cpus):
+        if start is None:
+            start = cpu
+        if i + 1 == len(cpus) or cpus[i + 1] != cpu + 1:
+            ranges.append(f"{start}-{cpu}" if cpu != start else str(cpu))
+            start = None
+    return ",".join(ranges)
 
 
 def run_limits(memory: str | None, cpus: str | None, pids_limit: str | None,
@@ -140,6 +174,9 @@ def run_limits(memory: str | None, cpus: str | None, pids_limit: str | None,
             value = -1.0
         if not value > 0 or value == float("inf"):
             raise KubirunError(f"--cpus: expected a positive number of CPUs, got {cpus!r}")
+        if value < MIN_CPUS:
+            # the kernel's smallest CFS quota is 1 ms of our 100 ms period
+            raise KubirunError(f"--cpus: {cpus} is below {MIN_CPUS}, the least a CFS quota can be")
         available = len(os.sched_getaffinity(0))
         if value > available:
             # docker's rule: a quota of more CPUs than there are limits nothing
@@ -147,6 +184,7 @@ def run_limits(memory: str | None, cpus: str | None, pids_limit: str | None,
         resources.setdefault("cpu", {}).update(quota=max(1000, round(value * CPU_PERIOD)),
                                                period=CPU_PERIOD)
     if cpuset_cpus is not None:
+        _check_cpuset(cpuset_cpus)
         resources.setdefault("cpu", {})["cpus"] = cpuset_cpus
     if pids_limit is not None:
         limit = _int(pids_limit, "--pids-limit")

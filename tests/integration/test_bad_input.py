@@ -271,6 +271,9 @@ def test_a_tampered_docker_layer_is_refused_even_when_it_is_in_the_store(tmp_pat
     ("--cpus", "inf", "--cpus: expected a positive number of CPUs"),
     ("--cpus", "1e300", "CPUs available here"),
     ("--pids-limit", "99999999999999999999", "--pids-limit: '99999999999999999999' is out of range"),
+    ("--cpus", "0.0001", "is below 0.01"),
+    ("--cpuset-cpus", "99", "no CPU 99 here; this host has CPUs"),
+    ("--memory", "99999999999g", "is out of range"),
 ])
 def test_out_of_range_run_options_are_refused(bad_run, busybox_tarball, option, value, words):
     line = bad_run(busybox_tarball, option, value)
@@ -463,3 +466,8 @@ def test_a_nested_state_json_is_reported_as_corrupt(tmp_path, busybox_dir):
     finally:
         state_file.write_bytes(saved)
         assert kubirun("delete", "--force", "deep").returncode == 0
+
+
+def test_a_fractional_memory_size_is_taken_as_docker_takes_it(busybox_dir):
+    result = kubirun("run", "--memory", "1.5g", str(busybox_dir), "--", "true")
+    assert result.returncode == 0, result.stderr
