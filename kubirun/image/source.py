@@ -65,7 +65,7 @@ def prepare(image: str, container_dir: str, platform: str | None = None,
     ``copy``) at ``container_dir/rootfs``."""
     path, ref = split_ref(image)
     if not os.path.exists(path):
-        raise ImageError(f"image {image}: no such file or directory")
+        return _from_store(image, container_dir, platform, copy)
     if os.path.isdir(path) and ref is None and not is_layout_dir(path):
         if platform is not None:
             raise ImageError(f"--platform: image {image} is a root directory, not an image")
@@ -87,3 +87,29 @@ def prepare(image: str, container_dir: str, platform: str | None = None,
         lock.__exit__(None, None, None)
     return Prepared(rootfs, record, mounted)
 
+
+def _from_store(image: str, container_dir: str, platform: str | None, copy: bool) -> Prepared:
+    """Not a path: an image of the store, by the name or id ``images ls``
+    shows (as ``docker run NAME``)."""
+    from kubirun.image.store import Store
+
+    store = Store()
+    if not os.path.isdir(store.root):
+        raise ImageError(f"image {image}: no such file or directory")
+    try:
+        with store.lock(shared=True):
+            try:
+                record = store.find(image)
+            except ImageError as err:
+                if "names" in str(err):
+                    raise
+                raise ImageError(f"image {image}: no such file or directory, nor an image of that"
+                                 " name or id in the store (kubirun images ls)") from None
+            wanted = platform
+            if wanted is not None and record.get("platform") not in (wanted, None):
+                raise ImageError(f"image {image}: the stored one is for {record.get('platform')},"
+                                 f" not {wanted}")
+            rootfs, mounted = store.make_root(record, container_dir, copy=copy)
+    except FileNotFoundError:
+        raise ImageError(f"image {image}: no such file or directory") from None
+    return Prepared(rootfs, record, mounted)

@@ -236,6 +236,9 @@ class Store:
             absolute = os.path.abspath(what)
             matches = [i for i in images if what in i.get("names", [])
                        or absolute in i.get("sources", [])]
+        if not matches:  # the NAME `images ls` shows for an image without one: its file's
+            matches = [i for i in images if not i.get("names")
+                       and what in (os.path.basename(s) for s in i.get("sources", []))]
         if not matches:
             raise ImageError(f"no image {what!r} in the store {self.root}")
         if len(matches) > 1:

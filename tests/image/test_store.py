@@ -226,3 +226,18 @@ def test_store_option_moves_the_store(busybox_tarball, tmp_path, private_store):
     assert len(listed.stdout.split()) == 1
     assert kubirun("images", "prune", "-a", "--store", str(other)).returncode == 0
     assert os.listdir(other / "layers") == []
+
+
+def test_a_stored_image_runs_by_its_name_or_id_from_anywhere(busybox_tarball, tmp_path, private_store):
+    assert kubirun("images", "import", str(busybox_tarball)).returncode == 0
+    image_id = kubirun("images", "ls", "-q").stdout.split()[0]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in (busybox_tarball.name, image_id[:12]):
+        result = kubirun("run", name, "--", "echo", "ran", cwd=str(elsewhere))
+        assert (result.returncode, result.stdout) == (0, "ran\n"), result.stderr
+    missing = kubirun("run", "no-such-image", "--", "true", cwd=str(elsewhere))
+    assert missing.returncode != 0
+    assert "nor an image of that name or id in the store" in missing.stderr
+    assert kubirun("images", "rm", busybox_tarball.name).returncode == 0
+    assert kubirun("images", "ls", "-q").stdout == ""
