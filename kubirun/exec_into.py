@@ -303,8 +303,7 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
         for fd in range(3, 3 + preserve_fds):
             os.set_inheritable(fd, True)
         _native.close_range(3 + preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
+        process.reset_signal_dispositions()
         # The container's seccomp filter, as late as the process can load
         # it (see kubirun.init, step 15): before READY, so that a failure
         # reaches `exec -d` too.

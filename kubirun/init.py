@@ -392,7 +392,4 @@ def _run_hooks(phase: str, hooks: list, state: dict, exec_helper: int,
 
 
 def _reset_signals() -> None:
-    # Python ignores SIGPIPE and SIGXFSZ; ignored dispositions survive execve.
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    process.reset_signal_dispositions()

@@ -354,6 +354,25 @@ def prepare(spec: ProcessSpec, hostname: str) -> tuple[Identity, str, dict[str, 
     return identity, program, env
 
 
+def reset_signal_dispositions() -> None:
+    """Every signal back to its default action, none blocked: what the
+    program gets must not depend on what the runtime's caller ignored
+    (a CI job, ``nohup``, a shell's background job ignores SIGINT and
+    SIGQUIT, and an ignored disposition survives execve: a shell in the
+    container could not even trap it) nor on Python's own SIG_IGNs."""
+    import _signal
+
+    for signum in range(1, _signal.NSIG):
+        if signum in (_signal.SIGKILL, _signal.SIGSTOP):
+            continue
+        try:
+            if _signal.getsignal(signum) is not _signal.SIG_DFL:
+                _signal.signal(signum, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass  # the C library's own (32, 33)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
 def set_oom_score(spec: ProcessSpec) -> None:
     """``process.oomScoreAdj``, once (lowering it needs privileges)."""
     if spec.oom_score_adj is None:

@@ -213,6 +213,7 @@ def test_many_containers_from_asyncio(runtime, make_bundle):
 
 EMBEDDER = """
 import os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever we inherited
 from kubirun.api import Runtime
 root, bundle = sys.argv[1], sys.argv[2]
 with Runtime(root=root) as rt:

@@ -149,3 +149,19 @@ def test_demo_cgroups_shows_the_oom_killer(busybox_tarball):
     result = kubirun("demo", "cgroups", "--image", str(busybox_tarball))
     assert result.returncode == 0, result.stderr
     assert "limit 16777216" in result.stdout and "exit status: 137" in result.stdout
+
+
+def test_the_program_gets_default_signal_dispositions_whatever_its_caller_ignored(busybox_dir):
+    # A CI job, nohup or a background job ignores SIGINT, SIGQUIT or SIGHUP,
+    # and an ignored disposition survives execve: not into the container.
+    import signal
+
+    def ignore_some():
+        for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGUSR1):
+            signal.signal(sig, signal.SIG_IGN)
+
+    result = subprocess.run([str(KUBIRUN_SCRIPT), "run", str(busybox_dir), "--", "grep", "-E",
+                             "SigIgn|SigBlk", "/proc/self/status"], capture_output=True,
+                            text=True, timeout=60, preexec_fn=ignore_some)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["SigBlk:", "0000000000000000", "SigIgn:", "0000000000000000"]
