@@ -414,7 +414,9 @@ def _select(members, index: dict, want: dict, ref: str | None, what: str, depth:
     manifests = index.get("manifests") if isinstance(index, dict) else None
     if not isinstance(manifests, list) or not manifests:
         raise ImageError(f"{what}: the index lists no manifests")
-    seen = []
+    seen: list[str] = []
+    every_name: list[str] = []  # the names the index has, for a name it has not
+    named = False
     for desc in manifests:
         if not isinstance(desc, dict):
             continue
@@ -426,9 +428,11 @@ def _select(members, index: dict, want: dict, ref: str | None, what: str, depth:
         names = [n for n in (annotations.get("io.containerd.image.name"),
                              annotations.get("org.opencontainers.image.ref.name"))
                  if n and isinstance(n, str)]
+        every_name += names
         if ref is not None and depth == 0 and not any(
                 n == ref or n.endswith(":" + ref) or n.rpartition(":")[0] == ref for n in names):
             continue
+        named = True
         media = desc.get("mediaType", "")
         if media in INDEX_TYPES:
             nested = parse_object(read_blob(members, desc, f"{what}: index"), f"{what}: index")
@@ -444,6 +448,10 @@ def _select(members, index: dict, want: dict, ref: str | None, what: str, depth:
             if not platform_matches(p, want):
                 continue
         return desc, names
+    if ref is not None and depth == 0 and not named:
+        there = f" (its names: {', '.join(sorted(set(every_name)))})" if every_name else \
+            " (it names none)"
+        raise ImageError(f"{what}: no image named {ref!r}{there}")
     raise _NoMatch(what, want, ref, seen)
 
 

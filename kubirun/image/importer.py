@@ -77,6 +77,11 @@ def import_into(store, path: str, platform: str | None, ref: str | None,
                 if kind == formats.ROOTFS:
                     if ref is not None:
                         raise ImageError(f"{label}: a root filesystem archive has no image {ref!r}")
+                    if platform is not None:
+                        from kubirun import log
+
+                        log.warning(f"{label}: --platform does not apply to a root filesystem"
+                                    " tarball (it holds one platform's files, whichever that is)")
                     return _import_rootfs(store, path, fd, budget, want, show_progress)
                 resolved = _resolve(kind, members, label, want, ref, platform is not None)
                 return _import_resolved(store, path, resolved, budget, show_progress)

@@ -241,3 +241,21 @@ def test_a_stored_image_runs_by_its_name_or_id_from_anywhere(busybox_tarball, tm
     assert "nor an image of that name or id in the store" in missing.stderr
     assert kubirun("images", "rm", busybox_tarball.name).returncode == 0
     assert kubirun("images", "ls", "-q").stdout == ""
+
+
+def test_a_layout_name_it_does_not_have_is_said_so_with_the_names_it_has(tmp_path, base_tar,
+                                                                         private_store):
+    oci = b.Oci()
+    manifest = oci.image([oci.layer(base_tar)])
+    layout = oci.write_dir(tmp_path / "layout", [oci.named(manifest, "v1")])
+    result = kubirun("run", f"{layout}:nope", "--", "true")
+    assert result.returncode != 0
+    assert "no image named 'nope' (its names: v1)" in result.stderr, result.stderr
+    assert "--platform" not in result.stderr
+
+
+def test_platform_with_a_root_filesystem_tarball_warns_that_it_does_not_apply(busybox_tarball,
+                                                                              private_store):
+    result = kubirun("run", "--platform", "linux/arm64", str(busybox_tarball), "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert "--platform does not apply to a root filesystem tarball" in result.stderr
