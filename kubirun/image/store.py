@@ -192,11 +192,22 @@ class Store:
             found = self.lookup(path, platform, ref)
             if found is not None:
                 return found
-            from kubirun.image.importer import import_into
+            # One import per file at a time: runs started together from the
+            # same cold file (a plain root filesystem tar, whose layer is
+            # only known once unpacked) wait for the first, then find it.
+            try:
+                key, _ = self.source_key(path, platform, ref)
+            except OSError:
+                key = None
+            with (self.lock(f"source-{key}") if key else _no_lock()):
+                found = self.lookup(path, platform, ref)
+                if found is not None:
+                    return found
+                from kubirun.image.importer import import_into
 
-            image = import_into(self, path, platform, ref, budget, show_progress)
-            self.remember_source(path, platform, ref, image["id"])
-            return image
+                image = import_into(self, path, platform, ref, budget, show_progress)
+                self.remember_source(path, platform, ref, image["id"])
+                return image
 
     def save_image(self, image: dict) -> None:
         """Write an image record; an image imported again from another file
@@ -352,6 +363,14 @@ class Store:
                 pass
             count += 1
         return count, size
+
+
+class _no_lock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def _tree_size(path: str) -> int:

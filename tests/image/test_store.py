@@ -259,3 +259,37 @@ def test_platform_with_a_root_filesystem_tarball_warns_that_it_does_not_apply(bu
     result = kubirun("run", "--platform", "linux/arm64", str(busybox_tarball), "--", "true")
     assert result.returncode == 0, result.stderr
     assert "--platform does not apply to a root filesystem tarball" in result.stderr
+
+
+def test_concurrent_cold_imports_of_one_root_filesystem_tar_unpack_it_once(tmp_path, private_store):
+    # A plain root filesystem tar: its layer is only known once unpacked, so
+    # the imports started together wait for the first instead of each
+    # unpacking it (each says "unpacking" on its terminal when it does).
+    import pty
+
+    blob = os.urandom(1 << 20)
+    big = tmp_path / "big.tar"
+    big.write_bytes(b.tar_bytes([b.file(f"data/{i}", blob) for i in range(24)]))
+    started = []
+    for _ in range(4):
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(str(KUBIRUN_SCRIPT), [str(KUBIRUN_SCRIPT), "images", "import", str(big)])
+        started.append((pid, fd))
+    outputs = []
+    for pid, fd in started:
+        output = b""
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+        assert os.waitstatus_to_exitcode(status) == 0, output
+        outputs.append(output)
+    assert sum(b"unpacking big.tar" in output for output in outputs) == 1, outputs
+    assert len(os.listdir(private_store / "layers")) == 1
