@@ -293,3 +293,26 @@ def test_concurrent_cold_imports_of_one_root_filesystem_tar_unpack_it_once(tmp_p
         outputs.append(output)
     assert sum(b"unpacking big.tar" in output for output in outputs) == 1, outputs
     assert len(os.listdir(private_store / "layers")) == 1
+
+
+def test_a_fifo_given_as_the_image_yields_to_ctrl_c(tmp_path, private_store):
+    import signal
+
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([str(KUBIRUN_SCRIPT), "run", str(fifo), "--", "true"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL,
+                            # a terminal's Ctrl-C, whatever the test runner ignores
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        time.sleep(0.5)
+        assert proc.poll() is None, proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode != 0
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 1, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
