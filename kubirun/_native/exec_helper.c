@@ -50,6 +50,7 @@
 #if defined(__x86_64__) && defined(KUBI_NOLIBC)
 #define SYS_write 1
 #define SYS_close 3
+#define SYS_rt_sigaction 13
 #define SYS_rt_sigprocmask 14
 #define SYS_fork 57
 #define SYS_execve 59
@@ -71,6 +72,7 @@ static long sys4(long n, long a, long b, long c, long d)
 #define SYS_close 57
 #define SYS_fcntl 25
 #define SYS_kill 129
+#define SYS_rt_sigaction 134
 #define SYS_rt_sigprocmask 135
 #define SYS_rt_sigtimedwait 137
 #define SYS_clone 220
@@ -218,12 +220,26 @@ static void close_all(const char *fds)
 	}
 }
 
+/* Every signal at its default action, none blocked: an ignored disposition
+ * survives execve, and the runtime's caller may have ignored any (a CI job,
+ * a background job: SIGINT, SIGQUIT; even the C library's own 32 and 33,
+ * which its sigaction() will not touch, hence the raw call). */
+static void default_signals(void)
+{
+	long action[4] = {0, 0, 0, 0}; /* SIG_DFL, no flags, no restorer, empty mask */
+	unsigned long none = 0;
+	for (long sig = 1; sig <= 64; sig++)
+		sys4(SYS_rt_sigaction, sig, (long)action, 0, 8); /* KILL, STOP: EINVAL, fine */
+	sys4(SYS_rt_sigprocmask, KUBI_SIG_SETMASK, (long)&none, 0, 8);
+}
+
 /* Become the program; returns the exit code of a failed execve. */
 static int exec_program(char **argv, char **envp)
 {
 	long err;
 	int code;
 
+	default_signals();
 	close_on_exec(argv[1]);
 	err = -sys3(SYS_execve, (long)argv[3], (long)(argv + 4), (long)envp);
 	code = err == KUBI_ENOENT ? 127 : 126;
