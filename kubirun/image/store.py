@@ -199,15 +199,26 @@ class Store:
                 key, _ = self.source_key(path, platform, ref)
             except OSError:
                 key = None
-            with (self.lock(f"source-{key}") if key else _no_lock()):
-                found = self.lookup(path, platform, ref)
-                if found is not None:
-                    return found
-                from kubirun.image.importer import import_into
+            source_lock = self.lock(f"source-{key}") if key else _no_lock()
+            with source_lock:
+                try:
+                    found = self.lookup(path, platform, ref)
+                    if found is not None:
+                        return found
+                    from kubirun.image.importer import import_into
 
-                image = import_into(self, path, platform, ref, budget, show_progress)
-                self.remember_source(path, platform, ref, image["id"])
-                return image
+                    image = import_into(self, path, platform, ref, budget, show_progress)
+                    self.remember_source(path, platform, ref, image["id"])
+                    return image
+                finally:
+                    # Gone once done: whoever still waits on this file finds
+                    # the image by lookup; a killed import's is a leftover
+                    # that reclaim removes (a lock of no layer).
+                    if key:
+                        try:
+                            os.unlink(source_lock.path)
+                        except FileNotFoundError:
+                            pass
 
     def save_image(self, image: dict) -> None:
         """Write an image record; an image imported again from another file
