@@ -201,12 +201,19 @@ class Runtime:
         or ``config`` for it): created, waiting for ``start``."""
         if self.cgroup_parent is not None:
             config = self._with_cgroup(container_id, bundle, config)
+        answer, ends = self._request_with_stdio(
+            {"op": "create", "id": container_id, "root": self.root,
+             "bundle": os.path.abspath(bundle), "config": config,
+             "no_pivot": no_pivot, "no_new_keyring": no_new_keyring}, stdio)
+        return Container(self, container_id, answer["pid"], ends)
+
+    def _request_with_stdio(self, message: dict, stdio: Stdio | None) -> tuple[dict, list]:
+        """Ask the fork server for a process whose stdio is ``stdio``: its
+        answer (warnings logged) and our ends of the pipes.  The fds handed
+        over are closed here, and on failure our ends too."""
         fds, ends = (stdio or Stdio()).open()
         try:
-            _, answer = self._fork_server().request(
-                {"op": "create", "id": container_id, "root": self.root,
-                 "bundle": os.path.abspath(bundle), "config": config,
-                 "no_pivot": no_pivot, "no_new_keyring": no_new_keyring}, fds)
+            _, answer = self._fork_server().request(message, fds)
         except BaseException:
             for end in ends:
                 if end is not None:
@@ -216,7 +223,7 @@ class Runtime:
             for fd in fds:
                 os.close(fd)
         self._say(answer)
-        return Container(self, container_id, answer["pid"], ends)
+        return answer, ends
 
     def _with_cgroup(self, container_id: str, bundle: str | os.PathLike,
                      config: dict | None) -> dict:
@@ -422,19 +429,8 @@ class Container(_Waitable):
             process["env"] = list(env)
         if cwd is not None:
             process["cwd"] = cwd
-        fds, ends = (stdio or Stdio()).open()
-        try:
-            _, answer = self.runtime._fork_server().request(
-                {"op": "exec", "id": self.id, "root": self.runtime.root, "process": process}, fds)
-        except BaseException:
-            for end in ends:
-                if end is not None:
-                    end.close()
-            raise
-        finally:
-            for fd in fds:
-                os.close(fd)
-        self.runtime._say(answer)
+        answer, ends = self.runtime._request_with_stdio(
+            {"op": "exec", "id": self.id, "root": self.runtime.root, "process": process}, stdio)
         return Process(self.runtime, answer["pid"], ends)
 
     def delete(self, force: bool = False) -> None:

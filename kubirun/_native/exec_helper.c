@@ -156,6 +156,21 @@ static const char *reason(long err)
 	}
 }
 
+/* The next fd of a "3,5" list (advancing *fds), or -1 at its end ("-": none). */
+static long next_fd(const char **fds)
+{
+	long fd = 0;
+	const char *p = *fds;
+	if (!*p || *p == '-')
+		return -1;
+	while (*p >= '0' && *p <= '9')
+		fd = fd * 10 + (*p++ - '0');
+	if (*p == ',')
+		p++;
+	*fds = p;
+	return fd;
+}
+
 /* Report "exec: "ARG0": why" on each fd of the list, and on stderr if asked. */
 static void report(const char *fds, int on_stderr, const char *arg0, long err, int code)
 {
@@ -180,14 +195,9 @@ static void report(const char *fds, int on_stderr, const char *arg0, long err, i
 		append(line, &m, "\n", 1);
 		sys3(SYS_write, 2, (long)line, (long)m);
 	}
-	while (*fds && *fds != '-') {
+	for (long fd; (fd = next_fd(&fds)) >= 0;) {
 		char framed[4096 + 16];
 		unsigned long m = 0;
-		long fd = 0;
-		while (*fds >= '0' && *fds <= '9')
-			fd = fd * 10 + (*fds++ - '0');
-		if (*fds == ',')
-			fds++;
 		append(framed, &m, "E", 1);
 		append_number(framed, &m, (unsigned long)code);
 		append(framed, &m, "", 1); /* "" is one NUL: code\0message */
@@ -198,26 +208,14 @@ static void report(const char *fds, int on_stderr, const char *arg0, long err, i
 
 static void close_on_exec(const char *fds)
 {
-	while (*fds && *fds != '-') {
-		long fd = 0;
-		while (*fds >= '0' && *fds <= '9')
-			fd = fd * 10 + (*fds++ - '0');
-		if (*fds == ',')
-			fds++;
+	for (long fd; (fd = next_fd(&fds)) >= 0;)
 		sys3(SYS_fcntl, fd, KUBI_F_SETFD, KUBI_FD_CLOEXEC);
-	}
 }
 
 static void close_all(const char *fds)
 {
-	while (*fds && *fds != '-') {
-		long fd = 0;
-		while (*fds >= '0' && *fds <= '9')
-			fd = fd * 10 + (*fds++ - '0');
-		if (*fds == ',')
-			fds++;
+	for (long fd; (fd = next_fd(&fds)) >= 0;)
 		sys3(SYS_close, fd, 0, 0);
-	}
 }
 
 /* Every signal at its default action, none blocked: an ignored disposition

@@ -161,19 +161,24 @@ def test_a_progress_bar_on_a_terminal(busybox_tarball, tmp_path):
     pid, fd = pty.fork()
     if pid == 0:
         os.execv(str(KUBIRUN_SCRIPT), [str(KUBIRUN_SCRIPT), "images", "import", str(busybox_tarball)])
+    output = _read_pty(fd)
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, output
+    assert b"unpacking busybox.tar.gz: layer 1/1 [" in output and b"KiB" in output
+
+
+def _read_pty(fd: int) -> bytes:
+    """All a pty's master gives until its other side is closed (EIO)."""
     output = b""
     while True:
         try:
             chunk = os.read(fd, 4096)
         except OSError:
-            break
+            return output
         if not chunk:
-            break
+            return output
         output += chunk
-    _, status = os.waitpid(pid, 0)
-    os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0, output
-    assert b"unpacking busybox.tar.gz: layer 1/1 [" in output and b"KiB" in output
 
 
 # --- bundles --------------------------------------------------------------------------------
@@ -278,15 +283,7 @@ def test_concurrent_cold_imports_of_one_root_filesystem_tar_unpack_it_once(tmp_p
         started.append((pid, fd))
     outputs = []
     for pid, fd in started:
-        output = b""
-        while True:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            output += chunk
+        output = _read_pty(fd)
         _, status = os.waitpid(pid, 0)
         os.close(fd)
         assert os.waitstatus_to_exitcode(status) == 0, output

@@ -188,8 +188,10 @@ def test_many_containers_from_threads_with_few_fds(runtime, make_bundle):
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert not errors, errors[:3]
     assert runtime.list() == []
-    assert _open_fds() == fds_before
-    assert threading.active_count() == threads_before
+    # nothing of ours left open or running (an earlier test's object the
+    # garbage collector frees meanwhile may only make these smaller)
+    assert _open_fds() <= fds_before
+    assert threading.active_count() <= threads_before
     assert _children() <= children_before  # no init, no exec'd process, no zombie of ours
 
 
