@@ -25,7 +25,8 @@ from kubirun import _native, log
 from kubirun.errors import ContainerStartError, KubirunError
 from kubirun.killpoint import reached
 from kubirun.spec import Spec, SpecError
-from kubirun.state import Corrupt, NotFound, StateDir, default_root, list_ids, process_start_time
+from kubirun.state import (Corrupt, NotFound, StateDir, default_root, list_ids, proc_stat_fields,
+                           process_start_time)
 
 DEFAULT_CGROUP_PARENT = "/kubirun"
 
@@ -737,12 +738,9 @@ _PF_EXITING = 0x4  # include/linux/sched.h: set first thing in do_exit()
 def _exiting(pid: int) -> bool:
     """The process is in ``do_exit`` and has given up its memory (vsize 0):
     it never returns to user space."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+    fields = proc_stat_fields(pid)
+    if fields is None:
         return True
-    fields = data[data.rindex(b")") + 2:].split()
     return bool(int(fields[6]) & _PF_EXITING) and int(fields[20]) == 0
 
 
