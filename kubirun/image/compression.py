@@ -249,8 +249,8 @@ class Decoded:
     the compressed stream is known to be complete."""
 
     def __init__(self, fd: int, start: int = 0, length: int | None = None, *,
-                 budget: Budget | None = None, hash_blob: bool = False,
-                 hash_plain: bool = False, progress=None) -> None:
+                 budget: Budget | None = None, hash_blob: bool | str = False,
+                 hash_plain: bool | str = False, progress=None) -> None:
         self.fd = fd
         self.pos = start
         self.end = None if length is None else start + length
@@ -262,8 +262,10 @@ class Decoded:
         if hash_blob or hash_plain:
             import hashlib
 
-            self._blob_hash = hashlib.sha256() if hash_blob else None
-            self._plain_hash = hashlib.sha256() if hash_plain else None
+            # True: sha256; a string names the algorithm of the digest to
+            # compare with (the image spec allows sha512 too).
+            self._blob_hash = hashlib.new(_algorithm(hash_blob)) if hash_blob else None
+            self._plain_hash = hashlib.new(_algorithm(hash_plain)) if hash_plain else None
         head = os.pread(fd, 8, start) if self.end is None else \
             os.pread(fd, min(8, length or 0), start)
         self.kind = sniff(head)
@@ -334,11 +336,21 @@ class Decoded:
 
     @property
     def blob_digest(self) -> str:
-        return "sha256:" + self._blob_hash.hexdigest()
+        return f"{self._blob_hash.name}:{self._blob_hash.hexdigest()}"
 
     @property
     def plain_digest(self) -> str:
-        return "sha256:" + self._plain_hash.hexdigest()
+        return f"{self._plain_hash.name}:{self._plain_hash.hexdigest()}"
+
+
+def _algorithm(wanted: bool | str) -> str:
+    return "sha256" if wanted is True else wanted
+
+
+def algorithm_of(digest: str | None) -> str:
+    """``sha512`` of ``sha512:…``; sha256 for anything else (the digests
+    reaching here were checked by formats.digest_path already)."""
+    return "sha512" if digest and digest.startswith("sha512:") else "sha256"
 
 
 def is_corruption(err: BaseException) -> bool:

@@ -25,6 +25,7 @@ from kubirun.image.compression import (
     Budget,
     Decoded,
     Prefetched,
+    algorithm_of,
     is_corruption,
     reason,
 )
@@ -137,9 +138,10 @@ def _discard(path: str) -> None:
 
 
 def _unpack(store, span, dest: str, lowers: list[str], budget: Budget, progress,
-            blob_digest: str | None = None) -> Decoded:
+            blob_digest: str | None = None, diff_id: str | None = None) -> Decoded:
     stream = Prefetched(Decoded(span.fd, span.start, span.length, budget=budget,
-                                hash_blob=blob_digest is not None, hash_plain=True,
+                                hash_blob=blob_digest is not None and algorithm_of(blob_digest),
+                                hash_plain=algorithm_of(diff_id),
                                 progress=progress.advance if progress else None))
     writer = None
     try:
@@ -267,7 +269,8 @@ def _verify_cached_layer(layer, budget: Budget, index: int) -> None:
             raise ImageError(f"{what}: blob digest mismatch (expected {layer.digest}, "
                              f"got {algorithm}:{digest.hexdigest()})")
         return
-    stream = Decoded(span.fd, span.start, span.length, budget=budget, hash_plain=True)
+    stream = Decoded(span.fd, span.start, span.length, budget=budget,
+                     hash_plain=algorithm_of(layer.diff_id))
     while stream.read_chunk():
         pass
     if stream.plain_digest != layer.diff_id:
@@ -284,7 +287,7 @@ def _unpack_layer(store, layer, target: str, below: list[str], budget: Budget, p
         staging = _staging(store)
         try:
             stream = _unpack(store, layer.span, staging, list(reversed(below)), budget, progress,
-                             layer.digest)
+                             layer.digest, layer.diff_id)
             what = f"layer {index} ({layer.diff_id[:19]}…)"
             if layer.digest is not None and stream.blob_digest != layer.digest:
                 raise ImageError(f"{what}: blob digest mismatch (expected {layer.digest}, "

@@ -233,3 +233,31 @@ def test_a_blob_named_outside_the_layout_is_refused(tmp_path, base_tar):
 def test_library_error_is_an_image_error(tmp_path, private_store):
     with pytest.raises(ImageError):
         Store().import_image(str(b.oci_image(tmp_path / "x.tar", [b"not a tar " * 100])))
+
+
+def test_sha512_layer_digests_are_checked_and_accepted(tmp_path, base_tar, private_store):
+    """The image spec allows sha512 digests for blobs (and diff_ids): an
+    image whose top layer is named that way runs, as with containerd."""
+    import hashlib
+    import io
+    import tarfile as tarmod
+
+    top_tar = b.tar_bytes([b.file("x512", b"sha512\n")])
+    top_blob = b.compress(top_tar, "gzip")
+    oci = b.Oci()
+    base = oci.layer(base_tar)
+    top_desc = {"mediaType": b.LAYER_TYPES["gzip"], "size": len(top_blob),
+                "digest": "sha512:" + hashlib.sha512(top_blob).hexdigest()}
+    top_diff = "sha512:" + hashlib.sha512(top_tar).hexdigest()
+    manifest = oci.image([base, (top_desc, top_diff)])
+    files = oci.files([manifest])
+    files["blobs/sha512/" + top_desc["digest"].partition(":")[2]] = top_blob
+    raw = io.BytesIO()
+    with tarmod.open(fileobj=raw, mode="w") as tar:
+        for name, data in files.items():
+            info = tarmod.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    image = tmp_path / "sha512.tar"
+    image.write_bytes(raw.getvalue())
+    assert ok(image, "cat", "/x512") == "sha512\n"
