@@ -169,11 +169,16 @@ class Runtime:
     """Containers of one state root.  Two runtimes with different roots
     live side by side in one process; nothing here is process-wide."""
 
-    def __init__(self, root: str | None = None, log: logging.Logger | None = None,
-                 cgroup_parent: str | None = None) -> None:
+    def __init__(self, root: str | None = None, store: str | None = None,
+                 cgroup_parent: str | None = None, log: logging.Logger | None = None) -> None:
+        from kubirun.image.store import store_root
         from kubirun.state import default_root
 
         self.root = os.path.abspath(root or default_root())
+        # The image store of this runtime's image containers (their layers,
+        # and their directories under STORE/containers), given to every
+        # call that needs it: never through the environment.
+        self.store = os.path.abspath(store or store_root())
         # Where a config without linux.cgroupsPath puts its container's
         # cgroup (PARENT/ID); None: kubirun's default, /kubirun/ID.
         self.cgroup_parent = cgroup_parent

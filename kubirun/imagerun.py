@@ -50,7 +50,8 @@ class RunOptions:
                  process: ProcessSpec | None = None, keep: bool = False,
                  resources: dict | None = None, network=None, platform: str | None = None,
                  command: list[str] | None = None, entrypoint: list[str] | None = None,
-                 workdir_given: bool = False, seccomp: "str | dict" = "default") -> None:
+                 workdir_given: bool = False, seccomp: "str | dict" = "default",
+                 store: str | None = None, configure=None) -> None:
         self.image = image
         self.name = name
         self.hostname = hostname
@@ -66,6 +67,10 @@ class RunOptions:
         # "default" (seccomp_default), "unconfined", or a profile (a dict in
         # docker's or the runtime spec's format) from --security-opt.
         self.seccomp = seccomp
+        self.store = store  # the image store (None: image.store.store_root())
+        # A last word on the config before it is parsed (the library's
+        # mounts, sandbox namespaces, read-only root...): config -> None.
+        self.configure = configure
 
 
 def security_options(options: list[str], process: ProcessSpec) -> "str | dict":
@@ -190,23 +195,60 @@ def make_rootless(config: dict) -> None:
                 mount["options"] = [o for o in mount["options"] if o != "gid=5"]
 
 
-def run(options: RunOptions) -> int:
-    """Run a container to completion and return its exit status."""
+class Created:
+    """An image container created, its init waiting: what its run holds
+    until the container is done with (``finish``) or handed over."""
+
+    def __init__(self, container, network, owner: int, container_dir: str,
+                 image_config: dict | None) -> None:
+        self.container = container  # a kubirun.container.Container
+        self.network = network  # a kubirun.ns.net.Network, or None
+        self.owner = owner  # the fd holding the store directory's owner lock
+        self.container_dir = container_dir
+        self.image_config = image_config  # the image's config (Cmd, Env, StopSignal...), or None
+
+    def release(self) -> None:
+        """A detached container: its state owns its store directory from
+        now on (``remove_on_delete``: its ``delete`` removes it, and a
+        killed orchestrator leaves it to ``delete --force``/``gc``)."""
+        if self.owner >= 0:
+            os.close(self.owner)
+            self.owner = -1
+
+    def finish(self, keep: bool = False) -> None:
+        """The foreground run is over: delete the container (or, with
+        ``keep``, keep it stopped), give back its network, release its
+        directory."""
+        try:
+            if keep:
+                self.container.keep_stopped()  # its network given back below
+            else:
+                # The network's teardown too (state["network"]); nothing of
+                # the name is a leftover: this run owns it.
+                self.container.delete(force=True, leftovers=False)
+        finally:
+            try:
+                if self.network is not None:
+                    self.network.close(torn_down=not keep)
+            finally:
+                self.release()
+
+
+def create(options: RunOptions, root: str, store: str, foreground: bool) -> Created:
+    """Steps 1 to 4 of a run, up to the created container (its network
+    attached): used by the foreground ``run`` and by the library's
+    detached ``Runtime.run_image``.  On failure nothing is left."""
     from kubirun.image import containerdir
-    from kubirun.state import default_root
 
     name = validate_id(options.name or new_id())
-    root = default_root()
-    container_dir = os.path.join(store_dir(), "containers", name)
+    container_dir = os.path.join(store, "containers", name)
     if options.name:
-        _reclaim_name(name, root)
+        _reclaim_name(name, root, store)
     if os.path.lexists(os.path.join(root, name)):
         raise KubirunError(f"container name {name!r} is already in use (a container of {root};"
                            " `kubirun delete` it first)")
     owner = containerdir.claim(container_dir, root)
     reached("run.claimed")
-
-    previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
     container = None
     network = None
     try:
@@ -216,11 +258,12 @@ def run(options: RunOptions) -> int:
 
         # First: in bridge mode its helper works while the image unpacks.
         network = net.setup(options.network or net.NetworkOptions(), name, container_dir,
-                            options.hostname or name)
+                            options.hostname or name, root=root)
         reached("run.network")
         from kubirun.container import Container, CreateOptions
 
-        image = prepare(options.image, container_dir, options.platform, copy=options.keep)
+        image = prepare(options.image, container_dir, options.platform, copy=options.keep,
+                        store=store)
         reached("run.mounted")
         if image.config is not None:
             from kubirun.image import config as image_defaults
@@ -233,6 +276,8 @@ def run(options: RunOptions) -> int:
             config.setdefault("annotations", {}).update(image_defaults.annotations(image.config))
         if network is not None:
             network.configure(config)
+        if options.configure is not None:
+            options.configure(config)
         if options.process.capabilities is None:
             from kubirun.capabilities import container_default_sets
 
@@ -245,16 +290,41 @@ def run(options: RunOptions) -> int:
             # Names of calls newer than this libseccomp are expected there.
             spec.seccomp.warn_unknown = False
         spec.process = options.process
-        container = Container.create(name, spec, options=CreateOptions(
-            foreground=True, remove_on_delete=container_dir, ephemeral=not options.keep,
+        container = Container.create(name, spec, root=root, options=CreateOptions(
+            foreground=foreground, remove_on_delete=container_dir,
+            ephemeral=foreground and not options.keep,
             network=network.record if network is not None else None))
         reached("run.created")
         if network is not None:
             network.attach(container.load()["pid"])  # the init waits in its namespace
         reached("run.attached")
+        return Created(container, network, owner, container_dir, image.config)
+    except BaseException:
+        try:
+            if container is not None:
+                container.delete(force=True, leftovers=False)
+            else:
+                containerdir.remove(container_dir)
+        finally:
+            try:
+                if network is not None:
+                    network.close(torn_down=container is not None)
+            finally:
+                os.close(owner)
+        raise
+
+
+def run(options: RunOptions) -> int:
+    """Run a container to completion and return its exit status."""
+    from kubirun.state import default_root
+
+    previous = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    created = None
+    try:
+        created = create(options, default_root(), options.store or store_dir(), foreground=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        code = container.start_and_wait(interactive=options.process.interactive)
+        code = created.container.start_and_wait(interactive=options.process.interactive)
         reached("run.exited")
         return code
     except _Terminated as err:
@@ -262,27 +332,14 @@ def run(options: RunOptions) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        try:
-            if container is not None and options.keep:
-                container.keep_stopped()  # its network given back below
-            elif container is not None:
-                # The network's teardown too (state["network"]); nothing of
-                # the name is a leftover: this run owns it.
-                container.delete(force=True, leftovers=False)
-            else:
-                containerdir.remove(container_dir)
-        finally:
-            try:
-                if network is not None:
-                    network.close(torn_down=container is not None and not options.keep)
-            finally:
-                os.close(owner)
+        if created is not None:
+            created.finish(keep=options.keep)
 
 
-def _reclaim_name(name: str, root: str) -> None:
+def _reclaim_name(name: str, root: str, store: str) -> None:
     """``run --name NAME`` after a run of that name was killed: what it
     left is removed (a live or kept container of that name is not)."""
     from kubirun import reclaim
 
     reclaim.dead_container(name, root)
-    reclaim.leftovers_of(name, root, store_dir())
+    reclaim.leftovers_of(name, root, store)

@@ -44,8 +44,6 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
     from kubirun import imagerun
     from kubirun.process import DEFAULT_ARGS, ProcessSpec, parse_env_items
 
-    if store is not None:
-        os.environ["KUBIRUN_STORE"] = os.path.abspath(store)
     if workdir and not workdir.startswith("/"):
         raise KubirunError(f"-w {workdir!r}: the working directory must be an absolute path"
                            " (as docker says)")
@@ -76,7 +74,9 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
                                             entrypoint=None if entrypoint is None
                                             else [entrypoint] if entrypoint else [],
                                             workdir_given=workdir is not None,
-                                            seccomp=seccomp))
+                                            seccomp=seccomp,
+                                            store=None if store is None
+                                            else os.path.abspath(store)))
 
 
 def _looks_like_a_container_id(word: str) -> bool:

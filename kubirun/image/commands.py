@@ -19,16 +19,10 @@ def _short(image_id: str) -> str:
     return image_id.partition(":")[2][:12]
 
 
-def _use_store(store: str | None) -> None:
-    if store is not None:
-        os.environ["KUBIRUN_STORE"] = os.path.abspath(store)
-
-
 def ls(format: str, quiet: bool, store: str | None = None) -> int:
     from kubirun.image.store import Store
 
-    _use_store(store)
-    db = Store()
+    db = Store(store)
     images = db.all_images()
     if quiet:
         for image in images:
@@ -65,11 +59,10 @@ def import_(image: str, platform: str | None, store: str | None = None) -> int:
     from kubirun.image.source import split_ref
     from kubirun.image.store import Store
 
-    _use_store(store)
     path, ref = split_ref(image)
     if not os.path.exists(path):
         raise ImageError(f"image {image}: no such file or directory")
-    record = Store().import_image(path, platform, ref)
+    record = Store(store).import_image(path, platform, ref)
     print(record["id"])
     return 0
 
@@ -77,10 +70,9 @@ def import_(image: str, platform: str | None, store: str | None = None) -> int:
 def rm(images: tuple, force: bool, store: str | None = None) -> int:
     from kubirun.image.store import Store
 
-    _use_store(store)
     if not images:
         raise KubirunError("images rm: name at least one image")
-    found = Store()
+    found = Store(store)
     for what in images:
         removed = found.remove(what, force=force)
         print(removed["id"])
@@ -90,8 +82,7 @@ def rm(images: tuple, force: bool, store: str | None = None) -> int:
 def prune(all: bool, store: str | None = None) -> int:
     from kubirun.image.store import Store
 
-    _use_store(store)
-    removed = Store().prune(all_images=all)
+    removed = Store(store).prune(all_images=all)
     for image_id in removed["images"]:
         print(f"removed image {image_id}")
     print(f"removed {removed['layers']} layer{'s' if removed['layers'] != 1 else ''}"
@@ -101,17 +92,17 @@ def prune(all: bool, store: str | None = None) -> int:
 
 def bundle(image: str, directory: str, command: tuple, platform: str | None,
            entrypoint: str | None, store: str | None = None) -> int:
-    _use_store(store)
     write_bundle(image, directory, list(command), platform,
-                 None if entrypoint is None else [entrypoint] if entrypoint else [])
+                 None if entrypoint is None else [entrypoint] if entrypoint else [], store=store)
     print(os.path.abspath(directory))
     return 0
 
 
 def write_bundle(image: str, directory: str, command: list[str], platform: str | None = None,
-                 entrypoint: list[str] | None = None) -> None:
+                 entrypoint: list[str] | None = None, store: str | None = None) -> None:
     """``DIR/config.json`` and ``DIR/rootfs/`` (a copy: the bundle owes
-    nothing to the store) from ``image``."""
+    nothing to the store) from ``image``, through the image store ``store``
+    (None: the default, see ``image.store.store_root``)."""
     from kubirun import jsonio
     from kubirun.image.config import bundle_config
     from kubirun.image.extract import RootWriter, copy_tree
@@ -139,11 +130,11 @@ def write_bundle(image: str, directory: str, command: list[str], platform: str |
             finally:
                 writer.close()
         else:
-            store = Store()
-            store.ensure()
-            with store.lock(shared=True):  # no prune between the import and the copy
-                record = store.import_image(path, platform, ref)
-                flatten([store.layer_path(layer["diff_id"]) for layer in record["layers"]], rootfs)
+            db = Store(store)
+            db.ensure()
+            with db.lock(shared=True):  # no prune between the import and the copy
+                record = db.import_image(path, platform, ref)
+                flatten([db.layer_path(layer["diff_id"]) for layer in record["layers"]], rootfs)
         config = bundle_config(record, rootfs, command, entrypoint)
         with open(config_path, "x") as f:
             f.write(jsonio.dumps(config, indent=2) + "\n")

@@ -59,47 +59,49 @@ def is_layout_dir(path: str) -> bool:
 
 
 def prepare(image: str, container_dir: str, platform: str | None = None,
-            copy: bool = False) -> Prepared:
+            copy: bool = False, store: str | None = None) -> Prepared:
     """The root for a container whose directory is ``container_dir``:
-    ``image`` itself, or the image's layers mounted (or copied, with
-    ``copy``) at ``container_dir/rootfs``."""
+    ``image`` itself, or the image's layers (of the image store ``store``,
+    None: the default one) mounted (or copied, with ``copy``) at
+    ``container_dir/rootfs``."""
     path, ref = split_ref(image)
     if not os.path.exists(path):
-        return _from_store(image, container_dir, platform, copy)
+        return _from_store(image, container_dir, platform, copy, store)
     if os.path.isdir(path) and ref is None and not is_layout_dir(path):
         if platform is not None:
             raise ImageError(f"--platform: image {image} is a root directory, not an image")
         return Prepared(os.path.abspath(path))
     from kubirun.image.store import Store
 
-    store = Store()
+    db = Store(store)
     try:
-        lock = store.lock(shared=True).__enter__()
+        lock = db.lock(shared=True).__enter__()
     except FileNotFoundError:
-        store.ensure()
-        lock = store.lock(shared=True).__enter__()
+        db.ensure()
+        lock = db.lock(shared=True).__enter__()
     try:
-        record = store.lookup(path, platform, ref)
+        record = db.lookup(path, platform, ref)
         if record is None:
-            record = store.import_image(path, platform, ref)
-        rootfs, mounted = store.make_root(record, container_dir, copy=copy)
+            record = db.import_image(path, platform, ref)
+        rootfs, mounted = db.make_root(record, container_dir, copy=copy)
     finally:
         lock.__exit__(None, None, None)
     return Prepared(rootfs, record, mounted)
 
 
-def _from_store(image: str, container_dir: str, platform: str | None, copy: bool) -> Prepared:
+def _from_store(image: str, container_dir: str, platform: str | None, copy: bool,
+                store: str | None) -> Prepared:
     """Not a path: an image of the store, by the name or id ``images ls``
     shows (as ``docker run NAME``)."""
     from kubirun.image.store import Store
 
-    store = Store()
-    if not os.path.isdir(store.root):
+    db = Store(store)
+    if not os.path.isdir(db.root):
         raise ImageError(f"image {image}: no such file or directory")
     try:
-        with store.lock(shared=True):
+        with db.lock(shared=True):
             try:
-                record = store.find(image)
+                record = db.find(image)
             except ImageError as err:
                 if "names" in str(err):
                     raise
@@ -109,7 +111,7 @@ def _from_store(image: str, container_dir: str, platform: str | None, copy: bool
             if wanted is not None and record.get("platform") not in (wanted, None):
                 raise ImageError(f"image {image}: the stored one is for {record.get('platform')},"
                                  f" not {wanted}")
-            rootfs, mounted = store.make_root(record, container_dir, copy=copy)
+            rootfs, mounted = db.make_root(record, container_dir, copy=copy)
     except FileNotFoundError:
         raise ImageError(f"image {image}: no such file or directory") from None
     return Prepared(rootfs, record, mounted)

@@ -136,16 +136,17 @@ def links() -> list[str]:
 
 
 def setup(options: NetworkOptions, container_id: str, container_dir: str,
-          hostname: str) -> Network | None:
+          hostname: str, root: str | None = None) -> Network | None:
     """Start on a container's network, before its image is unpacked: in
-    bridge mode lease an address and fork the helper.  None for ``none``."""
+    bridge mode lease an address (in the pool of the state root ``root``,
+    None: the default one) and fork the helper.  None for ``none``."""
     mode, path = options.resolve()
     if mode == "none":
         return None
     network = Network(mode, path)
     if mode == "bridge":
         try:
-            network.start_bridge(options, container_id, container_dir, hostname)
+            network.start_bridge(options, container_id, container_dir, hostname, root)
         except BaseException:
             network.close()
             raise
@@ -171,7 +172,7 @@ class Network:
         self.ports: list = []
 
     def start_bridge(self, options: NetworkOptions, container_id: str, container_dir: str,
-                     hostname: str) -> None:
+                     hostname: str, root: str | None = None) -> None:
         from kubirun.ns.net import etcfiles, ipam, ports, veth
         from kubirun.ns.net.helper import Helper
         from kubirun.state import default_root, process_start_time
@@ -179,7 +180,7 @@ class Network:
         bridge = options.bridge or DEFAULT_BRIDGE
         subnet = ipam.Subnet(options.subnet or DEFAULT_SUBNET)
         self.ports = ports.parse_publish(options.publish)
-        root = default_root()
+        root = root or default_root()
         pool = ipam.Pool(ipam.pool_dir(root, bridge), subnet)
         me = os.getpid()
 
