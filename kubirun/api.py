@@ -212,6 +212,101 @@ class Runtime:
              "no_pivot": no_pivot, "no_new_keyring": no_new_keyring}, stdio)
         return Container(self, container_id, answer["pid"], ends)
 
+    def run_image(self, image: str, command: list[str] | None = None, *, name: str | None = None,
+                  entrypoint: list[str] | None = None, env: dict[str, str] | None = None,
+                  workdir: str | None = None, user: str | None = None,
+                  hostname: str | None = None, network: str = "none",
+                  ports: "list[tuple[int, int]] | tuple" = (), mounts: "list[dict] | tuple" = (),
+                  read_only: bool = False, resources: dict | None = None,
+                  sandbox: "Container | None" = None, stdio: Stdio | None = None,
+                  start: bool = True) -> "Container":
+        """A detached container of ``image`` (anything ``kubirun run``
+        takes: a root filesystem tarball, a ``docker save`` archive, an OCI
+        layout, a stored image's name or id), its process completed from
+        the image's Entrypoint, Cmd, Env, WorkingDir and User as ``kubirun
+        run`` does; started unless ``start`` is False.
+
+        ``network``: "none", "host" or "bridge" (``ports``: (host port,
+        container port) pairs published, bridge only).  ``mounts``:
+        runtime-spec mounts added (binds of host directories for volumes).
+        ``resources``: ``linux.resources``.  ``sandbox``: a container
+        (``Runtime.sandbox``) whose network, IPC and UTS namespaces this one
+        joins, as a pod's containers do; then ``network``, ``ports`` and
+        ``hostname`` are the sandbox's and not given here.
+
+        The container's root (an overlay of the image's layers) and its
+        directory in the store go with its ``delete``; after a killed
+        orchestrator, with ``kubirun delete --force NAME`` or ``kubirun gc``."""
+        from kubirun.ids import new_id, validate_id
+
+        container_id = validate_id(name) if name is not None else new_id()
+        if not isinstance(image, (str, os.PathLike)):
+            raise KubirunError(f"run_image: image: expected a path or an image name, got {image!r}")
+        image = os.fspath(image)
+        if os.path.lexists(image):
+            image = os.path.abspath(image)  # the fork server's cwd is not ours
+        join: dict[str, str] = {}
+        mounts = [dict(m) for m in mounts]
+        if sandbox is not None:
+            if network != "none" or ports or hostname is not None:
+                raise KubirunError(f"run_image {container_id}: network, ports and hostname are the"
+                                   f" sandbox's ({sandbox.id}), not given with it")
+            join, shared = sandbox._namespaces_to_join()
+            mounts = shared + mounts
+        if network not in ("none", "host", "bridge"):
+            raise KubirunError(f"run_image {container_id}: network: expected none, host or bridge,"
+                               f" got {network!r}")
+        container = self._run({
+            "op": "run_image", "id": container_id, "root": self.root, "store": self.store,
+            "image": image, "command": None if command is None else [str(a) for a in command],
+            "entrypoint": None if entrypoint is None else [str(a) for a in entrypoint],
+            "env": {str(k): str(v) for k, v in (env or {}).items()}, "workdir": workdir,
+            "user": user, "hostname": hostname, "network": network,
+            "ports": [[int(h), int(c)] for h, c in ports], "mounts": mounts,
+            "read_only": bool(read_only), "resources": resources, "join": join,
+            "cgroups_path": self._cgroups_path(container_id)}, stdio)
+        if start:
+            self._start_or_delete(container)
+        return container
+
+    def sandbox(self, name: str, *, network: str = "none", hostname: str | None = None,
+                ports: "list[tuple[int, int]] | tuple" = ()) -> "Container":
+        """A pod sandbox, started: a container that only holds a network,
+        IPC and UTS namespace for others to join (``run_image(...,
+        sandbox=it)``), as Kubernetes' pause container.  It needs no image:
+        an empty root, and kubirun's exec helper as a PID 1 that reaps and
+        exits 0 at SIGTERM.  ``delete(force=True)`` removes it and its network."""
+        from kubirun.ids import validate_id
+
+        container_id = validate_id(name)
+        if network not in ("none", "host", "bridge"):
+            raise KubirunError(f"sandbox {container_id}: network: expected none, host or bridge,"
+                               f" got {network!r}")
+        container = self._run({
+            "op": "run_image", "id": container_id, "root": self.root, "store": self.store,
+            "image": None, "pause": True, "command": ["pause"], "hostname": hostname,
+            "network": network, "ports": [[int(h), int(c)] for h, c in ports],
+            "cgroups_path": self._cgroups_path(container_id)}, None)
+        self._start_or_delete(container)
+        return container
+
+    def _run(self, message: dict, stdio: Stdio | None) -> "Container":
+        answer, ends = self._request_with_stdio(message, stdio)
+        container = Container(self, message["id"], answer["pid"], ends)
+        container._image_config = answer.get("image_config")
+        return container
+
+    @staticmethod
+    def _start_or_delete(container: "Container") -> None:
+        try:
+            container.start()
+        except BaseException:
+            container.delete(force=True)
+            raise
+
+    def _cgroups_path(self, container_id: str) -> str | None:
+        return None if self.cgroup_parent is None else f"{self.cgroup_parent}/{container_id}"
+
     def _request_with_stdio(self, message: dict, stdio: Stdio | None) -> tuple[dict, list]:
         """Ask the fork server for a process whose stdio is ``stdio``: its
         answer (warnings logged) and our ends of the pipes.  The fds handed
@@ -340,6 +435,7 @@ class Container(_Waitable):
         self.pid = pid  # PID 1, when this runtime's fork server made it
         self.stdin, self.stdout, self.stderr = ends
         self._lifecycle = Lifecycle(container_id, runtime.root)
+        self._image_config = Container._UNKNOWN
 
     def start(self) -> None:
         self._lifecycle.start()
@@ -364,6 +460,63 @@ class Container(_Waitable):
 
     def stats(self) -> dict:
         return self._lifecycle.stats()
+
+    _UNKNOWN = object()
+
+    @property
+    def image_config(self) -> dict | None:
+        """The config of the image this container was made from (its
+        ``config`` object: Entrypoint, Cmd, Env, StopSignal, ExposedPorts,
+        Labels...); None for a container not made from an image."""
+        if self._image_config is Container._UNKNOWN:
+            self._image_config = self._stored_image_config()
+        return self._image_config
+
+    def _stored_image_config(self) -> dict | None:
+        from kubirun.image.store import Store
+
+        directory = self._lifecycle.load().get("remove_on_delete")
+        if not directory:
+            return None
+        try:
+            with open(os.path.join(directory, "image")) as f:
+                image_id = f.read().strip()
+        except OSError:
+            return None  # an empty root (a sandbox), or a root directory used in place
+        record = Store(self.runtime.store).load_image(image_id) or {}
+        return (record.get("config") or {}).get("config") or {}
+
+    @property
+    def stop_signal(self) -> int:
+        """The signal that asks this container to stop: its image's
+        StopSignal ("SIGQUIT", "QUIT" or a number), else SIGTERM."""
+        import signal as signals
+
+        text = str((self.image_config or {}).get("StopSignal") or "").strip().upper()
+        if text.isdigit() and 0 < int(text) < signals.NSIG:
+            return int(text)
+        name = text if text.startswith("SIG") else "SIG" + text
+        number = getattr(signals.Signals, name, None) if text else None
+        return int(number) if number is not None else int(signals.SIGTERM)
+
+    def _namespaces_to_join(self) -> tuple[dict[str, str], list[dict]]:
+        """A sandbox's network, IPC and UTS namespaces (paths, by PID 1's
+        /proc entry), and binds of its /etc/hosts, hostname and
+        resolv.conf if its network has them."""
+        state = self._lifecycle.load()
+        if self._lifecycle.status(state) != "running":
+            raise KubirunError(f"sandbox {self.id} is {self._lifecycle.status(state)}, not running")
+        pid = state["pid"]
+        join = {kind: f"/proc/{pid}/ns/{file}"
+                for kind, file in (("network", "net"), ("ipc", "ipc"), ("uts", "uts"))}
+        mounts = []
+        files = (state.get("network") or {}).get("files")
+        for name in ("hosts", "hostname", "resolv.conf"):
+            if files and os.path.exists(os.path.join(files, name)):
+                mounts.append({"destination": f"/etc/{name}", "type": "bind",
+                               "source": os.path.join(files, name),
+                               "options": ["rbind", "rprivate", "ro"]})
+        return join, mounts
 
     def pidfd(self) -> int:
         """A pidfd of PID 1 (the caller's to close), readable once it exits."""
@@ -426,21 +579,37 @@ class Container(_Waitable):
              stdio: Stdio | None = None) -> "Process":
         """Start ``args`` in the container (from its own process: user, env,
         capabilities... as ``kubirun exec``); a handle to wait for it."""
-        process = dict(self._lifecycle.load().get("process") or {})
-        if not process:
-            raise KubirunError(f"container {self.id} has no runtime-spec process to exec from")
-        process.update(args=list(args), terminal=False)
-        if env is not None:
-            process["env"] = list(env)
-        if cwd is not None:
-            process["cwd"] = cwd
-        answer, ends = self.runtime._request_with_stdio(
-            {"op": "exec", "id": self.id, "root": self.runtime.root, "process": process}, stdio)
+        state = self._lifecycle.load()
+        message = {"op": "exec", "id": self.id, "root": self.runtime.root}
+        if state.get("process"):
+            process = dict(state["process"])
+            process.update(args=list(args), terminal=False)
+            if env is not None:
+                process["env"] = list(env)
+            if cwd is not None:
+                process["cwd"] = cwd
+            message["process"] = process
+        elif state.get("image_process"):
+            # An image container's: its user, env, capabilities... as
+            # `kubirun exec` has them; ``env`` added to its environment.
+            message.update(args=list(args), env=None if env is None else list(env), cwd=cwd)
+        else:
+            raise KubirunError(f"container {self.id} has no process to exec from")
+        answer, ends = self.runtime._request_with_stdio(message, stdio)
         return Process(self.runtime, answer["pid"], ends)
 
     def delete(self, force: bool = False) -> None:
-        """Remove the container (``force``: kill it first); closes our pipe ends."""
-        self._lifecycle.delete(force=force)
+        """Remove the container (``force``: kill it first) with what it
+        had: its cgroup, an image container's root, its directory in the
+        store and its network; with ``force``, also what a killed runtime
+        left of that name.  Closes our pipe ends."""
+        try:
+            self._lifecycle.delete(force=force, leftovers=False)
+        finally:
+            if force:
+                from kubirun import reclaim
+
+                reclaim.leftovers_of(self.id, self.runtime.root, self.runtime.store)
         for end in (self.stdin, self.stdout, self.stderr):
             if end is not None:
                 end.close()

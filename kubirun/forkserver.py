@@ -134,6 +134,56 @@ class Server:
         send(request, {"ok": True, "pid": pid, "warnings": warnings})
         return False
 
+    def _op_run_image(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
+        """A detached image container (``Runtime.run_image``), or a pod
+        sandbox (no image: an empty root, the exec helper as a pause PID 1)."""
+        from kubirun import imagerun, log
+        from kubirun.ns.net import NetworkOptions
+        from kubirun.process import ProcessSpec
+
+        process = ProcessSpec(args=message.get("command") or None,
+                              env=[f"{k}={v}" for k, v in (message.get("env") or {}).items()],
+                              cwd=message.get("workdir") or "/", user=message.get("user"))
+        if message.get("pause"):
+            process.init = "pause"
+        joined = message.get("join") or {}
+
+        def configure(config: dict) -> None:
+            config["mounts"] = list(config.get("mounts") or []) + list(message.get("mounts") or [])
+            if message.get("read_only"):
+                config["root"]["readonly"] = True
+            for ns in config["linux"]["namespaces"]:
+                if ns["type"] in joined:
+                    ns["path"] = joined[ns["type"]]
+            if "uts" in joined:
+                config.pop("hostname", None)  # the sandbox's: never set again from here
+            if message.get("cgroups_path"):
+                config["linux"]["cgroupsPath"] = message["cgroups_path"]
+
+        options = imagerun.RunOptions(
+            image=message.get("image"), name=message["id"], hostname=message.get("hostname"),
+            process=process, resources=message.get("resources") or {},
+            network=NetworkOptions(message.get("network") or "none",
+                                   [f"{host}:{port}" for host, port in message.get("ports") or ()],
+                                   loopback=False),
+            command=message.get("command") or [], entrypoint=message.get("entrypoint"),
+            workdir_given=message.get("workdir") is not None, store=message["store"],
+            configure=configure)
+        warnings: list[str] = []
+        with log.captured(warnings), _as_stdio(fds):
+            created = imagerun.create(options, message["root"], message["store"], foreground=False)
+        created.release()  # its state owns its store directory now
+        if created.network is not None:
+            created.network.close(torn_down=True)  # the helper's work is done; the rest is delete's
+        container = created.container
+        pid = container._init_pid
+        container._channel.close()
+        container._init_pid = None
+        self._adopt(pid, "container", message["root"], message["id"])
+        send(request, {"ok": True, "pid": pid, "warnings": warnings,
+                       "image_config": created.image_config})
+        return False
+
     def _op_exec(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
         import tempfile
 
@@ -141,7 +191,17 @@ class Server:
         from kubirun.exec_into import ExecOptions, exec_in_container
         from kubirun.spec import parse_process
 
-        spec = parse_process(message["process"], "process")
+        if message.get("process") is not None:
+            spec = parse_process(message["process"], "process")
+        else:  # an image container's process, as `kubirun exec ID ARGS...` makes it
+            from kubirun.container import Container
+            from kubirun.exec_into import process_from_args
+
+            spec = process_from_args(message["args"], Container(message["id"],
+                                                                message.get("root")).load())
+            spec.env = spec.env + list(message.get("env") or [])
+            if message.get("cwd"):
+                spec.cwd = message["cwd"]
         warnings: list[str] = []
         with tempfile.TemporaryDirectory(prefix="kubirun-exec-") as scratch:
             pid_file = os.path.join(scratch, "pid")

@@ -46,7 +46,7 @@ def store_dir() -> str:
 class RunOptions:
     """What ``kubirun run IMAGE`` was asked for."""
 
-    def __init__(self, image: str, name: str | None = None, hostname: str | None = None,
+    def __init__(self, image: str | None, name: str | None = None, hostname: str | None = None,
                  process: ProcessSpec | None = None, keep: bool = False,
                  resources: dict | None = None, network=None, platform: str | None = None,
                  command: list[str] | None = None, entrypoint: list[str] | None = None,
@@ -262,8 +262,14 @@ def create(options: RunOptions, root: str, store: str, foreground: bool) -> Crea
         reached("run.network")
         from kubirun.container import Container, CreateOptions
 
-        image = prepare(options.image, container_dir, options.platform, copy=options.keep,
-                        store=store)
+        if options.image is None:  # a pod sandbox: an empty root of its own
+            from kubirun.image.source import Prepared
+
+            image = Prepared(os.path.join(container_dir, "rootfs"))
+            os.mkdir(image.rootfs, 0o755)
+        else:
+            image = prepare(options.image, container_dir, options.platform, copy=options.keep,
+                            store=store)
         reached("run.mounted")
         if image.config is not None:
             from kubirun.image import config as image_defaults

@@ -43,8 +43,9 @@ class ProcessSpec:
         self.oom_score_adj: int | None = None
         self.console_size: tuple[int, int] | None = None
         # `run --init`: PID 1 is the exec helper as an init (forwards
-        # signals, reaps), the program its child.
-        self.init = False
+        # signals, reaps), the program its child.  "pause": the exec
+        # helper as PID 1 with no program (a pod sandbox, kubirun.api).
+        self.init: bool | str = False
 
 
 # What `exec` needs of an image run's process, kept in its state.json: the
@@ -309,7 +310,7 @@ def find_executable(name: str, search_path: str) -> str:
 
 def exec_program(path: str, args: list[str], env: dict[str, str], helper: int,
                  report_fds: tuple[int, ...] = (), say_on_stderr: bool = False,
-                 execveat_allowed: bool = True, as_init: bool = False) -> None:
+                 execveat_allowed: bool = True, as_init: "bool | str" = False) -> None:
     """Become the program, through the exec helper (``_native``: the
     CVE-2019-5736 defence): its ``execve`` failure is reported by the
     helper on ``report_fds`` with the exit codes shells use.  ``as_init``:
@@ -350,6 +351,8 @@ def prepare(spec: ProcessSpec, hostname: str) -> tuple[Identity, str, dict[str, 
         except (FileExistsError, NotADirectoryError):
             raise KubirunError(f"working directory {spec.cwd!r}: not a directory in the"
                                " container") from None
+    if spec.init == "pause":
+        return identity, spec.args[0], env  # the exec helper runs nothing: no program to find
     program = find_executable(spec.args[0], env.get("PATH", DEFAULT_PATH))
     return identity, program, env
 

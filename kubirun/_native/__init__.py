@@ -285,7 +285,7 @@ def exec_helper_fd() -> int:
 
 def exec_through_helper(helper: int, path: str, args: list[str], env: dict[str, str],
                         report_fds: tuple[int, ...] = (), say_on_stderr: bool = False,
-                        execveat_allowed: bool = True, as_init: bool = False) -> None:
+                        execveat_allowed: bool = True, as_init: "bool | str" = False) -> None:
     """Become ``path`` by way of the helper; returns only if the helper
     itself cannot be exec'd (raises OSError).  The helper reports a failure
     of the program's execve on ``report_fds`` (``kubirun.channel``'s
@@ -293,10 +293,12 @@ def exec_through_helper(helper: int, path: str, args: list[str], env: dict[str, 
     False (a seccomp filter that may not let execveat through): execve of
     /proc/self/fd/N instead, which needs a /proc in the container.
     ``as_init``: the helper stays, as PID 1, and runs the program as its
-    child (see exec_helper.c)."""
+    child; ``"pause"``: it stays as PID 1 and runs nothing (a pod
+    sandbox; see exec_helper.c)."""
     for fd in report_fds:
         os.set_inheritable(fd, True)
-    argv = ["kubirun-init" if as_init else "kubirun-exec", ",".join(map(str, report_fds)) or "-",
+    mode = "kubirun-pause" if as_init == "pause" else "kubirun-init" if as_init else "kubirun-exec"
+    argv = [mode, ",".join(map(str, report_fds)) or "-",
             "1" if say_on_stderr else "0", path, *args]
     if execveat_allowed:
         try:

@@ -275,6 +275,25 @@ static int init(char **argv, char **envp)
 	}
 }
 
+/* PID 1 of a pod sandbox: see the top of the file. */
+static int pause_init(char **argv)
+{
+	unsigned long all = ~0UL;
+	long info[16];
+	int status;
+
+	sys4(SYS_rt_sigprocmask, KUBI_SIG_SETMASK, (long)&all, 0, 8);
+	close_all(argv[1]); /* no program: the runtime's end reads end-of-file now */
+	for (;;) {
+		long sig = sys4(SYS_rt_sigtimedwait, (long)&all, (long)info, 0, 8);
+		if (sig == KUBI_SIGCHLD)
+			while (sys4(SYS_wait4, -1, (long)&status, KUBI_WNOHANG, 0) > 0)
+				;
+		else if (sig == 15 || sig == 2) /* SIGTERM, SIGINT */
+			return 0;
+	}
+}
+
 static int helper(int argc, char **argv, char **envp)
 {
 	static const char refusal[] =
@@ -283,6 +302,8 @@ static int helper(int argc, char **argv, char **envp)
 	/* Reached any other way (`#!/proc/self/exe`, /proc/PID/exe): refuse. */
 	if (argc >= 5 && same(argv[0], "kubirun-init"))
 		return init(argv, envp);
+	if (argc >= 5 && same(argv[0], "kubirun-pause"))
+		return pause_init(argv);
 	if (argc < 5 || !same(argv[0], "kubirun-exec")) {
 		sys3(SYS_write, 2, (long)refusal, sizeof refusal - 1);
 		return 126;

@@ -51,8 +51,13 @@ class NetworkOptions:
     """What the command line asked for (``mode`` None: the default)."""
 
     def __init__(self, mode: str | None = None, publish: list[str] | tuple = (),
-                 nat: bool = False, bridge: str | None = None, subnet: str | None = None) -> None:
+                 nat: bool = False, bridge: str | None = None, subnet: str | None = None,
+                 loopback: bool = True) -> None:
         self.mode = mode
+        # Published ports also served on 127.0.0.1 by threads of the
+        # runtime (a foreground run); not for the library's detached
+        # containers, whose fork server must stay single-threaded.
+        self.loopback = loopback
         self.publish = list(publish)
         self.nat = nat
         self.bridge = bridge
@@ -144,6 +149,7 @@ def setup(options: NetworkOptions, container_id: str, container_dir: str,
     if mode == "none":
         return None
     network = Network(mode, path)
+    network.loopback = options.loopback
     if mode == "bridge":
         try:
             network.start_bridge(options, container_id, container_dir, hostname, root)
@@ -170,6 +176,7 @@ class Network:
         self.helper = None
         self.proxy = None
         self.ports: list = []
+        self.loopback = True  # serve the published ports on 127.0.0.1 too
 
     def start_bridge(self, options: NetworkOptions, container_id: str, container_dir: str,
                      hostname: str, root: str | None = None) -> None:
@@ -221,7 +228,7 @@ class Network:
         if self.helper is None:
             return
         self.helper.attach(init_pid)  # reaped by close(): it is exiting already
-        if self.ports:
+        if self.ports and self.loopback:
             from kubirun.ns.net.ports import LoopbackProxy
 
             self.proxy = LoopbackProxy(self.record["address"], self.ports)
