@@ -56,10 +56,18 @@ class Stdio:
     stdout/stderr appended to it, made if missing) or an open fd (dup'd)."""
 
     DEVNULL, INHERIT, PIPE = "devnull", "inherit", "pipe"
+    PTY: "Stdio"  # Stdio(terminal=True), below
 
     def __init__(self, stdin: str | int = DEVNULL, stdout: str | int = DEVNULL,
-                 stderr: str | int = DEVNULL) -> None:
+                 stderr: str | int = DEVNULL, *, terminal: bool = False) -> None:
+        """``terminal``: the process gets a new pty as its controlling
+        terminal and its stdin, stdout and stderr (the others are then
+        ignored); the caller gets the master as ``.pty`` (a binary file
+        object, read and write, closed by ``delete``/``wait``)."""
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self.terminal = terminal
+        if terminal:
+            self.stdin = self.stdout = self.stderr = Stdio.DEVNULL
 
     def open(self) -> tuple[list[int], list]:
         """The three fds to hand over (ours to close once sent), and the
@@ -78,6 +86,9 @@ class Stdio:
                     end.close()
             raise
         return given, ends
+
+
+Stdio.PTY = Stdio(terminal=True)
 
 
 def _open_one(target: int, how: str | int):
@@ -127,7 +138,8 @@ class _ForkServer:
     def request(self, message: dict, fds: list[int] = ()) -> tuple[socket.socket, dict | None]:
         """Send ``message`` on a new socket pair; the pair's end for the
         answer (open: a watch answers later) and, unless ``message`` is a
-        watch, the answer."""
+        watch, the answer (with ``"fds"``: those that came with it, the
+        caller's to close)."""
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             with self.lock:
@@ -138,10 +150,17 @@ class _ForkServer:
         if message["op"] == "watch":
             return mine, None
         try:
-            answer, _ = self.wire.receive(mine)
+            answer, received = self.wire.receive(mine)
         finally:
             mine.close()
-        return mine, _checked(answer)
+        try:
+            answer = _checked(answer)
+        except BaseException:
+            for fd in received:
+                os.close(fd)
+            raise
+        answer["fds"] = received
+        return mine, answer
 
     def alive(self) -> bool:
         try:
@@ -311,7 +330,10 @@ class Runtime:
         """Ask the fork server for a process whose stdio is ``stdio``: its
         answer (warnings logged) and our ends of the pipes.  The fds handed
         over are closed here, and on failure our ends too."""
-        fds, ends = (stdio or Stdio()).open()
+        stdio = stdio or Stdio()
+        fds, ends = stdio.open()
+        if stdio.terminal:
+            message["terminal"] = True
         try:
             _, answer = self._fork_server().request(message, fds)
         except BaseException:
@@ -323,7 +345,9 @@ class Runtime:
             for fd in fds:
                 os.close(fd)
         self._say(answer)
-        return answer, ends
+        # The pty's master (a terminal asked for): ours, one read-write file.
+        pty = open(answer["fds"][0], "r+b", buffering=0) if answer["fds"] else None
+        return answer, ends + [pty]
 
     def _with_cgroup(self, container_id: str, bundle: str | os.PathLike,
                      config: dict | None) -> dict:
@@ -433,7 +457,7 @@ class Container(_Waitable):
         self.runtime = runtime
         self.id = container_id
         self.pid = pid  # PID 1, when this runtime's fork server made it
-        self.stdin, self.stdout, self.stderr = ends
+        self.stdin, self.stdout, self.stderr, self.pty = (list(ends) + [None] * 4)[:4]
         self._lifecycle = Lifecycle(container_id, runtime.root)
         self._image_config = Container._UNKNOWN
 
@@ -610,7 +634,7 @@ class Container(_Waitable):
                 from kubirun import reclaim
 
                 reclaim.leftovers_of(self.id, self.runtime.root, self.runtime.store)
-        for end in (self.stdin, self.stdout, self.stderr):
+        for end in (self.stdin, self.stdout, self.stderr, self.pty):
             if end is not None:
                 end.close()
 
@@ -621,9 +645,10 @@ class Process(_Waitable):
     def __init__(self, runtime: Runtime, pid: int, ends: list) -> None:
         self.runtime = runtime
         self.pid = pid
-        self.stdin, self.stdout, self.stderr = ends
+        self.stdin, self.stdout, self.stderr, self.pty = (list(ends) + [None] * 4)[:4]
 
     def wait(self, timeout: float | None = None) -> ExitStatus:
+        """Its exit status (the ``pty``, if any, is closed then: read it first)."""
         _, result = self._wait_watch(timeout)
         return self._known(result)
 
@@ -632,6 +657,9 @@ class Process(_Waitable):
         return self._known(result)
 
     def _known(self, result: ExitStatus | None) -> ExitStatus:
+        if self.pty is not None:
+            self.pty.close()
+            self.pty = None
         if result is None:
             raise KubirunError(f"exec'd process {self.pid}: its fork server is gone, and its"
                                " exit status with it")

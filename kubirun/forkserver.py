@@ -122,16 +122,20 @@ class Server:
                 spec = parse(message["config"], message["bundle"])
             else:
                 spec = load_bundle(message["bundle"])
-            options = CreateOptions(no_pivot=bool(message.get("no_pivot")),
-                                    new_keyring=not message.get("no_new_keyring"))
-            with _as_stdio(fds):
-                container = Container.create(message["id"], spec, root=message.get("root"),
-                                             options=options)
-        pid = container._init_pid
-        container._channel.close()  # what it says after `start` goes to start's fifo
-        container._init_pid = None  # ours to reap, not the Container object's
-        self._adopt(pid, "container", message.get("root"), message["id"])
-        send(request, {"ok": True, "pid": pid, "warnings": warnings})
+            if message.get("terminal"):
+                spec.process.terminal = True
+            with _Console(spec.process.terminal) as console:
+                options = CreateOptions(no_pivot=bool(message.get("no_pivot")),
+                                        new_keyring=not message.get("no_new_keyring"),
+                                        console_socket=console.path)
+                with _as_stdio(fds):
+                    container = Container.create(message["id"], spec, root=message.get("root"),
+                                                 options=options)
+                pid = container._init_pid
+                container._channel.close()  # what it says after `start` goes to start's fifo
+                container._init_pid = None  # ours to reap, not the Container object's
+                self._adopt(pid, "container", message.get("root"), message["id"])
+                console.reply(request, {"ok": True, "pid": pid, "warnings": warnings})
         return False
 
     def _op_run_image(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
@@ -169,19 +173,23 @@ class Server:
             command=message.get("command") or [], entrypoint=message.get("entrypoint"),
             workdir_given=message.get("workdir") is not None, store=message["store"],
             configure=configure)
+        process.terminal = bool(message.get("terminal"))
         warnings: list[str] = []
-        with log.captured(warnings), _as_stdio(fds):
-            created = imagerun.create(options, message["root"], message["store"], foreground=False)
-        created.release()  # its state owns its store directory now
-        if created.network is not None:
-            created.network.close(torn_down=True)  # the helper's work is done; the rest is delete's
-        container = created.container
-        pid = container._init_pid
-        container._channel.close()
-        container._init_pid = None
-        self._adopt(pid, "container", message["root"], message["id"])
-        send(request, {"ok": True, "pid": pid, "warnings": warnings,
-                       "image_config": created.image_config})
+        with _Console(process.terminal) as console:
+            options.console_socket = console.path
+            with log.captured(warnings), _as_stdio(fds):
+                created = imagerun.create(options, message["root"], message["store"],
+                                          foreground=False)
+            created.release()  # its state owns its store directory now
+            if created.network is not None:
+                created.network.close(torn_down=True)  # the helper is done; the rest is delete's
+            container = created.container
+            pid = container._init_pid
+            container._channel.close()
+            container._init_pid = None
+            self._adopt(pid, "container", message["root"], message["id"])
+            console.reply(request, {"ok": True, "pid": pid, "warnings": warnings,
+                                    "image_config": created.image_config})
         return False
 
     def _op_exec(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
@@ -202,16 +210,21 @@ class Server:
             spec.env = spec.env + list(message.get("env") or [])
             if message.get("cwd"):
                 spec.cwd = message["cwd"]
+        if message.get("terminal"):
+            spec.terminal = True
         warnings: list[str] = []
-        with tempfile.TemporaryDirectory(prefix="kubirun-exec-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="kubirun-exec-") as scratch, \
+                _Console(spec.terminal) as console:
             pid_file = os.path.join(scratch, "pid")
             with log.captured(warnings), _as_stdio(fds):
-                exec_in_container(message["id"], spec, ExecOptions(detach=True, pid_file=pid_file),
+                exec_in_container(message["id"], spec,
+                                  ExecOptions(detach=True, pid_file=pid_file,
+                                              console_socket=console.path),
                                   root=message.get("root"))
             with open(pid_file) as f:
                 pid = int(f.read())
-        self._adopt(pid, "exec", message.get("root"), message["id"])
-        send(request, {"ok": True, "pid": pid, "warnings": warnings})
+            self._adopt(pid, "exec", message.get("root"), message["id"])
+            console.reply(request, {"ok": True, "pid": pid, "warnings": warnings})
         return False
 
     def _op_watch(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
@@ -252,6 +265,55 @@ class Server:
             except OSError:
                 pass  # that caller is gone
             watcher.close()
+
+
+class _Console:
+    """A console socket of our own, for a process asked for with a
+    terminal: its init (or exec'd process) sends the pty master there, as
+    to an engine's ``--console-socket``; ``reply`` passes it on to the
+    caller with the answer.  Nothing without a terminal (``path`` None)."""
+
+    ACCEPT_TIMEOUT = 30.0  # the process has sent it before create/exec returns: never reached
+
+    def __init__(self, wanted: bool) -> None:
+        self.path: str | None = None
+        self.listener: socket.socket | None = None
+        self.scratch: str | None = None
+        if wanted:
+            import tempfile
+
+            self.scratch = tempfile.mkdtemp(prefix="kubirun-pty-")
+            self.path = os.path.join(self.scratch, "console.sock")
+            self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            self.listener.bind(self.path)
+            self.listener.listen(1)
+
+    def reply(self, request: socket.socket, answer: dict) -> None:
+        if self.listener is None:
+            send(request, answer)
+            return
+        self.listener.settimeout(self.ACCEPT_TIMEOUT)
+        conn, _ = self.listener.accept()
+        with conn:
+            _, fds, _, _ = socket.recv_fds(conn, 64, 1)
+        if not fds:
+            raise OSError("the container's process sent no terminal")
+        try:
+            send(request, answer, fds[:1])
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def __enter__(self) -> "_Console":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.listener is not None:
+            self.listener.close()
+        if self.scratch is not None:
+            import shutil
+
+            shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _error_reply(err: BaseException) -> dict:

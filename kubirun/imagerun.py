@@ -68,6 +68,7 @@ class RunOptions:
         # docker's or the runtime spec's format) from --security-opt.
         self.seccomp = seccomp
         self.store = store  # the image store (None: image.store.store_root())
+        self.console_socket: str | None = None  # where a detached terminal's master goes
         # A last word on the config before it is parsed (the library's
         # mounts, sandbox namespaces, read-only root...): config -> None.
         self.configure = configure
@@ -298,6 +299,7 @@ def create(options: RunOptions, root: str, store: str, foreground: bool) -> Crea
         spec.process = options.process
         container = Container.create(name, spec, root=root, options=CreateOptions(
             foreground=foreground, remove_on_delete=container_dir,
+            console_socket=options.console_socket,
             ephemeral=foreground and not options.keep,
             network=network.record if network is not None else None))
         reached("run.created")

@@ -309,3 +309,46 @@ def test_a_fork_server_that_died_is_replaced(runtime, make_bundle):
     second.start()
     assert second.wait(timeout=20).code == 0
     second.delete()
+
+
+def _read_all(pty) -> bytes:
+    """What the pty's master reads until the other side is gone (EIO)."""
+    out = b""
+    while True:
+        try:
+            data = pty.read(4096)
+        except OSError:
+            return out
+        if not data:
+            return out
+        out += data
+
+
+def test_a_container_with_a_terminal_hands_the_caller_its_master(runtime, make_bundle):
+    from kubirun.api import Stdio
+
+    box = runtime.create("tty", make_bundle(["sh", "-c", "tty; read line; echo got $line"]),
+                         stdio=Stdio.PTY)
+    assert box.stdout is None and box.pty is not None
+    box.start()
+    box.pty.write(b"typed\n")
+    lines = _read_all(box.pty).decode().splitlines()
+    # the line discipline's echo of what we typed comes when it does
+    assert [line for line in lines if line != "typed"][-1] == "got typed"
+    assert any(line.startswith("/dev/pts/") for line in lines)
+    assert box.wait(timeout=20).code == 0
+    box.delete()
+    assert box.pty.closed
+
+
+def test_an_exec_with_a_terminal_and_its_master_closed_by_wait(runtime, make_bundle):
+    from kubirun.api import Stdio
+
+    box = runtime.create("tty-exec", make_bundle(["sleep", "30"]))
+    box.start()
+    process = box.exec(["sh", "-c", "test -t 0 && test -t 1 && tty"], stdio=Stdio(terminal=True))
+    assert _read_all(process.pty).startswith(b"/dev/pts/")
+    pty = process.pty
+    assert process.wait(timeout=20).code == 0
+    assert pty.closed
+    box.delete(force=True)
