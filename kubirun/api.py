@@ -27,25 +27,12 @@ import select
 import socket
 import sys
 import threading
-from dataclasses import dataclass
-
 from kubirun.errors import KubirunError
+from kubirun.events import Event, Events, ExitEvent, OOMEvent, StatsEvent
+from kubirun.exitstatus import ExitStatus
 
-__all__ = ["ExitStatus", "KubirunError", "Process", "Runtime", "Container", "Stdio"]
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    """How a container's PID 1 (or an exec'd process) ended: ``code`` as a
-    shell has it (128+N for a death by signal N)."""
-
-    code: int
-    signal: int | None = None
-    oom_killed: bool = False
-
-    @classmethod
-    def from_record(cls, record: dict) -> "ExitStatus":
-        return cls(int(record["code"]), record.get("signal"), bool(record.get("oom_killed")))
+__all__ = ["Container", "Event", "ExitEvent", "ExitStatus", "KubirunError", "OOMEvent", "Process",
+           "Runtime", "StatsEvent", "Stdio"]
 
 
 class Stdio:
@@ -370,6 +357,15 @@ class Runtime:
         container = Container(self, container_id, None, [None, None, None])
         container.state()
         return container
+
+    def events(self, container_id: str, stats_interval: float | None = None) -> "Events":
+        """Container ``container_id``'s events: an iterator (``for``) and an
+        async iterator (``async for``) of ``OOMEvent``, ``StatsEvent`` (every
+        ``stats_interval`` seconds, if given) and a last ``ExitEvent``
+        (its exit status) when its PID 1 exits or it is deleted."""
+        from kubirun.events import Events
+
+        return Events(container_id, self.root, stats_interval=stats_interval)
 
     def list(self) -> list[str]:
         from kubirun.state import list_ids

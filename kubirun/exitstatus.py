@@ -9,10 +9,25 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from kubirun import jsonio
 
 from kubirun.state import EXIT_FILE  # noqa: E402 - beside the other names of the state directory
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How a container's PID 1 (or an exec'd process) ended: ``code`` as a
+    shell has it (128+N for a death by signal N)."""
+
+    code: int
+    signal: int | None = None
+    oom_killed: bool = False
+
+    @classmethod
+    def from_record(cls, record: dict) -> "ExitStatus":
+        return cls(int(record["code"]), record.get("signal"), bool(record.get("oom_killed")))
 
 
 def from_wait_status(status: int) -> dict:

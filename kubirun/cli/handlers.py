@@ -362,7 +362,9 @@ def resume(container_id: str) -> int:
 def events(container_id: str, stats: bool, interval: str) -> int:
     from kubirun.events import stream
 
-    return stream(container_id, once=stats, interval=parse_duration(interval))
+    from kubirun.state import default_root
+
+    return stream(container_id, once=stats, interval=parse_duration(interval), root=default_root())
 
 
 def update(container_id: str, resources: str | None, **flags) -> int:

@@ -352,3 +352,48 @@ def test_an_exec_with_a_terminal_and_its_master_closed_by_wait(runtime, make_bun
     assert process.wait(timeout=20).code == 0
     assert pty.closed
     box.delete(force=True)
+
+
+def test_events_end_with_the_exit_and_its_status(runtime, make_bundle):
+    from kubirun.api import ExitEvent, ExitStatus, StatsEvent
+
+    box = runtime.create("evented", make_bundle(["sh", "-c", "sleep 0.5; exit 5"]))
+    box.start()
+    events = list(runtime.events("evented", stats_interval=0.1))
+    assert isinstance(events[-1], ExitEvent) and events[-1].status == ExitStatus(5)
+    stats = [event for event in events if isinstance(event, StatsEvent)]
+    assert stats and all("memory" in event.stats or "pids" in event.stats for event in stats)
+    box.delete()
+
+
+def test_events_in_asyncio(runtime, make_bundle):
+    from kubirun.api import ExitEvent, ExitStatus
+
+    box = runtime.create("async-evented", make_bundle(["sh", "-c", "sleep 0.3; exit 6"]))
+    box.start()
+
+    async def collect() -> list:
+        return [event async for event in runtime.events("async-evented")]
+
+    fds_before = _open_fds()
+    assert asyncio.run(collect()) == [ExitEvent(ExitStatus(6), "async-evented")]
+    assert _open_fds() <= fds_before
+    box.delete()
+
+
+def test_an_oom_kill_is_an_event_and_in_the_exit_status(runtime, make_bundle):
+    from kubirun.api import ExitEvent, OOMEvent
+
+    bundle = make_bundle(["sh", "-c", "x=a; while true; do x=$x$x; done"])
+    config = _own_cgroup(bundle, "oomed")
+    config["linux"]["resources"] = {"memory": {"limit": 16 << 20}}
+    box = runtime.create("oomed", bundle, config=config)
+    limit = ((box.stats().get("memory") or {}).get("usage") or {}).get("limit")
+    if limit != 16 << 20:
+        box.delete(force=True)
+        pytest.skip("this host applies no memory limit to the container")
+    box.start()
+    events = list(runtime.events("oomed"))
+    box.delete()
+    assert any(isinstance(event, OOMEvent) for event in events)
+    assert isinstance(events[-1], ExitEvent) and events[-1].status.oom_killed
