@@ -397,3 +397,83 @@ def test_an_oom_kill_is_an_event_and_in_the_exit_status(runtime, make_bundle):
     box.delete()
     assert any(isinstance(event, OOMEvent) for event in events)
     assert isinstance(events[-1], ExitEvent) and events[-1].status.oom_killed
+
+
+MANY = """
+import asyncio, json, os, resource, sys, threading
+from kubirun.api import Runtime, Stdio
+
+root, bundle, parent = sys.argv[1], sys.argv[2], sys.argv[3]
+config = json.load(open(os.path.join(bundle, "config.json")))
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+def own(name):
+    return dict(config, linux=dict(config["linux"], cgroupsPath=f"{parent}/{name}"))
+
+def children():
+    found = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children") as f:
+            found.update(int(pid) for pid in f.read().split())
+    return found
+
+with Runtime(root=root) as rt:
+    rt.create("warm", bundle, config=own("warm")).delete(force=True)
+    fds, threads = set(os.listdir("/proc/self/fd")), threading.active_count()
+    errors, codes = [], []
+
+    def worker(w):
+        try:
+            for n in range(10):
+                box = rt.create(f"t{w}-{n}", bundle, config=own(f"t{w}-{n}"),
+                                stdio=Stdio(stdout=Stdio.PIPE))
+                box.start()
+                out = box.stdout.read()
+                codes.append((box.wait(timeout=60).code, out))
+                box.delete()
+        except BaseException as err:
+            errors.append(repr(err))
+
+    pool = [threading.Thread(target=worker, args=(w,)) for w in range(10)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+
+    async def one(n):
+        box = rt.create(f"a{n}", bundle, config=own(f"a{n}"))
+        box.start()
+        status = await box.wait_async()
+        box.delete()
+        return status.code
+
+    async def main():
+        return await asyncio.gather(*(one(n) for n in range(100)), return_exceptions=True)
+
+    results = asyncio.run(main())
+    errors += [repr(r) for r in results if isinstance(r, BaseException)]
+    print(json.dumps({
+        "errors": errors[:3], "threaded": len(codes), "asyncio": len(results),
+        "ok": sum(c == (0, b"kubirun\\n") for c in codes) + results.count(0),
+        "left": rt.list(), "fds": sorted(set(os.listdir("/proc/self/fd")) - fds),
+        "threads": threading.active_count() - threads, "children": len(children()),
+    }))
+print(json.dumps({"children_after_close": len(children())}))
+"""
+
+
+def test_200_containers_from_10_threads_and_asyncio_with_256_fds(make_bundle, tmp_path):
+    from tests.conftest import remove_cgroup_parent
+
+    parent = f"{TEST_CGROUP_PARENT}/many"
+    try:
+        result = subprocess.run([sys.executable, "-c", MANY, str(tmp_path / "root"),
+                                 make_bundle(["hostname"]), parent], capture_output=True,
+                                text=True, timeout=600, cwd=str(REPO))
+    finally:
+        remove_cgroup_parent(parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report, after = (json.loads(line) for line in result.stdout.splitlines())
+    assert report == {"errors": [], "threaded": 100, "asyncio": 100, "ok": 200, "left": [],
+                      "fds": [], "threads": 0, "children": 1}  # the fork server alone
+    assert after == {"children_after_close": 0}
