@@ -484,6 +484,12 @@ class Container(_Waitable):
     _UNKNOWN = object()
 
     @property
+    def ip_address(self) -> str | None:
+        """The container's address on its bridge (``network="bridge"``: a
+        pod sandbox's is its pod's); None in any other network mode."""
+        return (self._lifecycle.load().get("network") or {}).get("address")
+
+    @property
     def image_config(self) -> dict | None:
         """The config of the image this container was made from (its
         ``config`` object: Entrypoint, Cmd, Env, StopSignal, ExposedPorts,
