@@ -4,8 +4,13 @@ next to ``runc run`` and ``crun run`` of the same bundle, in one run.
     kubirun.api   ``create`` + ``start`` + ``wait`` + ``delete`` of /bin/true,
                   in this process, the fork server already running
     kubirun run   the CLI's ``run --bundle`` (a new interpreter each time)
-    runc, crun    ``RUNTIME --root STATE run --bundle B ID`` (if installed;
-                  crun refuses hybrid cgroup hosts and is then dropped)
+    runc, crun    ``RUNTIME --root STATE run --bundle B ID`` (if installed)
+
+crun refuses hybrid cgroup hosts (a v2 mount at /sys/fs/cgroup/unified
+beside the v1 hierarchies): on such a host, with crun installed, the
+benchmark re-runs itself in a mount namespace of its own (``unshare -m``,
+private propagation) where that mount is unmounted, so every runtime of the
+comparison sees the same pure v1 host; the host's own mounts are untouched.
 
 Runs alternate, one of each per round, the order rotated (as in
 start_latency.py).  Then 100 containers started at once, from 10 threads
@@ -162,6 +167,7 @@ def benchmark(args) -> dict:
             if ref in results:
                 row[f"vs_{ref}"] = row["median_ms"] / results[ref]["median_ms"]
     return {"runs": args.runs, "warmup": args.warmup, "results": results,
+            "unified_hidden": bool(os.environ.get(HIDDEN)),
             "concurrent": {
                 "threads": {"containers": CONCURRENT, "threads": THREADS,
                             "wall_ms": threads_wall * 1e3, **summary(threads_cycles)},
@@ -183,7 +189,9 @@ def _remove_cgroup_parent() -> None:
 
 def format_report(report: dict) -> str:
     lines = [f"container cycle (create, start, wait, delete of /bin/true), {report['runs']}"
-             f" alternating runs after {report['warmup']} warm-up (ms)",
+             f" alternating runs after {report['warmup']} warm-up (ms)"
+             + (f"; {UNIFIED} hidden for crun (all runtimes see pure v1)"
+                if report.get("unified_hidden") else ""),
              f"{'name':<14}{'median':>8}{'p10':>8}{'p90':>8}{'/runc':>8}{'/crun':>8}"]
     for name, row in report["results"].items():
         ratio = [f"{row[k]:.2f}x" if k in row else "-" for k in ("vs_runc", "vs_crun")]
@@ -195,11 +203,28 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+UNIFIED = "/sys/fs/cgroup/unified"
+HIDDEN = "KUBIRUN_BENCH_UNIFIED_HIDDEN"  # set in the re-run whose namespace has no UNIFIED
+
+
+def hide_unified_for_crun(argv: list[str]) -> None:
+    """On a hybrid host with crun: re-exec in a private mount namespace
+    (never returns), or, being that re-run, unmount the v2 mount there."""
+    if os.environ.get(HIDDEN):
+        subprocess.run(["umount", UNIFIED], check=True)
+        return
+    if shutil.which("crun") and os.path.ismount(UNIFIED) and shutil.which("unshare"):
+        os.environ[HIDDEN] = "1"
+        os.execvp("unshare", ["unshare", "-m", "--propagation", "private", sys.executable,
+                              os.path.abspath(__file__), *argv])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, argument_parser(__doc__))
     if os.geteuid() != 0:
         print("library_start: run as root", file=sys.stderr)
         return 1
+    hide_unified_for_crun(sys.argv[1:] if argv is None else list(argv))
     try:
         report = benchmark(args)
     except BenchError as err:
