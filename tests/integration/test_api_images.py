@@ -227,3 +227,23 @@ def test_gc_leaves_a_live_detached_image_container_alone(runtime, busybox_tarbal
     assert box.state()["status"] == "running"
     assert os.listdir(tmp_path / "store" / "containers") == ["alive"]
     box.delete(force=True)
+
+
+def test_the_example_orchestrator_runs_as_written(tmp_path, busybox_tarball):
+    parent = f"{TEST_CGROUP_PARENT}/example-pods"
+    try:
+        result = subprocess.run([sys.executable, str(REPO / "tests" / "integration" /
+                                                     "example_orchestrator.py"),
+                                 str(busybox_tarball), str(tmp_path / "root"), parent],
+                                env=dict(os.environ, KUBIRUN_STORE=str(tmp_path / "store")),
+                                capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    finally:
+        for target in reversed(_mounts_under(tmp_path)):
+            subprocess.run(["umount", "-l", target], check=False)
+        remove_cgroup_parent(parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.splitlines() == ["pod: ExitStatus(code=0, signal=None, oom_killed=False)",
+                                          "server: served", "client: hello from web"]
+    # a client that came before the server listened was restarted, and said so
+    assert all("restarting" in line for line in result.stderr.splitlines())
+    assert os.listdir(tmp_path / "root") == [] and os.listdir(tmp_path / "store" / "containers") == []
