@@ -3,12 +3,23 @@ import.  Everything else in the package is kubirun's own business.
 
     from kubirun.api import Runtime, Stdio
 
-    with Runtime(root="/run/my-orchestrator") as runtime:
+    with Runtime(root="/run/my-orchestrator", store="/var/lib/my-images") as runtime:
         box = runtime.create("web", "/bundles/web", stdio=Stdio(stdout=Stdio.PIPE))
         box.start()
         print(box.stdout.read())
         print(box.wait(timeout=10))      # ExitStatus(code=0, signal=None, oom_killed=False)
         box.delete()
+
+        pod = runtime.sandbox("pod", network="bridge", hostname="pod")
+        app = runtime.run_image("busybox.tar.gz", ["httpd", "-f"], sandbox=pod)
+        for event in runtime.events(app.id, stats_interval=10):   # or `async for`
+            ...                          # StatsEvent, OOMEvent, then ExitEvent(status)
+
+``Runtime.create`` runs an OCI bundle, ``Runtime.run_image`` an image (as
+``kubirun run`` does, detached), ``Runtime.sandbox`` a pod sandbox whose
+network, IPC and UTS namespaces image containers join.  Each container's
+stdio is its own (``Stdio``: /dev/null, inherited, pipes, files appended,
+or a pty whose master the caller gets).
 
 Safe from any thread and from asyncio (``await box.wait_async()``): no call
 installs a signal handler, forks the caller, or changes its umask, working
