@@ -247,3 +247,21 @@ def test_the_example_orchestrator_runs_as_written(tmp_path, busybox_tarball):
     # a client that came before the server listened was restarted, and said so
     assert all("restarting" in line for line in result.stderr.splitlines())
     assert os.listdir(tmp_path / "root") == [] and os.listdir(tmp_path / "store" / "containers") == []
+
+
+@pytest.mark.parametrize("image, options, message", [
+    ("/nonexistent/image.tar", {}, "no such file or directory"),
+    (None, {"user": "nosuchuser"}, "nosuchuser"),
+    (None, {"network": "bridged"}, "expected none, host or bridge"),
+])
+def test_a_bad_image_container_is_one_error_and_leaves_nothing(runtime, busybox_tarball, tmp_path,
+                                                              image, options, message):
+    from kubirun.api import KubirunError
+
+    with pytest.raises(KubirunError, match=message) as raised:
+        runtime.run_image(image or str(busybox_tarball), ["true"], name="bad", **options)
+    assert "\n" not in str(raised.value) and "Traceback" not in str(raised.value)
+    assert runtime.list() == []
+    assert os.listdir(tmp_path / "store" / "containers") == [] \
+        if (tmp_path / "store" / "containers").exists() else True
+    assert _mounts_under(tmp_path / "store") == []
