@@ -256,31 +256,6 @@ def test_the_caller_keeps_its_dumpable_flag_umask_cwd_and_signal_handlers(runtim
     assert after == before
 
 
-def test_the_readmes_example_orchestrator_runs_as_written(tmp_path, busybox_tarball):
-    text = (REPO / "README.md").read_text()
-    block = text.split("<!-- example: orchestrator -->\n```python\n", 1)[1].split("```", 1)[0]
-    block = block.replace('"/run/example-orchestrator"', repr(str(tmp_path / "root")))
-    (tmp_path / "orchestrator.py").write_text(block)
-    bundle = tmp_path / "worker"
-    made = subprocess.run([str(REPO / ".venv" / "bin" / "kubirun"), "bundle", str(busybox_tarball),
-                           str(bundle)], capture_output=True, text=True, timeout=120)
-    assert made.returncode == 0, made.stderr
-    config = json.loads((bundle / "config.json").read_text())
-    config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/readme"
-    (bundle / "config.json").write_text(json.dumps(config))
-    try:
-        result = subprocess.run([sys.executable, str(tmp_path / "orchestrator.py"), str(bundle)],
-                                capture_output=True, text=True, timeout=120, cwd=str(REPO))
-    finally:
-        from tests.conftest import remove_cgroup_parent
-
-        remove_cgroup_parent(f"{TEST_CGROUP_PARENT}/readme")  # the example's parent of its own
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["one: one done (attempt 1)", "two: two done (attempt 1)",
-                                          "flaky: failed twice"]
-    assert result.stderr.count("exited 3") == 2
-
-
 def test_a_cgroup_parent_for_configs_that_name_none(tmp_path, make_bundle):
     from kubirun.api import Runtime
     from tests.conftest import remove_cgroup_parent

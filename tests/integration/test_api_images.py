@@ -229,11 +229,13 @@ def test_gc_leaves_a_live_detached_image_container_alone(runtime, busybox_tarbal
     box.delete(force=True)
 
 
-def test_the_example_orchestrator_runs_as_written(tmp_path, busybox_tarball):
+def test_the_readmes_example_orchestrator_runs_as_written(tmp_path, busybox_tarball):
+    text = (REPO / "README.md").read_text()
+    block = text.split("<!-- example: orchestrator -->\n```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "example.py").write_text(block)
     parent = f"{TEST_CGROUP_PARENT}/example-pods"
     try:
-        result = subprocess.run([sys.executable, str(REPO / "tests" / "integration" /
-                                                     "example_orchestrator.py"),
+        result = subprocess.run([sys.executable, str(tmp_path / "example.py"),
                                  str(busybox_tarball), str(tmp_path / "root"), parent],
                                 env=dict(os.environ, KUBIRUN_STORE=str(tmp_path / "store")),
                                 capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
