@@ -282,6 +282,12 @@ DEMO_CGROUPS = Command(
     name="cgroups",
     help="A 16 MiB memory limit against a program allocating 64 MiB: the OOM killer, exit 137.",
     handler="kubirun.cli.handlers:demo_cgroups", options=(_DEMO_IMAGE,))
+DEMO_IMAGE = Command(
+    name="image",
+    help="An image is a tar.gz: a two-layer OCI image made here, stacked by overlay.",
+    handler="kubirun.cli.handlers:demo_image",
+    options=(Option(("--image",), "image", "The first layer, a root tar.gz (default: the demo"
+                    " busybox image).", "value", "IMAGE"),))
 
 _CRIU = "Not supported: kubirun has no CRIU integration yet (refused with one line)."
 CHECKPOINT = Command("checkpoint", "Checkpoint a running container (not supported yet).",
@@ -294,6 +300,7 @@ COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, P
                                  RESUME, EVENTS, UPDATE, SPEC, FEATURES, BUNDLE, CHECKPOINT,
                                  RESTORE, GC)}
 GROUPS = {"demo": ("Teaching demos: one command, one lesson.",
-                   {"ps": DEMO_PS, "namespaces": DEMO_NAMESPACES, "cgroups": DEMO_CGROUPS}),
+                   {"ps": DEMO_PS, "namespaces": DEMO_NAMESPACES, "cgroups": DEMO_CGROUPS,
+                             "image": DEMO_IMAGE}),
           "images": ("The image store: each layer unpacked once, shared by containers.",
                      {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)})}

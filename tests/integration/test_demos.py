@@ -1,0 +1,28 @@
+"""The teaching demos (``kubirun demo NAME``): each test checks the claim
+the demo's closing line states, from what the demo printed along the way."""
+from __future__ import annotations
+
+import glob
+import os
+import tempfile
+
+from tests.conftest import kubirun
+
+
+def _demo_temp_dirs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "kubirun-demo-*")))
+
+
+def test_demo_image_shows_a_write_landing_in_the_upper_dir_and_no_layer(busybox_tarball):
+    before = _demo_temp_dirs()
+    result = kubirun("demo", "image", "--image", str(busybox_tarball), timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "inside: motd: hello from layer 2" in out  # layer 2 on top
+    assert "inside: vi: gone" in out  # its whiteout hides layer 1's file
+    assert out.count("lowerdir  ") == 2 and "upperdir  " in out
+    assert "upperdir: /written-inside.txt = 'written inside'" in out
+    assert "layer 1: /written-inside.txt absent (untouched)" in out
+    assert "layer 2: /written-inside.txt absent (untouched)" in out
+    assert out.rstrip().splitlines()[-1].startswith("Shown: an image is a stack of tar.gz layers")
+    assert _demo_temp_dirs() == before, "the demo left its temporary directory"
