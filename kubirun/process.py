@@ -351,6 +351,9 @@ def prepare(spec: ProcessSpec, hostname: str) -> tuple[Identity, str, dict[str, 
         except (FileExistsError, NotADirectoryError):
             raise KubirunError(f"working directory {spec.cwd!r}: not a directory in the"
                                " container") from None
+        except OSError as err:  # e.g. /proc/self/fd/N of a pipe: ENOENT
+            raise KubirunError(f"working directory {spec.cwd!r}: cannot make it in the"
+                               f" container: {err.strerror}") from None
     if spec.init == "pause":
         return identity, spec.args[0], env  # the exec helper runs nothing: no program to find
     program = find_executable(spec.args[0], env.get("PATH", DEFAULT_PATH))
@@ -447,5 +450,9 @@ def enter_workdir(cwd: str, permission_error_is_fatal: bool = True) -> bool:
         # kernel's own link says the same, "(unreachable)/..." outside the root.
         here = os.readlink("/proc/self/cwd")
     if not here.startswith("/"):
-        raise ExecError(f"working directory {cwd!r} is outside the container's root", 1)
+        try:  # the kernel's name for it, "(unreachable)/...": where it would have led
+            where = f" ({os.readlink('/proc/self/cwd')})"
+        except OSError:
+            where = ""
+        raise ExecError(f"working directory {cwd!r} is outside the container's root{where}", 1)
     return True

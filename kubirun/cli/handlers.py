@@ -414,6 +414,12 @@ def demo_cgroups(image: str | None) -> int:
     return demo.cgroups(image)
 
 
+def demo_escape(image: str | None) -> int:
+    from kubirun import demo, demo_escape
+
+    return demo_escape.escape(demo._image(image))
+
+
 def demo_image(image: str | None) -> int:
     from kubirun import demo, demo_image
 

@@ -282,6 +282,10 @@ DEMO_CGROUPS = Command(
     name="cgroups",
     help="A 16 MiB memory limit against a program allocating 64 MiB: the OOM killer, exit 137.",
     handler="kubirun.cli.handlers:demo_cgroups", options=(_DEMO_IMAGE,))
+DEMO_ESCAPE = Command(
+    name="escape",
+    help="CVE-2024-21626: a working directory through /proc/self/fd/N, refused.",
+    handler="kubirun.cli.handlers:demo_escape", options=(_DEMO_IMAGE,))
 DEMO_IMAGE = Command(
     name="image",
     help="An image is a tar.gz: a two-layer OCI image made here, stacked by overlay.",
@@ -301,6 +305,6 @@ COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, P
                                  RESTORE, GC)}
 GROUPS = {"demo": ("Teaching demos: one command, one lesson.",
                    {"ps": DEMO_PS, "namespaces": DEMO_NAMESPACES, "cgroups": DEMO_CGROUPS,
-                             "image": DEMO_IMAGE}),
+                             "image": DEMO_IMAGE, "escape": DEMO_ESCAPE}),
           "images": ("The image store: each layer unpacked once, shared by containers.",
                      {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)})}

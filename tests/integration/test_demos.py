@@ -26,3 +26,14 @@ def test_demo_image_shows_a_write_landing_in_the_upper_dir_and_no_layer(busybox_
     assert "layer 2: /written-inside.txt absent (untouched)" in out
     assert out.rstrip().splitlines()[-1].startswith("Shown: an image is a stack of tar.gz layers")
     assert _demo_temp_dirs() == before, "the demo left its temporary directory"
+
+
+def test_demo_escape_refuses_every_working_directory_through_proc_self_fd(busybox_tarball):
+    result = kubirun("demo", "escape", "--image", str(busybox_tarball), timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    tries = [line for line in result.stdout.splitlines() if line.startswith("  fd ")]
+    assert len(tries) == 10 and all(": refused (exit " in line for line in tries), tries
+    assert "ESCAPED" not in result.stdout.replace("echo ESCAPED", "")
+    # At least one fd was a host directory: the check after chdir caught it.
+    assert any("is outside the container's root (/" in line for line in tries), tries
+    assert result.stdout.rstrip().splitlines()[-1].startswith("Shown: all 10 tries refused")
