@@ -420,6 +420,12 @@ def demo_escape(image: str | None) -> int:
     return demo_escape.escape(demo._image(image))
 
 
+def demo_redis(image: str | None) -> int:
+    from kubirun import demo_redis
+
+    return demo_redis.redis(image)
+
+
 def demo_image(image: str | None) -> int:
     from kubirun import demo, demo_image
 

@@ -286,6 +286,12 @@ DEMO_ESCAPE = Command(
     name="escape",
     help="CVE-2024-21626: a working directory through /proc/self/fd/N, refused.",
     handler="kubirun.cli.handlers:demo_escape", options=(_DEMO_IMAGE,))
+DEMO_REDIS = Command(
+    name="redis",
+    help="A Redis in seconds without any install: kubirun run rootfs/redis.tar.gz, redis-cli ping.",
+    handler="kubirun.cli.handlers:demo_redis",
+    options=(Option(("--image",), "image", "The redis image (default: rootfs/redis.tar.gz, made by"
+                    " `make test-images`).", "value", "IMAGE"),))
 DEMO_IMAGE = Command(
     name="image",
     help="An image is a tar.gz: a two-layer OCI image made here, stacked by overlay.",
@@ -305,6 +311,7 @@ COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, P
                                  RESTORE, GC)}
 GROUPS = {"demo": ("Teaching demos: one command, one lesson.",
                    {"ps": DEMO_PS, "namespaces": DEMO_NAMESPACES, "cgroups": DEMO_CGROUPS,
-                             "image": DEMO_IMAGE, "escape": DEMO_ESCAPE}),
+                             "image": DEMO_IMAGE, "escape": DEMO_ESCAPE,
+                             "redis": DEMO_REDIS}),
           "images": ("The image store: each layer unpacked once, shared by containers.",
                      {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)})}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import tempfile
+
+import pytest
 
 from tests.conftest import kubirun
 
@@ -37,3 +40,21 @@ def test_demo_escape_refuses_every_working_directory_through_proc_self_fd(busybo
     # At least one fd was a host directory: the check after chdir caught it.
     assert any("is outside the container's root (/" in line for line in tries), tries
     assert result.stdout.rstrip().splitlines()[-1].startswith("Shown: all 10 tries refused")
+
+
+def test_demo_redis_answers_pong_cold_and_warm():
+    from tests.conftest import REPO
+
+    if not (REPO / "rootfs" / "redis.tar.gz").exists():
+        pytest.skip("rootfs/redis.tar.gz is not built (make test-images)")
+    before = _demo_temp_dirs()
+    result = kubirun("demo", "redis", timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("redis-cli ping -> PONG") == 2
+    assert result.stdout.count("network devices inside: lo\n") == 2  # a namespace of its own
+    times = re.findall(r"^  (cold|warm): (\d+\.\d+) s from `kubirun run` to PONG$", result.stdout,
+                       re.MULTILINE)
+    assert [label for label, _ in times] == ["cold", "warm"], result.stdout
+    last = result.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("Shown: a Redis server") and "in a network namespace of its own" in last
+    assert _demo_temp_dirs() == before, "the demo left its throwaway store"
