@@ -3,6 +3,9 @@
 ``kubirun demo ps``: the same ``ps aux``, first on the host, then inside a
 container.  Inside, the container's program is PID 1 and nothing of the
 host's process tree is visible: that is a PID namespace.
+``kubirun demo namespaces`` and ``kubirun demo cgroups``: the two kernel
+features a container is made of.  (``image``, ``escape`` and ``redis``
+have modules of their own: demo_image, demo_escape, demo_redis.)
 """
 from __future__ import annotations
 
@@ -101,22 +104,54 @@ def namespaces(image: str | None = None) -> int:
     return 0
 
 
+# The memory part: the limit as the container sees it, an allocation past
+# it (tail holds all its input in memory), then the cgroup's OOM counter.
+_MEMORY_SCRIPT = (
+    "cg=/sys/fs/cgroup; if [ -e $cg/memory.max ]; then f=memory.max; else cg=$cg/memory;"
+    " f=memory.limit_in_bytes; fi; echo \"limit $(cat $cg/$f)  ($f)\";"
+    " head -c 67108864 /dev/zero | tail > /dev/null; status=$?;"
+    " if [ -e $cg/memory.events ]; then e=memory.events; else e=memory.oom_control; fi;"
+    " echo \"$(grep '^oom_kill ' $cg/$e)  ($e)\"; exit $status")
+# The CPU part: a busy loop under 0.2 CPU, the cgroup's throttling counters
+# printed every half second while it runs.
+_CPU_SCRIPT = (
+    "f=/sys/fs/cgroup/cpu.stat; [ -e /sys/fs/cgroup/cpu.max ] || f=/sys/fs/cgroup/cpu/cpu.stat;"
+    " (while :; do :; done) & for i in 1 2 3 4 5 6; do sleep 0.5;"
+    " echo \"throttled $(grep -E '^(nr_throttled|throttled_(time|usec)) ' $f | tr '\\n' ' ')\";"
+    " done; kill $!")
+
+
 def cgroups(image: str | None = None) -> int:
-    """A memory limit the kernel enforces: a program that allocates past
-    16 MiB is killed by the OOM killer (exit 137), counted in the cgroup."""
+    """Limits the kernel enforces: a program that allocates past 16 MiB is
+    killed by the OOM killer (exit 137, counted in the cgroup), and a busy
+    loop held to 0.2 CPU is throttled (the counter rising, shown live)."""
     image = _image(image)
     _heading("a container limited to 16 MiB of memory allocates 64 MiB")
-    script = ("limit=$(cat /sys/fs/cgroup/memory.max 2>/dev/null"
-              " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes); echo \"limit $limit\";"
-              " head -c 67108864 /dev/zero | tail > /dev/null")
-    code, text = _inside(image, ["sh", "-c", script], {"memory": {"limit": 16 << 20}})
+    code, text = _inside(image, ["sh", "-c", _MEMORY_SCRIPT], {"memory": {"limit": 16 << 20}})
     print(text.rstrip())
     print(f"exit status: {code}")
+    oom = next((line.split()[1] for line in text.splitlines() if line.startswith("oom_kill ")), "?")
+
+    _heading("a container limited to 0.2 CPU runs a busy loop (cpu.stat every 0.5 s, live)")
+    counts = []
+    sys.stdout.flush()
+    # A child runtime, its output relayed line by line: live, and read.
+    with subprocess.Popen([sys.executable, "-m", "kubirun", "run", "--network", "none",
+                           "--cpus", "0.2", image, "--", "sh", "-c", _CPU_SCRIPT],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True) as child:
+        for line in child.stdout:
+            print(line.rstrip(), flush=True)
+            fields = line.split()
+            if "nr_throttled" in fields[:-1]:
+                counts.append(int(fields[fields.index("nr_throttled") + 1]))
+    throttled = (f"nr_throttled rising from {counts[0]} to {counts[-1]}"
+                 if len(counts) > 1 and counts[-1] > counts[0] else "no throttling seen here")
     if code == 137:
-        print("\nThe kernel's OOM killer ended the allocating process inside the cgroup (exit 137 ="
-              " 128 + SIGKILL): a cgroup limit is the kernel's, not the runtime's.")
+        print(f"\nShown: the kernel's OOM killer ended the allocating process inside the cgroup"
+              f" (exit 137 = 128 + SIGKILL, oom_kill {oom}), and the CPU limit held the busy loop"
+              f" back ({throttled}): a cgroup limit is the kernel's, not the runtime's.")
     else:
-        print("\nThe program was not killed: this host does not enforce the memory limit"
+        print("\nShown: the program was not killed: this host does not enforce the memory limit"
               " (no memory controller for the container).")
     return 0
 

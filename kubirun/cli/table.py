@@ -280,7 +280,8 @@ DEMO_NAMESPACES = Command(
     handler="kubirun.cli.handlers:demo_namespaces", options=(_DEMO_IMAGE,))
 DEMO_CGROUPS = Command(
     name="cgroups",
-    help="A 16 MiB memory limit against a program allocating 64 MiB: the OOM killer, exit 137.",
+    help="A 16 MiB limit against 64 MiB allocated (OOM kill, exit 137); 0.2 CPU against a"
+         " busy loop (throttled).",
     handler="kubirun.cli.handlers:demo_cgroups", options=(_DEMO_IMAGE,))
 DEMO_ESCAPE = Command(
     name="escape",

@@ -58,3 +58,22 @@ def test_demo_redis_answers_pong_cold_and_warm():
     last = result.stdout.rstrip().splitlines()[-1]
     assert last.startswith("Shown: a Redis server") and "in a network namespace of its own" in last
     assert _demo_temp_dirs() == before, "the demo left its throwaway store"
+
+
+def test_demo_cgroups_shows_the_oom_kill_counted_and_cpu_throttling_rising(busybox_tarball):
+    from pathlib import Path
+
+    v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+    controllers = v2.read_text().split() if v2.exists() else \
+        [p.name for p in Path("/sys/fs/cgroup").iterdir() if p.is_dir()]
+    if not {"memory", "cpu"} <= set(controllers):
+        pytest.skip("no memory or cpu controller here")
+    result = kubirun("demo", "cgroups", "--image", str(busybox_tarball), timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "exit status: 137" in result.stdout
+    assert re.search(r"^oom_kill [1-9]\d*  \(memory\.(events|oom_control)\)$", result.stdout,
+                     re.MULTILINE), result.stdout
+    counts = [int(n) for n in re.findall(r"^throttled nr_throttled (\d+)", result.stdout,
+                                         re.MULTILINE)]
+    assert len(counts) == 6 and counts[-1] > counts[0], counts
+    assert f"nr_throttled rising from {counts[0]} to {counts[-1]}" in result.stdout
