@@ -7,7 +7,7 @@ then set the three thread sets with ``capset`` and raise the ambient ones.
 """
 from __future__ import annotations
 
-from kubirun import _native
+from kubirun import _native, explain
 from kubirun._native import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
@@ -82,6 +82,9 @@ class CapabilityPlan:
 
     def drop_bounding(self) -> None:
         """Step 1, as root: remove every capability not in the bounding set."""
+        explain.say("prctl(PR_CAPBSET_DROP, n) for {} of {} capabilities", "what the container"
+                    " may never regain, even by a setuid binary", self.highest + 1
+                    - bin(self.bounding).count("1"), self.highest + 1)
         for number in range(self.highest + 1):
             if not self.bounding & (1 << number):
                 _native.prctl(PR_CAPBSET_DROP, number)
@@ -93,6 +96,9 @@ class CapabilityPlan:
 
     def set_thread_sets(self) -> None:
         """Step 3, after the user switch: exactly the listed sets."""
+        explain.say("capset(effective={:#x}, permitted={:#x}, inheritable={:#x})", "the"
+                    " privileges the process keeps: exactly the sets it was given",
+                    self.effective, self.permitted, self.inheritable)
         try:
             _native.capset(self.effective, self.permitted, self.inheritable)
         except OSError as err:

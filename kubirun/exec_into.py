@@ -23,7 +23,7 @@ import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 import sys
 
-from kubirun import _native, process
+from kubirun import _native, explain, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, CLONE_NEWPID, PR_SET_DUMPABLE
 from kubirun.channel import READY, InitChannel
 from kubirun.container import reap
@@ -163,6 +163,8 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
     _native.prctl(PR_SET_DUMPABLE, 0)
     try:
         if pid_fd is not None:
+            explain.say("setns(pid, CLONE_NEWPID)", "our next child is born in the container's"
+                        " PID namespace")
             _native.setns(pid_fd, CLONE_NEWPID)
         child, born_in = _fork(birthplace, state.get("cgroup_birthplace"))
         if child == 0:
@@ -282,6 +284,8 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
                 os.fchdir(fd)
                 os.chroot(".")
             elif kind != "pid":
+                explain.say("setns({}, {:clone})", "join the running container's namespace",
+                            kind, NAMESPACE_FLAGS[kind])
                 _native.setns(fd, NAMESPACE_FLAGS[kind])
         os.chdir("/")
         if memory_file is not None:

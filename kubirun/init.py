@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 
-from kubirun import _native, jsonio, process
+from kubirun import _native, explain, jsonio, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.errors import ContainerStartError, KubirunError, describe
@@ -86,12 +86,14 @@ def container_init(config: InitConfig) -> "NoReturn":  # noqa: F821
 
 
 def _setup_and_exec(config: InitConfig) -> None:
-    kernel = Kernel()
+    kernel = explain.narrating_kernel() if explain.ON else Kernel()
+    explain.begin(config.rootfs)
     spec = config.process
     channel = config.channel
 
     # 1. Die with the runtime while it sets us up: a half-made container
     #    must not outlive a killed `kubirun create`.
+    explain.step(1, "prctl(PR_SET_PDEATHSIG, SIGKILL)", "die with the runtime while set up")
     _native.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     # 2. Namespaces.  Born in a new user namespace, wait for the runtime to
@@ -110,6 +112,8 @@ def _setup_and_exec(config: InitConfig) -> None:
             _native.prctl(_native.PR_SET_DUMPABLE, 0)
         become_user_namespace_root()
     namespaces.join(config.join)
+    explain.step(2, "unshare({:clone})", "namespaces of its own: mounts, hostname, IPC, network",
+                 config.unshare)
     _native.unshare(config.unshare)
 
     # 3. A session keyring of its own (unless --no-new-keyring): keys the
@@ -119,6 +123,8 @@ def _setup_and_exec(config: InitConfig) -> None:
 
     # 4. Nothing we mount from here on reaches the host (sharing its mount
     #    namespace: nothing leaves a private bind of our root).
+    explain.step(4, "mount(MS_REC|MS_PRIVATE /), mount(MS_BIND root on itself)",
+                 "nothing mounted from here reaches the host; pivot_root needs a mount point")
     if config.host_mount is None:
         rootfs.set_propagation(kernel, config.rootfs_propagation)
         rootfs.bind_root(kernel, config.rootfs)
@@ -129,6 +135,8 @@ def _setup_and_exec(config: InitConfig) -> None:
 
     # 5. The spec's mounts and devices, resolved inside the new root.
     root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
+    explain.step(5, "{} mounts and nodes, each target opened by openat2(RESOLVE_IN_ROOT)",
+                 "the spec's mounts, resolved inside the root: no symlink leads out", len(config.plan))
     mounts.apply(kernel, root_fd, config.plan)
 
     # 6. The terminal, if asked for: made from the container's devpts.
@@ -148,6 +156,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     #    memory, joined last (step 12) so that the interpreter's pages stay
     #    charged to the runtime.  Then its view under /sys/fs/cgroup.
     cgroup = jsonio.loads(channel.ask(CGROUP))
+    explain.step(7, "write(cgroup.procs, \"0\") in each hierarchy but memory's",
+                 "into the cgroup the runtime made: its limits hold us and all we start")
     memory_file = cgroups_join(cgroup["join"])
     if config.cgroup_mounts:
         root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
@@ -177,6 +187,9 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.seccomp_socket is not None:
         import _socket  # noqa: F401
         import kubirun.seccomp_notify  # noqa: F401
+    explain.step(9, "switch root: {}", "the host's file system leaves the container's view",
+                 "chroot" if config.host_mount else "MS_MOVE, chroot" if config.no_pivot else
+                 "pivot_root(\".\", \".\"), umount2(\".\", MNT_DETACH)")
     if config.host_mount is not None:
         rootfs.chroot_into(kernel, config.rootfs)  # pivot_root would move the host's root
     elif config.no_pivot:
@@ -186,6 +199,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     rootfs.share_root_if_asked(kernel, config.rootfs_propagation)
 
     # 10. Finish the root: sysctls, read-only and masked paths, ro root.
+    explain.step(10, "{} read-only and {} masked paths", "what of /proc and /sys it may not"
+                 " change or read", len(config.readonly_paths), len(config.masked_paths))
     rootfs.write_sysctls(config.sysctl)  # before /proc/sys turns read-only, as runc
     rootfs.make_paths_readonly(kernel, config.readonly_paths)
     rootfs.mask_paths(kernel, config.masked_paths)
@@ -196,6 +211,8 @@ def _setup_and_exec(config: InitConfig) -> None:
         _native.set_personality(config.personality)
 
     # 11. Name the host, bring up loopback.
+    explain.step(11, "sethostname({!r}); lo up: {}", "its own name (uts namespace) and loopback"
+                 " (net namespace)", config.hostname, config.new_netns)
     if config.hostname is not None:
         _native.sethostname(config.hostname)
     if config.domainname is not None:
@@ -205,6 +222,8 @@ def _setup_and_exec(config: InitConfig) -> None:
 
     # 12. Into the memory cgroup, then a cgroup namespace rooted where we
     #     are now.
+    explain.step(12, "write(memory's cgroup.procs, \"0\"), unshare(CLONE_NEWCGROUP)",
+                 "charged to the memory limit from now on; its cgroup becomes its /")
     if memory_file is not None:
         os.write(memory_file, b"0")
         os.close(memory_file)
@@ -213,11 +232,14 @@ def _setup_and_exec(config: InitConfig) -> None:
 
     # 13. What runs, found in the container's PATH, with which environment.
     identity, program, env = process.prepare(spec, config.hostname or "")
+    explain.step(13, "{!r} found in PATH, to run as uid {} gid {}", "what runs and as whom,"
+                 " resolved inside the container", program, identity.uid, identity.gid)
     if slave is not None:
         console.give_terminal_to(slave, identity.uid)
         console.become_controlling_terminal(slave)
 
     # 14. Created: wait for `start` (it opens the exec fifo).
+    explain.step(14, "open(exec.fifo) blocks until `start`", "created: it waits to be started")
     channel.ask(READY)
     if not config.die_with_runtime:
         _native.prctl(PR_SET_PDEATHSIG, 0)
@@ -228,6 +250,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     # 15. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones
     #     (close-on-exec, so the channel still carries an execve failure).
+    explain.step(15, "close_range({}, ~0, CLOSE_RANGE_CLOEXEC)", "no fd of the runtime survives"
+                 " execve (the CVE-2024-21626 lesson)", 3 + config.preserve_fds)
     _reset_signals()
     for fd in range(3, 3 + config.preserve_fds):
         os.set_inheritable(fd, True)
@@ -238,6 +262,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     #     no_new_privs nor CAP_SYS_ADMIN can only load it before this step.
     #     A filter with a listener hands it to `start`, which connected
     #     to us once it released us (accepted now: before any filter).
+    explain.step(16, "rlimits, chdir, capabilities, setgroups/setgid/setuid, no_new_privs",
+                 "who runs: the process's identity and privileges")
     seccomp = config.seccomp
     early = seccomp is not None and seccomp.must_load_early(spec)
     start_conn = None
@@ -261,6 +287,8 @@ def _setup_and_exec(config: InitConfig) -> None:
 
     # 18. Become the container's program: execve, by way of the exec
     #     helper, which reports a failure of it where we would.
+    explain.step(18, "execveat(kubirun-exec memfd) -> execve({!r})", "become the program (by way"
+                 " of a sealed copy of the helper: CVE-2019-5736)", program)
     report_fds = (channel.report_fd(),) if _start_report_fd is None else \
         (channel.report_fd(), _start_report_fd)
     _after_start(process.exec_program, program, spec.args, env, config.exec_helper, report_fds,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 
-from kubirun import _native
+from kubirun import _native, explain
 from kubirun.errors import ExecError, KubirunError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -267,6 +267,7 @@ def switch_user(identity: Identity) -> None:
     for name, call, arg in (("setgroups", os.setgroups, list(identity.groups)),
                             ("setgid", os.setgid, identity.gid),
                             ("setuid", os.setuid, identity.uid)):
+        explain.say("{}({})", "become the container's user", name, arg)
         try:
             call(arg)
         except PermissionError as err:
@@ -315,6 +316,8 @@ def exec_program(path: str, args: list[str], env: dict[str, str], helper: int,
     CVE-2019-5736 defence): its ``execve`` failure is reported by the
     helper on ``report_fds`` with the exit codes shells use.  ``as_init``:
     become the helper as an init, the program its child (``run --init``)."""
+    explain.say("execveat(memfd kubirun-exec, AT_EMPTY_PATH) -> execve({!r}, {!r})", "become"
+                " the program: the last step, nothing of kubirun remains", path, args)
     try:
         _native.exec_through_helper(helper, path, args, env, report_fds, say_on_stderr,
                                     execveat_allowed, as_init)
@@ -422,6 +425,7 @@ def become(spec: ProcessSpec, identity: Identity) -> None:
     if spec.no_new_privileges:
         from kubirun._native import PR_SET_NO_NEW_PRIVS, prctl
 
+        explain.say("prctl(PR_SET_NO_NEW_PRIVS, 1)", "no setuid binary can raise privileges")
         prctl(PR_SET_NO_NEW_PRIVS, 1)
     if spec.umask is not None:
         os.umask(spec.umask)
@@ -433,6 +437,8 @@ def enter_workdir(cwd: str, permission_error_is_fatal: bool = True) -> bool:
     """``chdir`` and verify that the result is inside the new root: a cwd
     reached through a leaked host fd would be "unreachable" (CVE-2024-21626).
     False (not entered) for EACCES/EPERM unless ``permission_error_is_fatal``."""
+    explain.say("chdir({!r}), then getcwd()", "its working directory, checked to be inside the"
+                " root", cwd)
     try:
         os.chdir(cwd)
     except PermissionError as err:

@@ -35,7 +35,7 @@ import binascii
 import errno
 import os
 
-from kubirun import _native
+from kubirun import _native, explain
 from kubirun._native import ffi, lib
 from kubirun.errors import ContainerStartError, KubirunError, describe
 
@@ -222,6 +222,9 @@ class Program:
     def load(self) -> int | None:
         """Install the filter on this process (and so on what it execs);
         the listener fd (close-on-exec) if it has one."""
+        explain.say("seccomp(SECCOMP_SET_MODE_FILTER, {:#x}, {} BPF instructions)", "the system"
+                    " calls the program may make, checked by the kernel", self.flags,
+                    len(self.bpf) // 8)
         try:
             return _native.seccomp_set_filter(self.bpf, self.flags)
         except OSError as err:

@@ -12,6 +12,8 @@ import errno as _errno
 import os
 from time import monotonic, sleep
 
+from kubirun import explain
+
 from . import CgroupError
 
 # remove_parent's answer for "holds another cgroup or a process: leave it".
@@ -59,6 +61,8 @@ def write(cgpath: str, dirpath: str, name: str, value: str) -> None:
     be an error, not a new regular file (and cgroupfs refuses those anyway).
     """
     path = os.path.join(dirpath, name)
+    explain.say("write({!r}, {!r})", "a limit (or setting) of the cgroup: the kernel enforces it",
+                path, value, depth=2)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
         try:
@@ -112,6 +116,7 @@ def make_path(cgpath: str, root: str, made: list[str], setup) -> None:
             else:
                 new = True
                 made.append(d)
+                explain.say("mkdir({!r})", "a new cgroup: a directory of the cgroup file system", d)
             setup(root, d, new)
         else:
             return

@@ -22,7 +22,9 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
         publish: list = (), nat: bool = False, bridge: str | None = None,
         subnet: str | None = None, platform: str | None = None,
         entrypoint: str | None = None, store: str | None = None,
-        security_opt: tuple = (), init: bool = False) -> int:
+        security_opt: tuple = (), init: bool = False, explain: bool = False) -> int:
+    if explain:
+        _explain()
     args = list(command)
     if args and args[0] == "--":  # `run IMAGE -- CMD`: the separator is ours, not CMD's
         args = args[1:]
@@ -117,7 +119,9 @@ def _run_bundle(container_id: str, bundle: str, detach: bool, keep: bool, pid_fi
 
 def create(container_id: str, bundle: str | None, pid_file: str | None,
            console_socket: str | None, no_pivot: bool, no_new_keyring: bool,
-           preserve_fds: str) -> int:
+           preserve_fds: str, explain: bool = False) -> int:
+    if explain:
+        _explain()
     from kubirun.container import Container, CreateOptions
     from kubirun.spec import load_bundle
 
@@ -172,7 +176,10 @@ def delete(container_id: str, force: bool) -> int:
 def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
           console_socket: str | None, cwd: str | None, env: list, user: str | None,
           additional_gids: list, cap: list, no_new_privs: bool, detach: bool,
-          pid_file: str | None, preserve_fds: str, ignore_paused: bool = False) -> int:
+          pid_file: str | None, preserve_fds: str, ignore_paused: bool = False,
+          explain: bool = False) -> int:
+    if explain:
+        _explain()
     from kubirun.exec_into import ExecOptions, exec_in_container, process_from_args, process_from_file
 
     args = list(command)
@@ -436,6 +443,13 @@ def demo_ps(image: str | None) -> int:
     from kubirun import demo
 
     return demo.ps(image)
+
+
+def _explain() -> None:
+    """--explain: narration on from here, inherited by the forked init."""
+    from kubirun import explain
+
+    explain.enable()
 
 
 # --- parsing helpers -----------------------------------------------------------

@@ -66,12 +66,16 @@ _CONSOLE_SOCKET = Option(("--console-socket",), "console_socket",
                          "value", "PATH")
 _PRESERVE_FDS = Option(("--preserve-fds",), "preserve_fds",
                        "Pass N more fds (3..3+N-1) to the container.", "value", "N", "0")
+_EXPLAIN = Option(("--explain",), "explain",
+                  "Narrate every step from fork to execve on stderr: the system call, why, and"
+                  " where in kubirun's code.")
 _CREATE_OPTIONS = (
     _BUNDLE, _PID_FILE, _CONSOLE_SOCKET,
     Option(("--no-pivot",), "no_pivot", "Use MS_MOVE and chroot instead of pivot_root."),
     Option(("--no-new-keyring",), "no_new_keyring",
            "Keep the caller's session keyring (kubirun never makes one)."),
     _PRESERVE_FDS,
+    _EXPLAIN,
 )
 _FORMAT = Option(("-f", "--format"), "format", "Output format: table or json.", "value", "FORMAT",
                  "table")
@@ -109,6 +113,7 @@ EXEC = Command(
                "Exec into a paused container too (the process starts frozen)."),
         _PID_FILE,
         _PRESERVE_FDS,
+        _EXPLAIN,
     ),
     (_id(), Argument("command", required=False, variadic=True)),
 )

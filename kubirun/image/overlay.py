@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import os
 
-from kubirun import _native
+from kubirun import _native, explain
 
 
 class OverlayUnavailable(Exception):
@@ -49,6 +49,8 @@ def mount(layers: list[str], container_dir: str, empty_lower: str) -> str:
             raise OverlayUnavailable(f"too many layers ({len(layers)}) for one overlay mount")
         cwd = os.open(".", os.O_PATH | os.O_CLOEXEC)
         os.chdir(base)
+    explain.say("mount('overlay', {!r}, 'overlay', 0, {!r})", "the image's layers stacked"
+                " read-only below the container's own upper directory", rootfs, options)
     try:
         _native.mount("overlay", rootfs, "overlay", 0, options)
     except OSError as err:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun import _native
+from kubirun import _native, explain
 from kubirun._native import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -65,6 +65,7 @@ def join(namespaces: list[tuple[int, str]]) -> None:
     the file is a namespace of that type."""
     for flag, path in namespaces:
         fd = open_namespace(path, hex(flag))
+        explain.say("setns(open({!r}), {:clone})", "join a namespace that exists already", path, flag)
         try:
             _native.setns(fd, flag)
         except OSError as err:
@@ -114,6 +115,9 @@ def fork(flags: int = 0, cgroup_fd: int | None = None) -> int:
     the kernel's cgroup lock (7-15 ms measured on a 6.18 kernel), being
     born there costs nothing.  OSError ENOSYS, E2BIG or EINVAL: a kernel
     without clone3's CLONE_INTO_CGROUP (before 5.7)."""
+    explain.say("{}({:clone}{})", "the container's first process (PID 1 of a PID namespace"
+                " unshared before)", "clone3" if flags or cgroup_fd is not None else "fork", flags,
+                ", CLONE_INTO_CGROUP" if cgroup_fd is not None else "")
     if cgroup_fd is not None:
         return _native.fork_with_flags(flags, cgroup_fd)
     return _native.fork_with_flags(flags) if flags else os.fork()
@@ -132,6 +136,7 @@ def fork_into_new_pid_namespace(cgroup_fd: int | None = None) -> int:
     _native.prctl(PR_SET_DUMPABLE, 0)
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     try:
+        explain.say("unshare(CLONE_NEWPID)", "our next child is PID 1 of a new PID namespace")
         _native.unshare(CLONE_NEWPID)
         try:
             pid = fork(0, cgroup_fd)
