@@ -57,7 +57,14 @@ def escape(image: str) -> int:
         print(f"\nShown: {escaped} of {len(FDS)} working directories through /proc/self/fd ran:"
               " this kubirun is vulnerable.")
         return 1
-    print(f"\nShown: all {len(FDS)} tries refused before the program ran; {outside} of them led to"
-          " a host directory the init still held open (its cgroup: the CVE's very path), caught"
-          " because the init checks, after chdir, that it landed inside the container's root.")
+    if outside:
+        print(f"\nShown: all {len(FDS)} tries refused before the program ran; {outside} of them led"
+              " to a host directory the init still held open (its cgroup: the CVE's very path),"
+              " caught because the init checks, after chdir, that it landed inside the"
+              " container's root.")
+    else:
+        print(f"\nShown: all {len(FDS)} tries refused before the program ran; none of these fds"
+              " was a host directory here (on a cgroup v1 host one is: the container's cgroup),"
+              " and one that is would be caught by the init's check, after chdir, that it landed"
+              " inside the container's root.")
     return 0
