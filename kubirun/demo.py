@@ -72,7 +72,8 @@ def namespaces(image: str | None = None) -> int:
     image = _image(image)
     script = ("for ns in " + " ".join(NAMESPACES) + "; do echo \"ns $ns $(readlink /proc/self/ns/$ns)\"; done;"
               " echo \"hostname $(hostname)\"; echo \"links $(ls /sys/class/net | tr '\\n' ' ')\";"
-              " echo \"mounts $(wc -l < /proc/self/mounts)\"; echo \"pid $$\"")
+              " echo \"mounts $(wc -l < /proc/self/mounts)\"; echo \"pid $$\";"
+              " echo \"pid-1 $(cat /proc/1/comm)\"")
     code, text = _inside(image, ["sh", "-c", script])
     if code != 0:
         raise KubirunError(f"the demo container exited {code}: {text.strip()}")
@@ -90,6 +91,11 @@ def namespaces(image: str | None = None) -> int:
     with open("/proc/self/mounts") as f:
         host["mounts"] = str(sum(1 for _ in f))
     host["pid"] = str(os.getpid())
+    try:  # PID 1's identity: the host's init; inside, the container's program
+        with open("/proc/1/comm") as f:
+            host["pid-1"] = f.read().strip()
+    except OSError:
+        host["pid-1"] = "?"
     _heading("the same questions, asked on the host and inside a container")
     width = max(len(k) for k in host)
     print(f"{'':<{width}}  {'host':<36}  container")
@@ -100,7 +106,7 @@ def namespaces(image: str | None = None) -> int:
         print(f"{key:<{width}}  {host[key][:36]:<36}  {inside.get(key, '?')}{mark}")
     print(f"\n{differ} of {len(host)} answers differ (*): every namespace is another kernel object"
           " (its inode), so the container has its own hostname, network (only lo), mounts and"
-          " process tree, in which it is PID 1.")
+          " process tree, in which its program is PID 1.")
     return 0
 
 
