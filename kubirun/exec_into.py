@@ -36,8 +36,9 @@ from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES, fo
 class ExecOptions:
     def __init__(self, detach: bool = False, pid_file: str | None = None,
                  console_socket: str | None = None, preserve_fds: int = 0,
-                 ignore_paused: bool = False) -> None:
+                 ignore_paused: bool = False, cgroup: list[str] | None = None) -> None:
         self.detach = detach
+        self.cgroup = list(cgroup or ())  # runc's --cgroup: sub-cgroups to join
         self.ignore_paused = ignore_paused  # runc's --ignore-paused
         self.pid_file = pid_file
         self.console_socket = console_socket
@@ -102,9 +103,13 @@ def exec_in_container(container_id: str, spec: process.ProcessSpec, options: Exe
                                    " but no agent is recorded for it")
             # Its state as `kubirun state` shows it, as runc sends it.
             agent = dict(state["seccomp_agent"], state=container._hook_state(state, status))
+    join, birthplace = state.get("cgroup_join", []), state.get("cgroup_birthplace")
+    if options.cgroup:
+        join, birthplace = _sub_cgroups(container_id, state, options.cgroup, join, birthplace)
     namespaces = _open_namespaces(pid, state.get("namespaces", {}))
     try:
-        return _fork_and_wait(container, state, spec, options, namespaces, seccomp, agent)
+        return _fork_and_wait(container, state, spec, options, namespaces, join, birthplace,
+                              seccomp, agent)
     finally:
         for _, fd in namespaces:
             os.close(fd)
@@ -133,8 +138,39 @@ def _open_namespaces(pid: int, configured: dict) -> list[tuple[str, int]]:
     return result
 
 
+def _sub_cgroups(container_id: str, state: dict, args: list[str], join: list,
+                 birthplace: str | None) -> tuple[list, str | None]:
+    """The join files and birthplace (see ``_fork_and_wait``) for
+    ``exec --cgroup ARGS``: those of the existing sub-cgroups named."""
+    from kubirun.cgroups import CgroupError, detect_layout, subcgroup
+
+    cgroup_path = state.get("cgroup_path")
+    try:
+        paths = subcgroup.parse(args)
+        if not cgroup_path or not (join or birthplace):
+            raise CgroupError("--cgroup: the container has no cgroup of its own")
+        layout = detect_layout()
+        keyed = [(path, memory, subcgroup.hierarchy_keys(os.path.dirname(path), cgroup_path, layout))
+                 for path, memory in join]
+        born_keys = subcgroup.hierarchy_keys(birthplace, cgroup_path, layout) if birthplace else []
+        subcgroup.check_controllers(
+            paths, {k for *_, keys in keyed for k in keys} | set(born_keys))
+        join = [(os.path.join(subcgroup.redirect(os.path.dirname(path), keys, paths),
+                              os.path.basename(path)), memory)
+                for path, memory, keys in keyed]
+        if birthplace:
+            birthplace = subcgroup.redirect(birthplace, born_keys, paths)
+    except CgroupError as err:
+        raise KubirunError(f"cannot exec in container {container_id}: {err}") from None
+    return join, birthplace
+
+
 def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: ExecOptions,
-                   namespaces: list[tuple[str, int]], seccomp=None, agent: dict | None = None) -> int:
+                   namespaces: list[tuple[str, int]], join: list, birthplace_dir: str | None,
+                   seccomp=None, agent: dict | None = None) -> int:
+    """``join``: the cgroup files the child writes itself into (see
+    ``Cgroup.join_files``); ``birthplace_dir``: the cgroup it is born in
+    (see ``creation.Birthplace``), whose file it then skips."""
     channel = InitChannel()
     to_agent = theirs = None  # the child passes its seccomp listener on this socketpair
     if agent is not None:
@@ -157,7 +193,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
     helper = _native.exec_helper_fd()
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     pid_fd = next((fd for kind, fd in namespaces if kind == "pid"), None)
-    birthplace = _open_birthplace(state.get("cgroup_birthplace"))
+    birthplace = _open_birthplace(birthplace_dir)
     sys.stdout.flush()
     sys.stderr.flush()
     _native.prctl(PR_SET_DUMPABLE, 0)
@@ -166,11 +202,11 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
             explain.say("setns(pid, CLONE_NEWPID)", "our next child is born in the container's"
                         " PID namespace")
             _native.setns(pid_fd, CLONE_NEWPID)
-        child, born_in = _fork(birthplace, state.get("cgroup_birthplace"))
+        child, born_in = _fork(birthplace, birthplace_dir)
         if child == 0:
             if to_agent is not None:
                 to_agent.close()
-            _exec_child(spec, channel, namespaces, not_born_in(state.get("cgroup_join", []), born_in),
+            _exec_child(spec, channel, namespaces, not_born_in(join, born_in),
                         console, ours is not None, options.preserve_fds, seccomp, helper,
                         state.get("session_keyring"), theirs)
         if pid_fd is not None:

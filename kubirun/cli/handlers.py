@@ -177,7 +177,7 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
           console_socket: str | None, cwd: str | None, env: list, user: str | None,
           additional_gids: list, cap: list, no_new_privs: bool, detach: bool,
           pid_file: str | None, preserve_fds: str, ignore_paused: bool = False,
-          explain: bool = False) -> int:
+          explain: bool = False, cgroup: tuple = ()) -> int:
     if explain:
         _explain()
     from kubirun.exec_into import ExecOptions, exec_in_container, process_from_args, process_from_file
@@ -221,7 +221,7 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
         spec.no_new_privileges = True
     options = ExecOptions(detach=detach, pid_file=pid_file, console_socket=console_socket,
                           preserve_fds=_count(preserve_fds, "--preserve-fds"),
-                          ignore_paused=ignore_paused)
+                          ignore_paused=ignore_paused, cgroup=list(cgroup))
     try:
         return exec_in_container(container_id, spec, options)
     except (KubirunError, OSError) as err:

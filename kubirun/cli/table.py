@@ -111,6 +111,10 @@ EXEC = Command(
         Option(("-d", "--detach"), "detach", "Do not wait for the process."),
         Option(("--ignore-paused",), "ignore_paused",
                "Exec into a paused container too (the process starts frozen)."),
+        Option(("--cgroup",), "cgroup",
+               "Run the process in an existing sub-cgroup of the container's:"
+               " [CONTROLLER[,CONTROLLER...]:]PATH (repeatable with a controller).",
+               "multiple", "[CONTROLLER:]PATH", ()),
         _PID_FILE,
         _PRESERVE_FDS,
         _EXPLAIN,
