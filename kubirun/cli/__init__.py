@@ -1,4 +1,5 @@
-"""kubirun's command line: ``main`` tries the fast path, then click."""
+"""kubirun's command line: ``main`` tries the fast path, then help and
+version (``helptext``), then click (which explains a bad command line)."""
 from __future__ import annotations
 
 import os
@@ -9,10 +10,6 @@ from kubirun.cli.table import Command
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--version"] or args == ["-v"]:
-        print(version_text())
-        raise SystemExit(0)
-
     from kubirun.cli import fastpath
 
     split = fastpath.split_globals(args)
@@ -21,15 +18,25 @@ def main(argv: list[str] | None = None) -> None:
         command, words = fastpath.find_command(rest)
         params = fastpath.parse(command, words) if command else None
         if command is not None and params is not None:
-            code = dispatch(command, params, global_params)
-            # Skip interpreter teardown (a few ms of module cleanup): nothing
-            # is left to do but flushing our own output.
+            _exit(dispatch(command, params, global_params))
+
+    # Not an everyday command line: help, the version, an unknown command?
+    from kubirun.cli import helptext
+
+    answer = helptext.answer(args)
+    if answer is not None:
+        if answer.error:
+            from kubirun import log
+
+            globals_ = split[0] if split is not None else {}
+            log.configure(globals_.get("log"), globals_.get("log_format"), False)
+            log.error(answer.text)
+        else:
             try:
-                sys.stdout.flush()
+                print(answer.text)
             except BrokenPipeError:
                 die_of_sigpipe()
-            sys.stderr.flush()
-            os._exit(code)
+        _exit(answer.status)
 
     from kubirun.cli.app import cli
 
@@ -37,6 +44,17 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=args, prog_name="kubirun")
     except BrokenPipeError:
         die_of_sigpipe()
+
+
+def _exit(code: int) -> "NoReturn":  # noqa: F821
+    """Skip interpreter teardown (a few ms of module cleanup): nothing is
+    left to do but flushing our own output."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        die_of_sigpipe()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def die_of_sigpipe() -> None:
@@ -117,12 +135,3 @@ def _check_globals(global_params: dict) -> None:
         raise KubirunError(f"--log-format: expected text or json, got {global_params['log_format']!r}")
     if global_params.get("rootless") not in (None, "auto", "false"):
         raise KubirunError("--rootless=true is not supported yet")
-
-
-def version_text() -> str:
-    """runc-style version lines (engines parse the ``spec:`` line)."""
-    import platform
-
-    from kubirun import OCI_SPEC_VERSION, __version__
-
-    return f"kubirun version {__version__}\nspec: {OCI_SPEC_VERSION}\npython: {platform.python_version()}"

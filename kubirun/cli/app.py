@@ -1,12 +1,14 @@
-"""The click application, built from ``spec``: help texts, error messages
-and every command line the fast path passes on."""
+"""The click application, built from ``table``: the error messages of a bad
+command line, and every command line the fast path passes on (help is
+``helptext``'s)."""
 from __future__ import annotations
 
 import click
 
 from kubirun import __version__
-from kubirun.cli.table import COMMANDS, GLOBAL_OPTIONS, GROUPS, Command
-from kubirun.cli import dispatch, version_text
+from kubirun.cli.table import APP_HELP, COMMANDS, GLOBAL_OPTIONS, GROUPS, Command
+from kubirun.cli import dispatch
+from kubirun.cli.helptext import version_text
 
 
 def _click_options(options) -> list[click.Parameter]:
@@ -46,10 +48,10 @@ def _click_command(command: Command) -> click.Command:
              params=_click_options(GLOBAL_OPTIONS))
 @click.version_option(message=version_text(), version=__version__)
 def cli(**_global_params) -> None:
-    """kubirun: a low-level Linux container runtime.
+    pass
 
-    Try `kubirun demo ps`, then `kubirun run rootfs/busybox.tar.gz -- ps aux`.
-    """
+
+cli.help = APP_HELP
 
 
 for _command in COMMANDS.values():

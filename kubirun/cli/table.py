@@ -3,8 +3,9 @@
 Two parsers read this table: ``fastpath`` parses the everyday forms of the
 hot commands without importing click (click alone costs ~25 ms to import
 here, more than runc needs to run a whole container), and ``app`` builds
-the click application for everything else: ``--help``, error messages,
-unusual spellings.  Whatever ``fastpath`` does not fully understand goes to
+the click application for everything else: error messages, unusual
+spellings.  ``helptext`` writes the help from it, in runc's layout: a
+``help`` text's first paragraph is the command's one-line summary.  Whatever ``fastpath`` does not fully understand goes to
 click, so the two can never disagree on a valid command line's meaning.
 """
 from __future__ import annotations
@@ -40,6 +41,15 @@ class Command:
         self.options = options
         self.arguments = arguments
         self.epilog = epilog
+
+
+APP_HELP = """a low-level Linux container runtime
+
+kubirun runs containers from OCI bundles, as runc does (create, start, state,
+kill, delete, exec, ...), and from images: a root filesystem tar, a
+docker-save archive or an OCI layout, unpacked once into its store.
+
+Try `kubirun demo ps`, then `kubirun run rootfs/busybox.tar.gz -- ps aux`."""
 
 
 def _id(required: bool = True) -> Argument:
@@ -254,7 +264,8 @@ IMAGES_PRUNE = Command("prune", "Remove unused layers and leftovers; with -a, un
                        "kubirun.image.commands:prune",
                        (Option(("-a", "--all"), "all", "Also images no container uses."), _STORE))
 GC = Command(
-    "gc", "Remove what runtimes killed at any point left behind: containers whose create or"
+    "gc", "Remove what killed runtimes left behind.\n\n"
+    "What a runtime killed at any point leaves: containers whose create or"
     " foreground run was killed, state directories without a state, store directories and"
     " network leases no live run owns, interrupted layer unpacks. Containers that merely"
     " stopped (created, or run with --keep) stay until deleted.",

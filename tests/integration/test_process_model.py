@@ -83,11 +83,32 @@ def test_shebang_is_an_absolute_interpreter():
     assert os.access(first_line[2:].split()[0], os.X_OK)
 
 
-def test_help_on_every_command():
-    for args in (["--help"], ["run", "--help"], ["demo", "--help"], ["demo", "ps", "--help"]):
-        result = kubirun(*args)
-        assert result.returncode == 0, (args, result.stderr)
-        assert result.stdout.startswith("Usage: kubirun")
+def _every_command_line() -> list[list[str]]:
+    from kubirun.cli.table import COMMANDS, GROUPS
+
+    lines = [[name] for name in COMMANDS]
+    for group, (_, members) in GROUPS.items():
+        lines += [[group]] + [[group, name] for name in members]
+    return lines
+
+
+@pytest.mark.parametrize("words", _every_command_line(), ids=" ".join)
+def test_help_on_every_command_is_in_runcs_layout(words):
+    # kubirun's own commands (image runs, demo, images, gc, bundle) too
+    result = kubirun(*words, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"NAME:\n   kubirun {' '.join(words)} - ")
+    assert f"\n\nUSAGE:\n   kubirun {' '.join(words)}" in result.stdout
+
+
+def test_help_does_not_import_click():
+    # help is generated from the table: one interpreter start, not click's import too
+    result = subprocess.run([sys.executable, "-X", "importtime", str(KUBIRUN_SCRIPT), "state", "--help"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("NAME:")
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert "click" not in imported
 
 
 def test_version_is_runc_like():
