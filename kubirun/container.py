@@ -24,7 +24,7 @@ import time
 from kubirun import _native, log
 from kubirun.errors import ContainerStartError, KubirunError
 from kubirun.killpoint import reached
-from kubirun.spec import Spec, SpecError
+from kubirun.spec import Spec
 from kubirun.state import (Corrupt, NotFound, StateDir, default_root, list_ids, proc_stat_fields,
                            process_start_time)
 
@@ -122,7 +122,11 @@ class Container:
                options: CreateOptions | None = None) -> "Container":
         options = options or CreateOptions()
         if spec.process is None:
-            raise SpecError("config.json: process: missing (nothing to run)")
+            # The runtime-spec requires `process` only at start: the
+            # container is made, its init waits, and `start` refuses.
+            from kubirun.process import absent_process
+
+            spec.process = absent_process()
         container = cls(container_id, root)
         container.dir.make()  # the id claimed, its lock held
         try:
@@ -150,6 +154,7 @@ class Container:
             "namespaces": {ns.type: ns.path for ns in spec.namespaces},
             # `exec` without --process starts from the config's process, as runc's
             "process": spec.raw.get("process") if spec.process.oci else None,
+            "no_process": spec.process.absent,
             "image_process": None if spec.process.oci else
             image_process_state(spec.process, spec.hostname or ""),
             # `exec`'d processes get the container's seccomp filter, as runc's;
@@ -264,6 +269,10 @@ class Container:
             status = self.status(state)
             if status != "created":
                 raise KubirunError(f"cannot start container {self.id}: it is {status}, not created")
+            if state.get("no_process"):
+                # The init keeps waiting: delete ends it as any created one.
+                raise KubirunError(f"cannot start container {self.id}: its config.json has no"
+                                   " process (the runtime-spec requires one at start)")
             _release_init(self.dir.fifo, state, self._seccomp_agent(state))
             os.unlink(self.dir.fifo)
             if state.get("seccomp_agent"):

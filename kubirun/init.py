@@ -230,10 +230,12 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.new_cgroupns:
         _native.unshare(_native.CLONE_NEWCGROUP)
 
-    # 13. What runs, found in the container's PATH, with which environment.
-    identity, program, env = process.prepare(spec, config.hostname or "")
-    explain.step(13, "{!r} found in PATH, to run as uid {} gid {}", "what runs and as whom,"
-                 " resolved inside the container", program, identity.uid, identity.gid)
+    # 13. What runs, found in the container's PATH, with which environment
+    #     (nothing, for a config without a process: `start` refuses it).
+    if not spec.absent:
+        identity, program, env = process.prepare(spec, config.hostname or "")
+        explain.step(13, "{!r} found in PATH, to run as uid {} gid {}", "what runs and as whom,"
+                     " resolved inside the container", program, identity.uid, identity.gid)
     if slave is not None:
         console.give_terminal_to(slave, identity.uid)
         console.become_controlling_terminal(slave)
@@ -246,6 +248,8 @@ def _setup_and_exec(config: InitConfig) -> None:
     channel.tell(WAITING)
     if fifo is not None:
         _wait_for_start(fifo)
+    if spec.absent:  # released all the same, by hand: there is nothing to run
+        os._exit(1)
 
     # 15. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones

@@ -46,6 +46,18 @@ class ProcessSpec:
         # signals, reaps), the program its child.  "pause": the exec
         # helper as PID 1 with no program (a pod sandbox, kubirun.api).
         self.init: bool | str = False
+        # config.json has no process: the container is created, never started.
+        self.absent = False
+
+
+def absent_process() -> ProcessSpec:
+    """The stand-in for a config.json without ``process`` (the runtime-spec
+    requires it only at start): the init sets up the container as for
+    any other and waits, and ``start`` refuses."""
+    spec = ProcessSpec(args=["(no process)"])
+    spec.oci = True
+    spec.absent = True
+    return spec
 
 
 # What `exec` needs of an image run's process, kept in its state.json: the

@@ -94,6 +94,10 @@ def _run_bundle(container_id: str, bundle: str, detach: bool, keep: bool, pid_fi
     from kubirun.spec import load_bundle
 
     spec = load_bundle(bundle)
+    if spec.process is None:  # run starts at once: refused before anything is made, as runc
+        from kubirun.spec import SpecError
+
+        raise SpecError("config.json: process: missing (nothing to run)")
     options = CreateOptions(pid_file=pid_file, console_socket=console_socket, no_pivot=no_pivot,
                             preserve_fds=preserve_fds + _listen_fds(spec), foreground=not detach,
                             new_keyring=not no_new_keyring, ephemeral=not detach and not keep)
@@ -139,6 +143,8 @@ def _listen_fds(spec) -> int:
     count = os.environ.get("LISTEN_FDS", "")
     if not count.isdigit() or int(count) == 0 or os.environ.get("LISTEN_PID") != str(os.getpid()):
         return 0  # not for us (systemd's rule: LISTEN_PID names the receiver)
+    if spec.process is None:
+        return 0  # nothing will run (create without a process; start refuses)
     spec.process.env = [e for e in spec.process.env if not e.startswith(("LISTEN_FDS=", "LISTEN_PID="))]
     spec.process.env += [f"LISTEN_FDS={count}", "LISTEN_PID=1"]
     return int(count)
