@@ -175,3 +175,43 @@ def test_unified_resources_a_v1_or_hybrid_host_cannot_take_are_an_invalid_config
     result = oci.create(cid, bundle(edit=edit))
     assert result.returncode != 0
     assert "invalid configuration: " in result.stderr, result.stderr
+
+
+@pytest.fixture
+def foreign_cpuset_parent():
+    """A pod-level parent cgroup as another program (a kubelet) makes it:
+    a plain mkdir, its v1 cpuset.cpus and cpuset.mems left empty.  Made
+    under the session's test parent, removed after the container (ask for
+    this fixture before ``oci``), in every hierarchy: runc leaves the
+    parents it made in the others."""
+    import os
+    import uuid
+    from pathlib import Path
+
+    from tests.conftest import TEST_CGROUP_PARENT
+
+    cpuset = Path("/sys/fs/cgroup/cpuset")
+    if not os.path.ismount(cpuset):
+        pytest.skip("no v1 cpuset hierarchy here")
+    path = f"{TEST_CGROUP_PARENT}/pod-{uuid.uuid4().hex[:10]}"
+    d = cpuset / path.lstrip("/")
+    d.parent.mkdir(exist_ok=True)
+    d.mkdir()
+    assert not (d / "cpuset.cpus").read_text().strip()
+    yield path
+    for parent in cgroup_dirs(path):
+        parent.rmdir()
+
+
+def test_update_cpuset_under_a_parent_whose_empty_cpuset_another_program_made(
+        foreign_cpuset_parent, oci, bundle):
+    cid = oci.new_id()
+
+    def edit(config):
+        config["linux"]["cgroupsPath"] = f"{foreign_cpuset_parent}/c-{cid}"
+
+    b = bundle(edit=edit)
+    oci.start_created(cid, b)
+    result = oci.cmd("update", "--cpuset-cpus", "0", cid)
+    assert result.returncode == 0, result.stderr
+    assert _cgroup_file(oci, b, "cpuset", "cpuset.cpus", "cpuset.cpus").read_text().strip() == "0"
