@@ -16,12 +16,15 @@ from pathlib import Path
 import pytest
 
 from tests.engines.harness import (
+    VIEWS,
     Containerd,
+    CoveredUnified,
     Ctr,
     HostPaths,
     Podman,
     PodmanSetup,
     trace_wrapper,
+    unified_is_mounted,
 )
 
 KUBIRUN_BINARY = Path(sys.executable).parent / "kubirun"
@@ -73,18 +76,33 @@ def oci_runtime(request, _trace_dir) -> str:
     return path
 
 
+def _view(name: str) -> CoveredUnified | None:
+    """The engine's view of the host: as it is, or with the unified cgroup2
+    mount covered by a tmpfs (see harness.CoveredUnified)."""
+    if name == "host":
+        return None
+    if not unified_is_mounted():
+        pytest.skip("no unified cgroup2 mount at /sys/fs/cgroup/unified to cover")
+    _need("unshare", "nsenter")
+    return CoveredUnified()
+
+
 # --- podman -----------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def podman_setup(tmp_path_factory, busybox_tarball, engine_host_paths) -> Iterator[PodmanSetup]:
-    """The private podman of the session, with the busybox image imported."""
+@pytest.fixture(scope="session", params=VIEWS)
+def podman_setup(request, tmp_path_factory, busybox_tarball, engine_host_paths) -> Iterator[PodmanSetup]:
+    """The private podman of the session, with the busybox image imported;
+    once per view of the host."""
     _need("podman", "conmon")
-    setup = PodmanSetup(tmp_path_factory.mktemp("podman"))
+    view = _view(request.param)
+    setup = PodmanSetup(tmp_path_factory.mktemp("podman"), view)
     try:
         setup.import_image(busybox_tarball)
         yield setup
     finally:
         problems = setup.teardown()
+        if view is not None:
+            view.close()
         assert not problems, f"podman clean-up: {problems}"
 
 
@@ -100,18 +118,22 @@ def podman(podman_setup, oci_runtime) -> Iterator[Podman]:
 
 # --- containerd ------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def containerd(tmp_path_factory, busybox_tarball, engine_host_paths) -> Iterator[Containerd]:
-    """The private containerd daemon of the session, image imported."""
+@pytest.fixture(scope="session", params=VIEWS)
+def containerd(request, tmp_path_factory, busybox_tarball, engine_host_paths) -> Iterator[Containerd]:
+    """The private containerd daemon of the session, image imported; once
+    per view of the host."""
     _need("containerd", "ctr", "containerd-shim-runc-v2")
+    view = _view(request.param)
     # Unix socket paths are limited to 108 bytes: keep the base short.
-    daemon = Containerd(tmp_path_factory.mktemp("ctrd"))
+    daemon = Containerd(tmp_path_factory.mktemp("ctrd"), view)
     try:
         daemon.start()
         daemon.import_image(busybox_tarball)
         yield daemon
     finally:
         problems = daemon.teardown()
+        if view is not None:
+            view.close()
         assert not problems, f"containerd clean-up: {problems}"
 
 

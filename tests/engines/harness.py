@@ -16,6 +16,10 @@ insist on putting elsewhere is named here and undone at the end:
 - processes: conmon, ``podman container cleanup``, containerd and its shims
   all name the base (or the containerd socket) on their command line, and are
   waited for, then killed by PID.
+
+Each engine also runs in a second *view* of the host (``CoveredUnified``): a
+private mount namespace where a tmpfs covers the unified cgroup2 mount, as
+engines and nested containers have it; what is mounted there goes with it.
 """
 from __future__ import annotations
 
@@ -270,6 +274,48 @@ class HostPaths:
         return left
 
 
+# --- views of the host --------------------------------------------------------
+
+UNIFIED_MOUNT = CGROUP_ROOT / "unified"
+VIEWS = ("host", "unified-covered")
+
+
+def unified_is_mounted() -> bool:
+    """A hybrid host's cgroup2 mount at /sys/fs/cgroup/unified."""
+    return os.path.ismount(UNIFIED_MOUNT)
+
+
+class CoveredUnified:
+    """A private mount namespace in which a tmpfs covers the unified cgroup2
+    mount (mountinfo then lists both: the runtime must take the topmost).
+    Held by one process of ours (``holder``); engines run in it through
+    ``prefix`` (nsenter), their children stay in it.  Nothing mounted there
+    reaches the host, and all of it goes when its last process does."""
+
+    def __init__(self) -> None:
+        self.holder = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+             f"mount -t tmpfs -o size=64k,mode=0755 kubirun-test-cover {UNIFIED_MOUNT}"
+             " && echo covered && exec sleep 100000"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if self.holder.stdout.readline().strip() != "covered":
+            self.holder.wait(timeout=10)
+            raise RuntimeError(f"cannot cover {UNIFIED_MOUNT}: {self.holder.stderr.read()}")
+        self.prefix = ["nsenter", "--target", str(self.holder.pid), "--mount", "--"]
+
+    def fs_type(self, path: Path) -> str:
+        """The type of the filesystem at ``path``, as seen in this view."""
+        done = subprocess.run([*self.prefix, "stat", "-f", "-c", "%T", str(path)],
+                              capture_output=True, text=True, timeout=10, check=False)
+        return done.stdout.strip()
+
+    def close(self) -> None:
+        self.holder.kill()
+        self.holder.wait(timeout=10)
+        for stream in (self.holder.stdout, self.holder.stderr):
+            stream.close()
+
+
 # --- the runtime under test ------------------------------------------------------
 
 TRACE_WRAPPER = """#!/bin/sh
@@ -335,8 +381,10 @@ class PodmanSetup:
     registries.conf (through the CONTAINERS_* variables), all state under
     ``base``, the busybox image imported once."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, view: CoveredUnified | None = None) -> None:
         self.base = base
+        self.view = view
+        self.prefix = view.prefix if view else []  # podman and its children run in the view
         self.tmp = base / "tmp"
         for d in ("tmp", "libpod-tmp", "net", "volumes", "storage", "run"):
             (base / d).mkdir(parents=True, exist_ok=True)
@@ -392,7 +440,7 @@ runroot = "{b}/run"
     def podman(self, *args: str, timeout: float = COMMAND_TIMEOUT,
                runtime: str | None = None, input: str | None = None) -> subprocess.CompletedProcess:
         """``podman [--runtime RUNTIME] ARGS`` with our configuration."""
-        cmd = ["podman", *(["--runtime", runtime] if runtime else []), *args]
+        cmd = [*self.prefix, "podman", *(["--runtime", runtime] if runtime else []), *args]
         return subprocess.run(cmd, check=False, env=self.env, capture_output=True, text=True, timeout=timeout,
                               input=input, stdin=None if input is not None else subprocess.DEVNULL)
 
@@ -511,8 +559,9 @@ class Containerd:
     """A containerd daemon of our own: root, state, sockets and the runtimes'
     state under ``base``; the CRI plugin off. Started by ``start``."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, view: CoveredUnified | None = None) -> None:
         self.base = base
+        self.view = view
         self.address = str(base / "containerd.sock")
         self.tmp = base / "tmp"
         self.fifo_dir = base / "fifo"
@@ -541,7 +590,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(["containerd", "--config", str(self.config)],
+            # The daemon in the view: its shims, and so the runtimes, too.
+            prefix = self.view.prefix if self.view else []
+            self.process = subprocess.Popen([*prefix, "containerd", "--config", str(self.config)],
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                             env=self.env)
         up = wait_for(lambda: self.process.poll() is not None

@@ -75,3 +75,16 @@ def test_delete_twice(ctr):
     # The runtime forgot it: no state under its root, no cgroup.
     assert not (ctr.state_root / "default" / "box").exists()
     assert not cgroups_named("box")
+
+
+def test_runs_where_the_unified_mount_is_covered(ctr):
+    # In the covered view the runtime sees a tmpfs where the cgroup2 mount
+    # is (mountinfo lists both); it must take the topmost, as runc does.
+    view = ctr.daemon.view
+    if view is None:
+        import pytest
+
+        pytest.skip("the host's own view")
+    assert view.fs_type(Path("/sys/fs/cgroup/unified")) == "tmpfs"
+    done = ctr.run("covered", "sh", "-c", "echo ran")
+    assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr

@@ -173,3 +173,16 @@ def test_ten_containers_in_parallel(podman):
     assert done.returncode == 0, done.stderr
     assert podman.container_ids() == []
     assert wait_for(lambda: not any(cgroups_named(f"libpod-{cid}") for cid in ids), 5)
+
+
+def test_runs_where_the_unified_mount_is_covered(podman):
+    # In the covered view the runtime sees a tmpfs where the cgroup2 mount
+    # is (mountinfo lists both); it must take the topmost, as runc does.
+    view = podman.setup.view
+    if view is None:
+        import pytest
+
+        pytest.skip("the host's own view")
+    assert view.fs_type(Path("/sys/fs/cgroup/unified")) == "tmpfs"
+    done = podman.run("sh", "-c", "echo ran")
+    assert (done.returncode, done.stdout) == (0, "ran\n"), done.stderr
