@@ -56,6 +56,7 @@ setup(
         "click>=8.0",
         "pyroute2>=0.7",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    # grpcio: the engine tests speak to containerd's CRI as kubelet does (tests/engines/cri.py)
+    extras_require={"test": ["pytest>=7", "grpcio"]},
     entry_points={"console_scripts": ["kubirun = kubirun.cli:main"]},
 )

@@ -26,6 +26,7 @@ from tests.engines.harness import (
     trace_wrapper,
     unified_is_mounted,
 )
+from tests.engines.cri import CriClient
 
 KUBIRUN_BINARY = Path(sys.executable).parent / "kubirun"
 
@@ -144,3 +145,40 @@ def ctr(containerd, oci_runtime) -> Iterator[Ctr]:
     client = Ctr(containerd, oci_runtime)
     yield client
     client.remove_all()
+
+
+# --- containerd's CRI -------------------------------------------------------------
+
+@pytest.fixture(scope="session", params=VIEWS)
+def cri_containerd(request, tmp_path_factory, busybox_tarball, engine_host_paths) -> Iterator[Containerd]:
+    """A containerd of the session with its CRI plugin on, one runtime
+    handler per runtime under test ("runc", "kubirun"), images imported;
+    once per view of the host."""
+    _need("containerd", "ctr", "containerd-shim-runc-v2")
+    pytest.importorskip("grpc", reason="grpcio is not installed (make test-deps installs it)")
+    view = _view(request.param)
+    runtimes = {"kubirun": str(KUBIRUN_BINARY)}
+    if _runc_binary():
+        runtimes["runc"] = _runc_binary()
+    daemon = Containerd(tmp_path_factory.mktemp("cri"), view, cri_runtimes=runtimes)
+    try:
+        daemon.start()
+        daemon.import_image(busybox_tarball)
+        yield daemon
+    finally:
+        problems = daemon.teardown()
+        if view is not None:
+            view.close()
+        assert not problems, f"containerd (CRI) clean-up: {problems}"
+
+
+@pytest.fixture
+def cri(cri_containerd, oci_runtime) -> Iterator[tuple[CriClient, str]]:
+    """A CRI client of that containerd, and the runtime handler of the
+    runtime under test."""
+    handler = os.path.basename(oci_runtime)
+    if handler not in cri_containerd.cri_runtimes:
+        pytest.skip(f"no CRI runtime handler for {handler}")
+    client = CriClient(cri_containerd.address)
+    yield client, handler
+    client.close()

@@ -48,6 +48,7 @@ IMAGE = "localhost/kubirun-busybox:latest"
 # check in tests/conftest.py see any leftover.
 PODMAN_CGROUP_PARENT = f"kubirun-test-podman-{os.getpid()}"
 CTR_CGROUP_PARENT = f"kubirun-test-ctr-{os.getpid()}"
+CRI_CGROUP_PARENT = f"kubirun-test-cri-{os.getpid()}"
 COMMAND_TIMEOUT = 60.0
 
 # Where each runtime keeps its containers' state when not given --root, as
@@ -206,7 +207,7 @@ def remove_cgroup_tree(name: str) -> list[str]:
 def cgroups_named(name: str) -> list[Path]:
     """Every cgroup directory called ``name`` below our trees."""
     found = []
-    for parent in (PODMAN_CGROUP_PARENT, CTR_CGROUP_PARENT):
+    for parent in (PODMAN_CGROUP_PARENT, CTR_CGROUP_PARENT, CRI_CGROUP_PARENT):
         for top in cgroup_tops(parent):
             found += [d for d in _dirs_deepest_first(top) if d.name == name]
     return found
@@ -512,14 +513,15 @@ class Podman:
 
 # --- containerd -------------------------------------------------------------------
 
-def oci_archive(rootfs_tarball: Path, destination: Path, name: str = IMAGE) -> Path:
+def oci_archive(rootfs_tarball: Path, destination: Path, name: str = IMAGE,
+                cmd: Sequence[str] = ("/bin/sh",)) -> Path:
     """An OCI image layout tarball (oci-layout, index.json, blobs) with the
     gzip rootfs tarball as its one layer, importable by ``ctr images import``."""
     layer = rootfs_tarball.read_bytes()
     config = json.dumps({
         "architecture": "amd64", "os": "linux",
         "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                   "Cmd": ["/bin/sh"]},
+                   "Cmd": list(cmd)},
         "rootfs": {"type": "layers",
                    "diff_ids": ["sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()]},
     }).encode()
@@ -555,13 +557,23 @@ def oci_archive(rootfs_tarball: Path, destination: Path, name: str = IMAGE) -> P
     return destination
 
 
+# The CRI's pod sandbox image ("pause"): the busybox root, sleeping.
+PAUSE_IMAGE = "localhost/kubirun-pause:latest"
+CRI_NAMESPACE = "k8s.io"  # the containerd namespace of the CRI's containers
+
+
 class Containerd:
     """A containerd daemon of our own: root, state, sockets and the runtimes'
-    state under ``base``; the CRI plugin off. Started by ``start``."""
+    state under ``base``. Started by ``start``.  The CRI plugin is off, or,
+    with ``cri_runtimes`` ({handler: runtime binary}), on: each handler a
+    runc v2 shim driving that binary with its state under ``base``, pods on
+    the host's network (no CNI), the stream server on loopback."""
 
-    def __init__(self, base: Path, view: CoveredUnified | None = None) -> None:
+    def __init__(self, base: Path, view: CoveredUnified | None = None,
+                 cri_runtimes: dict[str, str] | None = None) -> None:
         self.base = base
         self.view = view
+        self.cri_runtimes = cri_runtimes
         self.address = str(base / "containerd.sock")
         self.tmp = base / "tmp"
         self.fifo_dir = base / "fifo"
@@ -569,13 +581,15 @@ class Containerd:
             d.mkdir(parents=True, exist_ok=True)
         self.log_path = base / "containerd.log"
         self.config = base / "config.toml"
+        disabled = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+                    "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
+        if not cri_runtimes:
+            disabled.insert(0, "io.containerd.grpc.v1.cri")
         self.config.write_text(f"""\
 version = 2
 root = "{base}/root"
 state = "{base}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.aufs",
-                    "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
-                    "io.containerd.snapshotter.v1.devmapper"]
+disabled_plugins = {_toml_list(disabled)}
 [grpc]
   address = "{self.address}"
 [ttrpc]
@@ -584,9 +598,41 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
   address = ""
 [plugins."io.containerd.internal.v1.opt"]
   path = "{base}/opt"
-""")
+""" + (self._cri_config() if cri_runtimes else ""))
         self.env = {**engine_environment(), "TMPDIR": str(self.tmp)}
         self.process: subprocess.Popen | None = None
+
+    def runtime_root(self, handler: str) -> Path:
+        """Where the runtime of CRI handler ``handler`` keeps its state."""
+        return self.base / "runtime-root" / handler
+
+    def _cri_config(self) -> str:
+        cri = 'plugins."io.containerd.grpc.v1.cri"'
+        for d in ("cni/bin", "cni/conf"):
+            (self.base / d).mkdir(parents=True, exist_ok=True)
+        text = f"""\
+[{cri}]
+  sandbox_image = "{PAUSE_IMAGE}"
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  disable_apparmor = true
+  restrict_oom_score_adj = true
+[{cri}.cni]
+  bin_dir = "{self.base}/cni/bin"
+  conf_dir = "{self.base}/cni/conf"
+[{cri}.containerd]
+  default_runtime_name = "{next(iter(self.cri_runtimes))}"
+"""
+        for handler, binary in self.cri_runtimes.items():
+            text += f"""\
+[{cri}.containerd.runtimes.{handler}]
+  runtime_type = "io.containerd.runc.v2"
+[{cri}.containerd.runtimes.{handler}.options]
+  BinaryName = "{binary}"
+  Root = "{self.runtime_root(handler)}"
+  SystemdCgroup = false
+"""
+        return text
 
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
@@ -600,25 +646,36 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         if not up or self.process.poll() is not None:
             raise RuntimeError(f"containerd did not start: {self.log_path.read_text()[-2000:]}")
 
-    def ctr(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess:
-        """``ctr --address SOCKET ARGS`` (namespace "default")."""
-        return subprocess.run(["ctr", "--address", self.address, *args], check=False, env=self.env,
+    def ctr(self, *args: str, timeout: float = COMMAND_TIMEOUT,
+            namespace: str = "default") -> subprocess.CompletedProcess:
+        """``ctr --address SOCKET --namespace NAMESPACE ARGS``."""
+        return subprocess.run(["ctr", "--address", self.address, "--namespace", namespace, *args],
+                              check=False, env=self.env,
                               capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
 
     def import_image(self, rootfs_tarball: Path) -> None:
         archive = oci_archive(rootfs_tarball, self.base / "busybox-oci.tar")
-        done = self.ctr("images", "import", str(archive), timeout=120)
+        namespace = CRI_NAMESPACE if self.cri_runtimes else "default"
+        done = self.ctr("images", "import", str(archive), timeout=120, namespace=namespace)
         assert done.returncode == 0, f"ctr images import failed: {done.stderr}"
+        if self.cri_runtimes:
+            pause = oci_archive(rootfs_tarball, self.base / "pause-oci.tar", PAUSE_IMAGE,
+                                cmd=("sleep", "1000000"))
+            done = self.ctr("images", "import", str(pause), timeout=120, namespace=CRI_NAMESPACE)
+            assert done.returncode == 0, f"ctr images import failed: {done.stderr}"
 
     def remove_everything(self) -> None:
-        """Kill and delete every task, then delete every container."""
-        for task in self.ctr("tasks", "list", "--quiet").stdout.split():
-            self.ctr("tasks", "resume", task)  # a paused task cannot die
-            self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task)
-            wait_for(lambda t=task: self.ctr("tasks", "delete", t).returncode == 0, timeout=5)
-        for container in self.ctr("containers", "list", "--quiet").stdout.split():
-            self.ctr("containers", "delete", container)
+        """Kill and delete every task, then delete every container (of the
+        CRI's namespace too)."""
+        for ns in ("default", CRI_NAMESPACE):
+            for task in self.ctr("tasks", "list", "--quiet", namespace=ns).stdout.split():
+                self.ctr("tasks", "resume", task, namespace=ns)  # a paused task cannot die
+                self.ctr("tasks", "kill", "--all", "--signal", "SIGKILL", task, namespace=ns)
+                wait_for(lambda t=task, n=ns: self.ctr("tasks", "delete", t, namespace=n).returncode == 0,
+                         timeout=5)
+            for container in self.ctr("containers", "list", "--quiet", namespace=ns).stdout.split():
+                self.ctr("containers", "delete", container, namespace=ns)
 
     def teardown(self) -> list[str]:
         """Delete everything, stop the daemon (by its PID), kill any shim
@@ -635,6 +692,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.a
         problems += [f"process {p} survived SIGKILL" for p in reap_processes_mentioning(self.address, 5)]
         problems += [f"still mounted: {m}" for m in unmount_under(self.base)]
         problems += remove_cgroup_tree(CTR_CGROUP_PARENT)
+        problems += remove_cgroup_tree(CRI_CGROUP_PARENT)
         return problems
 
 
