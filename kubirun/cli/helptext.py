@@ -123,7 +123,7 @@ def _asks_help(command: Command, words: list[str]) -> bool:
             i += 2 if takes_next else 1
             continue
         positional += 1
-        if variadic and positional > fixed:
+        if variadic and positional >= fixed:  # the rest is the variadic's (as fastpath)
             return False
         i += 1
     return False
