@@ -23,11 +23,11 @@ class DeviceRuleError(ValueError):
 
 
 def _perm_set(perms: str) -> int:
+    """The access bits of r, w and m in ``perms``; any other letter is
+    ignored, as runc ignores it (engines pass what runc took)."""
     bits = 0
     for p in perms:
-        if p not in _PERM_BITS:
-            raise DeviceRuleError(f"device access {perms!r}: only r, w and m are allowed")
-        bits |= _PERM_BITS[p]
+        bits |= _PERM_BITS.get(p, 0)
     return bits
 
 
@@ -86,7 +86,10 @@ def rules_from_oci(entries: list) -> list[Rule]:
                                   f" not {access!r}")
         if not access:
             raise DeviceRuleError(f"device access at {i} field cannot be empty")
-        rules.append(Rule(dtype, numbers[0], numbers[1], _perm_set(access), allow))
+        perms = _perm_set(access)
+        if not perms:  # runc fails at start, saying its devices cgroup does not match
+            raise DeviceRuleError(f"device access {access!r} at {i}: none of r, w and m")
+        rules.append(Rule(dtype, numbers[0], numbers[1], perms, allow))
     return rules
 
 

@@ -9,6 +9,8 @@ import shutil
 
 import pytest
 
+from tests.integration.oci_helpers import assert_nothing_left
+
 KMSG = {"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11, "fileMode": 0o620,
         "uid": 0, "gid": 0}
 # Opening /dev/kmsg write-only passes the driver's own checks and writes
@@ -34,6 +36,24 @@ def test_a_listed_device_that_the_rules_allow_can_be_opened(oci, bundle):
                                 {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "w"}])
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["/dev/kmsg", "opened"]
+
+
+def test_access_letters_other_than_r_w_and_m_are_ignored(oci, bundle):
+    # runc takes them (engines pass what runc took): "wX" is "w"
+    result = _run(oci, bundle, [{"allow": False, "access": "rwm"},
+                                {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "wX"}])
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["/dev/kmsg", "opened"]
+
+
+def test_a_rule_with_none_of_the_access_letters_r_w_and_m_is_refused(oci, bundle):
+    cid = oci.new_id()
+    b = bundle(edit=lambda config: config["linux"].setdefault("resources", {}).update(devices=[
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "major": 1, "minor": 11, "access": "W"}]))
+    result = oci.cmd("run", "--bundle", str(b), cid)
+    assert result.returncode != 0
+    assert_nothing_left(oci, cid, b)
 
 
 # --- a config with no /dev mount -------------------------------------------------
