@@ -52,6 +52,18 @@ def test_the_terminal_belongs_to_the_process_user_and_the_tty_group(oci, bundle)
     assert result.stdout.replace("^@", "").split()[-1] == "1000:5"  # (^@: the tty echoing a NUL)
 
 
+def test_an_exec_terminal_belongs_to_the_process_user_and_the_tty_group(oci, bundle):
+    if shutil.which("script") is None:
+        pytest.skip("needs script(1) (util-linux) for a terminal")
+    cid = oci.new_id()
+    oci.start_created(cid, bundle())
+    argv = oci.argv("exec", "-t", "--user", "1000:1000", cid, "sh", "-c", "stat -c %u:%g $(tty)")
+    result = subprocess.run(["script", "-qec", shlex.join(argv), "/dev/null"],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.replace("^@", "").split()[-1] == "1000:5"
+
+
 @pytest.fixture
 def root_only_dir(busybox_dir, tmp_path):
     root = _writable_root(busybox_dir, tmp_path)

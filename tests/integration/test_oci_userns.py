@@ -60,3 +60,28 @@ def test_a_user_namespace_without_mappings_is_refused(oci, bundle):
     result = oci.cmd("run", "--bundle", str(bundle(["true"], edit=lambda c: c["linux"]["namespaces"].append(
         {"type": "user"}))), oci.new_id())
     assert result.returncode != 0
+
+
+def test_a_relative_bind_source_is_in_the_bundle_in_a_user_namespace_too(oci, bundle, _userns,
+                                                                         reachable_root):
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    def edit(config):
+        _userns(config)
+        # on the tmpfs at /tmp: the mapped root may make its mount point there
+        config["mounts"].append({"destination": "/tmp/bundle", "type": "bind", "source": ".",
+                                 "options": ["rbind", "ro"]})
+    made = bundle(["cat", "/tmp/bundle/config.json"], edit=edit)
+    # where the mapped root (host uid 100000) can reach it: pytest's are 0700
+    b = Path(reachable_root).parent / f"bundle-{uuid.uuid4().hex[:8]}"
+    b.mkdir(mode=0o755)
+    try:
+        shutil.copy(made / "config.json", b / "config.json")
+        os.chmod(b / "config.json", 0o644)
+        result = oci.cmd("run", "--bundle", str(b), oci.new_id())
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == (b / "config.json").read_text()
+    finally:
+        shutil.rmtree(b)
