@@ -144,7 +144,7 @@ def _sub_cgroups(container_id: str, state: dict, args: list[str], join: list,
     ``exec --cgroup ARGS``: those of the existing sub-cgroups named."""
     from kubirun.cgroups import CgroupError, detect_layout, subcgroup
 
-    cgroup_path = state.get("cgroup_path")
+    cgroup_path = (state.get("cgroup") or {}).get("path")  # normalised (no "//", no "/." )
     try:
         paths = subcgroup.parse(args)
         if not cgroup_path or not (join or birthplace):

@@ -119,3 +119,16 @@ def test_exec_cgroup_plain_path_given_twice_is_refused(oci, bundle):
     result = oci.cmd("exec", "--cgroup", "a", "--cgroup", "b", cid, "true")
     assert result.returncode == 255
     assert "invalid --cgroup argument" in result.stderr
+
+
+@v1_only
+def test_exec_cgroup_under_a_cgroups_path_not_in_normal_form(oci, bundle, sub_cgroup):
+    cid = oci.new_id()
+    b = bundle(["sleep", "100"], edit=lambda config: config["linux"].update(
+        cgroupsPath=config["linux"]["cgroupsPath"].replace("/oci-", "//./oci-") + "/"))
+    oci.start_created(cid, b)
+    cgroup = "/" + "/".join(p for p in oci.bundle_cgroups[b].split("/") if p not in ("", "."))
+    sub_cgroup(cgroup, "sub", [CGROUP_MOUNT / "pids"])
+    result = oci.cmd("exec", "--cgroup", "pids:sub", cid, "cat", "/proc/self/cgroup")
+    assert result.returncode == 0, result.stderr
+    assert proc_cgroup_lines(result.stdout)["pids"] == f"{cgroup}/sub"
