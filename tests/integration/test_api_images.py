@@ -145,8 +145,10 @@ def test_two_containers_of_one_sandbox_share_its_network_and_talk_over_localhost
     pod_net = os.readlink(f"/proc/{pod.state()['pid']}/ns/net")
     server = runtime.run_image(str(busybox_tarball),
                                ["sh", "-c", "readlink /proc/self/ns/net; hostname;"
-                                " nc -l -p 8080 </dev/null"],
-                               sandbox=pod, stdio=Stdio(stdout=Stdio.PIPE))
+                                " nc -l -p 8080"],
+                               # stdin open until the test closes it: busybox's nc ends
+                               # at the end of its stdin, maybe before "hi" came
+                               sandbox=pod, stdio=Stdio(stdin=Stdio.PIPE, stdout=Stdio.PIPE))
     assert server.stdout.readline().decode().strip() == pod_net
     assert server.stdout.readline() == b"podhost\n"
     client = runtime.run_image(str(busybox_tarball),
@@ -155,7 +157,8 @@ def test_two_containers_of_one_sandbox_share_its_network_and_talk_over_localhost
                                sandbox=pod, stdio=Stdio(stdout=Stdio.PIPE))
     assert client.stdout.readline().decode().strip() == pod_net
     assert client.wait(timeout=30).code == 0
-    assert server.stdout.read() == b"hi\n"
+    assert server.stdout.readline() == b"hi\n"
+    server.stdin.close()
     assert server.wait(timeout=30).code == 0
     for box in (client, server):
         box.delete()
