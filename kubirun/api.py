@@ -29,7 +29,7 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 __all__ = ["ExitStatus", "KubirunError", "Process", "Runtime", "Container", "Stdio"]
 
@@ -111,7 +111,7 @@ class _ForkServer:
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         os.set_inheritable(theirs.fileno(), True)
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         code = ("import sys; sys.path[:0] = " + jsonio.dumps([p for p in sys.path if p])
                 + "; from kubirun.forkserver import serve; serve(" + str(theirs.fileno()) + ")")
@@ -227,7 +227,7 @@ class Runtime:
 
     def _with_cgroup(self, container_id: str, bundle: str | os.PathLike,
                      config: dict | None) -> dict:
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         if config is None:
             path = os.path.join(bundle, "config.json")

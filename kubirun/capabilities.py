@@ -15,7 +15,7 @@ from kubirun._native import (
     PR_CAPBSET_DROP,
     PR_SET_KEEPCAPS,
 )
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 
 _NAMES = (
     "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP"

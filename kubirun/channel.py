@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 
 USERNS, CGROUP, HOOKS, READY, WAITING, ERROR, GO = b"U", b"C", b"H", b"R", b"W", b"E", b"G"
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 import time
 
-from kubirun import _native, log
-from kubirun.errors import ContainerStartError, KubirunError
-from kubirun.killpoint import reached
+from kubirun import _native
+from kubirun.base import log
+from kubirun.base.errors import ContainerStartError, KubirunError
+from kubirun.base.killpoint import reached
 from kubirun.spec import Spec, SpecError
 from kubirun.state import (Corrupt, NotFound, StateDir, default_root, list_ids, proc_stat_fields,
                            process_start_time)

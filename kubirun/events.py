@@ -17,7 +17,7 @@ import select
 import sys
 import time
 
-from kubirun import jsonio
+from kubirun.base import jsonio
 from kubirun.state import NotFound
 
 

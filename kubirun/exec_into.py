@@ -27,9 +27,9 @@ from kubirun import _native, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, CLONE_NEWPID, PR_SET_DUMPABLE
 from kubirun.channel import READY, InitChannel
 from kubirun.container import reap
-from kubirun.errors import ExecError, KubirunError, describe
+from kubirun.base.errors import ExecError, KubirunError, describe
 from kubirun.init import cgroups_join, not_born_in
-from kubirun.killpoint import reached
+from kubirun.base.killpoint import reached
 from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES, fork
 
 
@@ -45,7 +45,7 @@ class ExecOptions:
 
 
 def process_from_file(path: str) -> process.ProcessSpec:
-    from kubirun import jsonio
+    from kubirun.base import jsonio
     from kubirun.spec import SpecError, parse_process
 
     try:
@@ -199,7 +199,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
                 state["ociVersion"], child, agent["listenerMetadata"], agent["state"]))
         channel.expect(READY, "preparing its process")
         reached("exec.ready")
-        from kubirun import log
+        from kubirun.base import log
 
         log.debug(f"container {container.id}: exec {spec.args[0]!r} ready, pid {child}")
         if options.pid_file:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from kubirun import jsonio
+from kubirun.base import jsonio
 
 from kubirun.state import EXIT_FILE  # noqa: E402 - beside the other names of the state directory
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 
-from kubirun.errors import KubirunError
-from kubirun.ids import new_id, validate_id
-from kubirun.killpoint import reached
+from kubirun.base.errors import KubirunError
+from kubirun.base.ids import new_id, validate_id
+from kubirun.base.killpoint import reached
 from kubirun.process import ProcessSpec
 
 DEFAULT_STORE = "/var/lib/kubirun"
@@ -93,7 +93,8 @@ def security_options(options: list[str], process: ProcessSpec) -> "str | dict":
 
 
 def _read_profile(path: str) -> dict:
-    from kubirun import jsonio, seccomp, seccomp_default
+    from kubirun import seccomp, seccomp_default
+    from kubirun.base import jsonio
 
     where = f"--security-opt seccomp={path}"
     try:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 
-from kubirun import _native, jsonio, process
+from kubirun import _native, process
+from kubirun.base import jsonio
 from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
-from kubirun.errors import ContainerStartError, KubirunError, describe
-from kubirun.log import one_line
+from kubirun.base.errors import ContainerStartError, KubirunError, describe
+from kubirun.base.log import one_line
 from kubirun.ns import mounts, namespaces, network, rootfs
 from kubirun.ns.mountspec import plan_mounts
 

@@ -11,7 +11,7 @@ import os
 import stat
 
 from kubirun import _native
-from kubirun.errors import ExecError, KubirunError
+from kubirun.base.errors import ExecError, KubirunError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_ARGS = ("/bin/sh",)

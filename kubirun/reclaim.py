@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun import log
+from kubirun.base import log
 
 
 def leftovers_of(name: str, root: str, store: str | None = None) -> list[str]:
@@ -79,7 +79,7 @@ def dead_container(name: str, root: str) -> str | None:
 def gc(root: str, store: str | None = None) -> list[str]:
     """Remove every leftover of killed runtimes in the state root and the
     store; what was removed, one line each."""
-    from kubirun.ids import validate_id
+    from kubirun.base.ids import validate_id
     from kubirun.state import CLAIMING, REMOVING, all_entries, is_stale, remove_stale
 
     removed = []

@@ -37,7 +37,7 @@ import os
 
 from kubirun import _native
 from kubirun._native import ffi, lib
-from kubirun.errors import ContainerStartError, KubirunError, describe
+from kubirun.base.errors import ContainerStartError, KubirunError, describe
 
 WHERE = "linux.seccomp"
 
@@ -191,7 +191,7 @@ class Profile:
         version, names = self._unknown or ("", [])
         if names and self.warn_unknown:
             if warn is None:
-                from kubirun import log
+                from kubirun.base import log
 
                 warn = log.warning
             warn(f"{self.where}: skipped {len(names)} syscall(s) unknown to libseccomp"
@@ -494,7 +494,7 @@ def _cache_path(raw: dict) -> str | None:
     directory = cache_dir()
     if directory is None:
         return None
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     try:
         version = _version(_native.libseccomp())
@@ -520,7 +520,7 @@ def _read_cache(path: str) -> tuple[Program, Unknown] | None:
     """A cached program, if its file and directory are the user's own and
     no one else may write them (a program from elsewhere would be loaded
     into the container); None for anything else, which is compiled anew."""
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -547,7 +547,7 @@ def _trusted(st: os.stat_result) -> bool:
 def _write_cache(path: str, program: Program, unknown: Unknown) -> None:
     """Keep the program (atomically: another kubirun may read it now);
     a cache that cannot be written is no error, only slower next time."""
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     directory = os.path.dirname(path)
     try:

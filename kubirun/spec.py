@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 
-from kubirun import OCI_SPEC_VERSION, jsonio
-from kubirun.errors import KubirunError
+from kubirun import OCI_SPEC_VERSION
+from kubirun.base import jsonio
+from kubirun.base.errors import KubirunError
 from kubirun.process import ProcessSpec
 
 SUPPORTED_VERSIONS = ("1.0.", "1.1.", "1.2.", "1.3.")
@@ -522,7 +523,7 @@ def _ignore_mount_label(label: object) -> None:
     _expect(label, str, "linux.mountLabel")
     if os.path.exists("/sys/fs/selinux/enforce"):
         raise _fail("linux.mountLabel", "SELinux is enabled on this host, but kubirun cannot label mounts")
-    from . import log
+    from kubirun.base import log
     log.warning(f"config.json: linux.mountLabel {label!r} ignored: SELinux is not enabled on this host")
 
 

@@ -26,10 +26,10 @@ import errno
 import fcntl
 import os
 
-from kubirun import jsonio
-from kubirun.errors import KubirunError
-from kubirun.ids import validate_id
-from kubirun.killpoint import reached
+from kubirun.base import jsonio
+from kubirun.base.errors import KubirunError
+from kubirun.base.ids import validate_id
+from kubirun.base.killpoint import reached
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -285,7 +285,7 @@ def list_ids(root: str) -> list[str]:
     except FileNotFoundError:
         return []
     except NotADirectoryError:
-        from kubirun.errors import KubirunError
+        from kubirun.base.errors import KubirunError
 
         raise KubirunError(f"state root {root} is not a directory (from --root or"
                            " $KUBIRUN_ROOT)") from None

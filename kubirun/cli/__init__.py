@@ -64,8 +64,8 @@ def _stdout_is_broken() -> bool:
 def dispatch(command: Command, params: dict, global_params: dict) -> int:
     """Apply the global options, call the command's handler; an error
     becomes one line (on stderr, and in the log) and a non-zero status."""
-    from kubirun import log
-    from kubirun.errors import KubirunError, describe
+    from kubirun.base import log
+    from kubirun.base.errors import KubirunError, describe
 
     log.configure(global_params.get("log"), global_params.get("log_format"),
                   bool(global_params.get("debug")))
@@ -108,7 +108,7 @@ def dispatch(command: Command, params: dict, global_params: dict) -> int:
 
 
 def _check_globals(global_params: dict) -> None:
-    from kubirun.errors import KubirunError
+    from kubirun.base.errors import KubirunError
 
     if global_params.get("systemd_cgroup"):
         raise KubirunError("--systemd-cgroup is not supported: kubirun manages cgroups through"

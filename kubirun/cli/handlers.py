@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 
 # --- run: an image, or a bundle ----------------------------------------------
@@ -148,7 +148,7 @@ def start(container_id: str) -> int:
 
 
 def state(container_id: str) -> int:
-    from kubirun import jsonio
+    from kubirun.base import jsonio
     from kubirun.container import Container
 
     print(jsonio.dumps(Container(container_id).state(), indent=2))
@@ -221,8 +221,8 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
         # The process never ran (no such program, a cwd or pid file that
         # cannot be): runc says so with status 255, and engines (containerd,
         # podman) read that status and the message, not the shell's 126/127.
-        from kubirun import log
-        from kubirun.errors import describe
+        from kubirun.base import log
+        from kubirun.base.errors import describe
 
         log.error(str(err) if isinstance(err, KubirunError) else describe(err))
         return EXEC_DID_NOT_START
@@ -248,7 +248,7 @@ def ps(container_id: str, format: str, ps_args: tuple) -> int:
 
     pids = Container(container_id).processes()
     if format == "json":
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         print(jsonio.dumps(pids))
         return 0
@@ -279,7 +279,7 @@ def ps(container_id: str, format: str, ps_args: tuple) -> int:
 def list_(format: str, quiet: bool) -> int:
     from kubirun.container import list_containers
 
-    from kubirun import log
+    from kubirun.base import log
     from kubirun.state import Corrupt
 
     states = []
@@ -297,7 +297,7 @@ def list_(format: str, quiet: bool) -> int:
     for s in states:
         s["owner"] = _owner(s["id"])
     if format == "json":
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         print(jsonio.dumps([_as_runc_lists(s) for s in states] or None))  # runc: null, not []
         return 0
@@ -366,7 +366,7 @@ def events(container_id: str, stats: bool, interval: str) -> int:
 
 
 def update(container_id: str, resources: str | None, **flags) -> int:
-    from kubirun import log
+    from kubirun.base import log
     from kubirun.container import Container
     from kubirun.resources import resources_from_flags, resources_from_file
 
@@ -381,7 +381,7 @@ def update(container_id: str, resources: str | None, **flags) -> int:
 
 
 def spec(bundle: str | None, rootless: bool) -> int:
-    from kubirun import jsonio
+    from kubirun.base import jsonio
     from kubirun.spec import default_config
 
     path = os.path.join(bundle or ".", "config.json")
@@ -393,7 +393,7 @@ def spec(bundle: str | None, rootless: bool) -> int:
 
 
 def features() -> int:
-    from kubirun import jsonio
+    from kubirun.base import jsonio
     from kubirun.features import features as describe
 
     print(jsonio.dumps(describe(), indent=2))

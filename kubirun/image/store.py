@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import os
 
-from kubirun import jsonio
-from kubirun.errors import ImageError
+from kubirun.base import jsonio
+from kubirun.base.errors import ImageError
 
 DEFAULT_STORE = "/var/lib/kubirun"
 

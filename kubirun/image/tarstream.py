@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import ImageError
+from kubirun.base.errors import ImageError
 
 BLOCK = 512
 MAX_ID = 0xFFFFFFFE  # (uid_t)-1 is not an id: chown reads it as "unchanged"

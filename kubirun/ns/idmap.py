@@ -236,7 +236,7 @@ def write(pid: int, uid_mappings: list[Mapping], gid_mappings: list[Mapping]) ->
             continue
         helper = find_helper(kind)
         if helper is None:
-            from kubirun.errors import KubirunError
+            from kubirun.base.errors import KubirunError
 
             raise KubirunError(f"cannot write the {kind} map of process {pid}: {HELPERS[kind]}"
                                f" is not installed ({INSTALL_HINT})")
@@ -261,7 +261,7 @@ def write(pid: int, uid_mappings: list[Mapping], gid_mappings: list[Mapping]) ->
             if failure:
                 failures.append(failure)
     if failures:
-        from kubirun.errors import KubirunError
+        from kubirun.base.errors import KubirunError
 
         raise KubirunError(f"cannot write the id maps of process {pid}: {'; '.join(failures)}")
 

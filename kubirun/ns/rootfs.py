@@ -15,7 +15,7 @@ from kubirun._native import (
     MNT_DETACH, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
     MS_REMOUNT, MS_SLAVE, Kernel,
 )
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 
 
 def make_mounts_private(kernel: Kernel) -> None:

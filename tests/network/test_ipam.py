@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from kubirun import jsonio
-from kubirun.errors import KubirunError
+from kubirun.base import jsonio
+from kubirun.base.errors import KubirunError
 from kubirun.ns.net import etcfiles, ports
 from kubirun.ns.net.ipam import Pool, Subnet
 

@@ -6,7 +6,7 @@ import signal
 import pytest
 
 from kubirun.cli.handlers import parse_duration, parse_signal
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 from kubirun.resources import parse_size, resources_from_flags
 
 

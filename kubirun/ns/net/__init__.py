@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 DEFAULT_BRIDGE = "kubi0"
 DEFAULT_SUBNET = "10.89.0.0/16"
@@ -262,7 +262,7 @@ def teardown(record: dict) -> None:
 
 
 def _undo(record: dict, release: bool) -> None:
-    from kubirun import log
+    from kubirun.base import log
 
     errors = []
     here = record.get("netns") in (None, _current_netns())

@@ -23,8 +23,8 @@ from __future__ import annotations
 import fcntl
 import os
 
-from kubirun import jsonio
-from kubirun.errors import KubirunError
+from kubirun.base import jsonio
+from kubirun.base.errors import KubirunError
 
 LOCK = "lock"
 LAST = "last"
