@@ -516,7 +516,7 @@ class Container:
             teardown(state["network"])  # veth, port rules, lease: also after a killed runtime
         reached("delete.network")
         if state.get("remove_on_delete"):
-            from kubirun.image.containerdir import remove
+            from kubirun.containerdir import remove
 
             remove(state["remove_on_delete"])
         reached("delete.store")

@@ -19,7 +19,7 @@ foreground, on the same lifecycle as an OCI bundle.
        given back at once)
 
 The container's directory is owned by this run while it lasts
-(``image.containerdir``): if the run is killed, ``delete --force NAME``,
+(``kubirun.containerdir``): if the run is killed, ``delete --force NAME``,
 the next ``run --name NAME`` or ``gc`` finds it ownerless and removes it
 (``kubirun.reclaim``), with what else the run had made.
 """
@@ -193,7 +193,7 @@ def make_rootless(config: dict) -> None:
 
 def run(options: RunOptions) -> int:
     """Run a container to completion and return its exit status."""
-    from kubirun.image import containerdir
+    from kubirun import containerdir
     from kubirun.state import default_root
 
     name = validate_id(options.name or new_id())

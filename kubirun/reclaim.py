@@ -2,7 +2,7 @@
 
 Every kubirun command makes things in an order that a later one can read
 back: a state directory is born locked (``kubirun.state``), a store
-directory owned (``kubirun.image.containerdir``), a lease names its
+directory owned (``kubirun.containerdir``), a lease names its
 container and the process that took it (``kubirun.ns.net.ipam``), a layer
 is unpacked under ``store/tmp`` before it is renamed into place.  So,
 without any record of the killed command itself:
@@ -35,7 +35,7 @@ from kubirun.base import log
 def leftovers_of(name: str, root: str, store: str | None = None) -> list[str]:
     """After ``delete --force NAME`` (and before ``run --name NAME``): the
     store directory of that name and its leases, if their run is dead."""
-    from kubirun.image import containerdir
+    from kubirun import containerdir
     from kubirun.image.store import Store, store_root
     from kubirun.state import all_entries, is_stale, remove_stale
 
@@ -119,7 +119,7 @@ def _stale_leases(root: str, entries: list[str], owner: str | None = None) -> li
 
 
 def _store_leftovers(root: str, store: str | None) -> list[str]:
-    from kubirun.image import containerdir
+    from kubirun import containerdir
     from kubirun.image.store import Store
 
     store = Store(store)

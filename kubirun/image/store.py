@@ -9,7 +9,7 @@
       containers/NAME/   a container: upper/, work/, rootfs/ (the overlay
                          mount), ``image`` (its image id, which keeps
                          the image from ``rm`` and ``prune``) and ``owner``
-                         (locked by its run: image.containerdir)
+                         (locked by its run: kubirun.containerdir)
       tmp/               layers being unpacked, archives being decompressed
                          (what killed imports left: ``remove_import_leftovers``)
       locks/             flock(2) files
