@@ -31,6 +31,7 @@ import _signal as signal  # the public module costs ~3 ms of enum set-up per sta
 from kubirun.base.errors import KubirunError
 from kubirun.base.ids import new_id, validate_id
 from kubirun.base.killpoint import reached
+from kubirun.ns.net import NetworkOptions  # noqa: F401 (RunOptions.network: the CLI's)
 from kubirun.process import ProcessSpec
 
 DEFAULT_STORE = "/var/lib/kubirun"
@@ -194,7 +195,7 @@ def make_rootless(config: dict) -> None:
 def run(options: RunOptions) -> int:
     """Run a container to completion and return its exit status."""
     from kubirun import containerdir
-    from kubirun.state import default_root
+    from kubirun.state import default_root, has_state
 
     name = validate_id(options.name or new_id())
     root = default_root()
@@ -217,7 +218,7 @@ def run(options: RunOptions) -> int:
 
         # First: in bridge mode its helper works while the image unpacks.
         network = net.setup(options.network or net.NetworkOptions(), name, container_dir,
-                            options.hostname or name)
+                            options.hostname or name, root, has_state)
         reached("run.network")
         from kubirun.container import Container, CreateOptions
 

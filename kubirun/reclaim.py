@@ -110,8 +110,9 @@ def _stale_leases(root: str, entries: list[str], owner: str | None = None) -> li
         if name.startswith("network:"):
             from kubirun.ns.net import undo_stale
             from kubirun.ns.net.ipam import Pool
+            from kubirun.state import has_state
 
-            pool = Pool(os.path.join(root, name), None)
+            pool = Pool(os.path.join(root, name), None, has_state)
             for record in pool.reclaim_stale(undo_stale, owner):
                 removed.append(f"lease {record.get('address')} of {record.get('owner')}"
                                f" ({pool.dir})")

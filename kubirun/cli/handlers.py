@@ -64,7 +64,7 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
     )
     spec.init = init
     seccomp = imagerun.security_options(list(security_opt), spec)
-    from kubirun.ns.net import NetworkOptions
+    from kubirun.imagerun import NetworkOptions
     from kubirun.resources import run_limits
 
     return imagerun.run(imagerun.RunOptions(image=image, name=name, hostname=hostname,

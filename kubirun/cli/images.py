@@ -113,8 +113,8 @@ def write_bundle(image: str, directory: str, command: list[str], platform: str |
     """``DIR/config.json`` and ``DIR/rootfs/`` (a copy: the bundle owes
     nothing to the store) from ``image``."""
     from kubirun.base import jsonio
-    from kubirun.image.config import bundle_config
     from kubirun.image.extract import RootWriter, copy_tree
+    from kubirun.imagebundle import bundle_config
     from kubirun.image.source import is_layout_dir, split_ref
     from kubirun.image.store import Store, flatten
 

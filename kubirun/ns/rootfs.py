@@ -105,18 +105,17 @@ def move_into(kernel: Kernel, rootfs: str) -> None:
 def _revealing_mounts(rootfs: str, mountinfo: int) -> list[str]:
     """Mount points of whole procfs and sysfs trees outside ``rootfs``,
     parents first (the order of ``mountinfo``, an open /proc/self/mountinfo)."""
-    from kubirun.cgroups.mountinfo import _unescape
+    from kubirun.base.mountinfo import parse_line
 
     rootfs = os.path.realpath(rootfs)  # as mountinfo shows it
     found = []
     os.lseek(mountinfo, 0, os.SEEK_SET)  # a seq file: read anew from 0
     with os.fdopen(os.dup(mountinfo)) as f:
         for line in f:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            mountpoint = _unescape(fields[4])
-            if fstype not in ("proc", "sysfs") or fields[3] != "/":
+            mount = parse_line(line)
+            if mount is None or mount.fstype not in ("proc", "sysfs") or mount.root != "/":
                 continue
+            mountpoint = mount.mountpoint
             if mountpoint == rootfs or mountpoint.startswith(rootfs.rstrip("/") + "/"):
                 continue
             found.append(mountpoint)

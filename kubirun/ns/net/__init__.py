@@ -136,16 +136,18 @@ def links() -> list[str]:
 
 
 def setup(options: NetworkOptions, container_id: str, container_dir: str,
-          hostname: str) -> Network | None:
+          hostname: str, state_root: str, has_state) -> Network | None:
     """Start on a container's network, before its image is unpacked: in
-    bridge mode lease an address and fork the helper.  None for ``none``."""
+    bridge mode lease an address and fork the helper.  None for ``none``.
+    The lease pool lives under ``state_root``; ``has_state(root, id)`` tells
+    whether a lease's container still has a state (ipam.Pool)."""
     mode, path = options.resolve()
     if mode == "none":
         return None
     network = Network(mode, path)
     if mode == "bridge":
         try:
-            network.start_bridge(options, container_id, container_dir, hostname)
+            network.start_bridge(options, container_id, container_dir, hostname, state_root, has_state)
         except BaseException:
             network.close()
             raise
@@ -171,16 +173,15 @@ class Network:
         self.ports: list = []
 
     def start_bridge(self, options: NetworkOptions, container_id: str, container_dir: str,
-                     hostname: str) -> None:
+                     hostname: str, root: str, has_state) -> None:
         from kubirun.ns.net import etcfiles, ipam, ports, veth
         from kubirun.ns.net.helper import Helper
-        from kubirun.state import default_root, process_start_time
+        from kubirun.base.proc import process_start_time
 
         bridge = options.bridge or DEFAULT_BRIDGE
         subnet = ipam.Subnet(options.subnet or DEFAULT_SUBNET)
         self.ports = ports.parse_publish(options.publish)
-        root = default_root()
-        pool = ipam.Pool(ipam.pool_dir(root, bridge), subnet)
+        pool = ipam.Pool(ipam.pool_dir(root, bridge), subnet, has_state)
         me = os.getpid()
 
         def make_record(address: str) -> dict:
