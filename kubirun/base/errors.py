@@ -21,6 +21,10 @@ class UnsafeArchiveError(ImageError):
     """A tar entry would land outside the root it is extracted into."""
 
 
+class SpecError(KubirunError):
+    """config.json is malformed or asks for something impossible."""
+
+
 class ContainerStartError(KubirunError):
     """The container's init failed before ``execve`` of the user's program."""
 
