@@ -371,7 +371,7 @@ def start_init(container_id: str, spec: Spec, fifo: str, options,
             master = console.receive_master(ours, console.caller_terminal())
     except BaseException:
         # Not yet the caller's to undo (it learns the pid from our return).
-        from kubirun.container import reap
+        from kubirun.children import reap
 
         os.kill(pid, 9)  # our own child: its pid cannot be recycled before we reap it
         reap(pid)

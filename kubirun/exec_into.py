@@ -26,7 +26,7 @@ import sys
 from kubirun import _native, process
 from kubirun._native import CLOSE_RANGE_CLOEXEC, CLONE_NEWPID, PR_SET_DUMPABLE
 from kubirun.channel import READY, InitChannel
-from kubirun.container import reap
+from kubirun.children import reap
 from kubirun.base.errors import ExecError, KubirunError, describe
 from kubirun.init import cgroups_join, not_born_in
 from kubirun.base.killpoint import reached
@@ -79,11 +79,11 @@ def process_from_args(args: list[str], state: dict) -> process.ProcessSpec:
                        " (made by an older kubirun: pass --process)")
 
 
-def exec_in_container(container_id: str, spec: process.ProcessSpec, options: ExecOptions,
-                      root: str | None = None) -> int:
-    from kubirun.container import Container
-
-    container = Container(container_id, root)
+def exec_in(container, spec: process.ProcessSpec, options: ExecOptions) -> int:
+    """Run ``spec`` in ``container`` (a kubirun.container.Container, which
+    imports this module: hence an argument, not an import); by id:
+    kubirun.container.exec_in_container."""
+    container_id = container.id
     state = container.load()
     status = container.status(state)
     if status not in ("running", "created") and not (status == "paused" and options.ignore_paused):
@@ -203,7 +203,7 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
 
         log.debug(f"container {container.id}: exec {spec.args[0]!r} ready, pid {child}")
         if options.pid_file:
-            from kubirun.container import write_pid_file
+            from kubirun.children import write_pid_file
 
             write_pid_file(options.pid_file, child)
         if options.detach:

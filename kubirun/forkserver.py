@@ -138,7 +138,8 @@ class Server:
         import tempfile
 
         from kubirun.base import log
-        from kubirun.exec_into import ExecOptions, exec_in_container
+        from kubirun.container import exec_in_container
+        from kubirun.exec_into import ExecOptions
         from kubirun.spec import parse_process
 
         spec = parse_process(message["process"], "process")

@@ -284,7 +284,7 @@ def run(options: RunOptions) -> int:
 def _reclaim_name(name: str, root: str) -> None:
     """``run --name NAME`` after a run of that name was killed: what it
     left is removed (a live or kept container of that name is not)."""
-    from kubirun import reclaim
+    from kubirun import garbage, reclaim
 
-    reclaim.dead_container(name, root)
+    garbage.dead_container(name, root)
     reclaim.leftovers_of(name, root, store_dir())

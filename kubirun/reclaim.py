@@ -53,7 +53,7 @@ def leftovers_of(name: str, root: str, store: str | None = None) -> list[str]:
     claims = [entry for entry in _list(containers) if entry.startswith(name + containerdir.CLAIMING)]
     removed += [os.path.join(containers, claim) for claim in claims
                 if containerdir.reclaim_claim(os.path.join(containers, claim))]
-    removed += _stale_leases(root, entries, owner=name)
+    removed += stale_leases(root, entries, owner=name)
     removed += [f"{path} (an interrupted import)"
                 for path in Store(store).remove_import_leftovers(wait=False)]
     for what in removed:
@@ -68,43 +68,7 @@ def _list(directory: str) -> list[str]:
         return []
 
 
-def dead_container(name: str, root: str) -> str | None:
-    """Remove container NAME of ``root`` if it is a leftover (see
-    ``Container.dead``): why it was, or None."""
-    from kubirun.container import Container
-
-    return Container(name, root).dead()
-
-
-def gc(root: str, store: str | None = None) -> list[str]:
-    """Remove every leftover of killed runtimes in the state root and the
-    store; what was removed, one line each."""
-    from kubirun.base.ids import validate_id
-    from kubirun.state import CLAIMING, REMOVING, all_entries, is_stale, remove_stale
-
-    removed = []
-    for name in all_entries(root):
-        path = os.path.join(root, name)
-        if CLAIMING in name or REMOVING in name:
-            if is_stale(path):
-                remove_stale(path)
-                removed.append(f"{path} (a claim or removal of a killed runtime)")
-            continue
-        if ":" in name:
-            continue  # network:BRIDGE, below
-        try:
-            validate_id(name)
-        except Exception:  # noqa: BLE001 - not a container's directory: not ours to judge
-            continue
-        why = dead_container(name, root)
-        if why:
-            removed.append(f"container {name} ({why})")
-    removed += _stale_leases(root, all_entries(root))
-    removed += _store_leftovers(root, store)
-    return removed
-
-
-def _stale_leases(root: str, entries: list[str], owner: str | None = None) -> list[str]:
+def stale_leases(root: str, entries: list[str], owner: str | None = None) -> list[str]:
     removed = []
     for name in entries:
         if name.startswith("network:"):
@@ -119,7 +83,7 @@ def _stale_leases(root: str, entries: list[str], owner: str | None = None) -> li
     return removed
 
 
-def _store_leftovers(root: str, store: str | None) -> list[str]:
+def store_leftovers(root: str, store: str | None) -> list[str]:
     from kubirun import containerdir
     from kubirun.image.store import Store
 

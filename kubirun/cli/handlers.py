@@ -173,7 +173,8 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
           console_socket: str | None, cwd: str | None, env: list, user: str | None,
           additional_gids: list, cap: list, no_new_privs: bool, detach: bool,
           pid_file: str | None, preserve_fds: str, ignore_paused: bool = False) -> int:
-    from kubirun.exec_into import ExecOptions, exec_in_container, process_from_args, process_from_file
+    from kubirun.container import exec_in_container
+    from kubirun.exec_into import ExecOptions, process_from_args, process_from_file
 
     args = list(command)
     if args and args[0] == "--":
@@ -337,10 +338,10 @@ def _owner(container_id: str) -> str:
 
 
 def gc(store: str | None) -> int:
-    from kubirun import reclaim
+    from kubirun import garbage
     from kubirun.state import default_root
 
-    for line in reclaim.gc(default_root(), os.path.abspath(store) if store else None):
+    for line in garbage.gc(default_root(), os.path.abspath(store) if store else None):
         print(f"removed {line}")
     return 0
 
