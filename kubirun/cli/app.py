@@ -6,7 +6,7 @@ import click
 
 from kubirun import __version__
 from kubirun.cli.table import COMMANDS, GLOBAL_OPTIONS, GROUPS, Command
-from kubirun.cli import dispatch, version_text
+from kubirun.cli.dispatch import dispatch, version_text
 
 
 def _click_options(options) -> list[click.Parameter]:
