@@ -747,8 +747,9 @@ def _raise_start_failure(container_id: str, received: bytes) -> None:
                            " closed the exec fifo without starting")
     report = received[1:]
     if report.startswith(b"E"):
-        code, _, message = report[1:].partition(b"\0")
-        raise ContainerStartError(message.decode(errors="replace"), int(code or 1))
+        from kubirun.channel import parse_error
+
+        raise parse_error(report[1:])
 
 
 def _release_init(fifo: str, state: dict, agent: tuple[str, dict] | None = None) -> None:

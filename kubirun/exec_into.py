@@ -317,9 +317,10 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
         process.exec_program(program, spec.args, env, helper, (channel.report_fd(),), False,
                              seccomp is None or seccomp.execveat_allowed)
     except KubirunError as err:
-        channel.report_error(err.exit_code, str(err))
+        channel.report_error(err.exit_code, str(err), err.errno)
     except BaseException as err:  # noqa: BLE001
-        channel.report_error(1 if not isinstance(err, ExecError) else err.exit_code, describe(err))
+        channel.report_error(1 if not isinstance(err, ExecError) else err.exit_code, describe(err),
+                             getattr(err, "errno", None))
     os._exit(1)
 
 

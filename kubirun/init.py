@@ -78,11 +78,11 @@ def container_init(config: InitConfig) -> "NoReturn":  # noqa: F821
         channel.child_side()
         _setup_and_exec(config)
     except KubirunError as err:
-        channel.report_error(err.exit_code, str(err))
-        report_after_start(err.exit_code, str(err))
+        channel.report_error(err.exit_code, str(err), err.errno)
+        report_after_start(err.exit_code, str(err), err.errno)
     except BaseException as err:  # noqa: BLE001 - the child must never unwind into the CLI
-        channel.report_error(1, describe(err))
-        report_after_start(1, describe(err))
+        channel.report_error(1, describe(err), getattr(err, "errno", None))
+        report_after_start(1, describe(err), getattr(err, "errno", None))
     os._exit(1)
 
 
@@ -374,11 +374,13 @@ def _wait_for_start(fifo: int) -> None:
     _start_report_fd = fd
 
 
-def report_after_start(code: int, message: str) -> None:
-    """A failure after `start` released us: to `start`, which waits for it."""
+def report_after_start(code: int, message: str, errno: int | None = None) -> None:
+    """A failure after `start` released us: to `start`, which waits for it
+    (framed as on the init channel: kubirun.channel.parse_error)."""
     if _start_report_fd is not None:
+        head = f"{code}:{errno}" if errno else f"{code}"
         try:
-            os.write(_start_report_fd, f"E{code}\0{message}".encode(errors="replace"))
+            os.write(_start_report_fd, f"E{head}\0{message}".encode(errors="replace"))
         except OSError:
             pass
 

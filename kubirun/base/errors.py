@@ -1,4 +1,11 @@
-"""The errors kubirun reports to its user: one line, a context, an exit code."""
+"""The errors kubirun reports to its user: one line, a context, an exit code.
+
+Every error kubirun raises on purpose is a ``KubirunError`` (the cgroup,
+id-mapping, tar, overlay and BPF errors of the rooms below included), so
+one ``except KubirunError`` in the CLI makes any of them one line.  What
+is known of the failure rides along for a program to inspect: ``errno``,
+``syscall``, ``path`` and ``container_id`` (None when not known).
+"""
 from __future__ import annotations
 
 
@@ -6,11 +13,48 @@ class KubirunError(Exception):
     """An error the CLI prints as one line before exiting with ``exit_code``."""
 
     exit_code = 1
+    errno: int | None = None
+    syscall: str | None = None
+    path: str | None = None
+    container_id: str | None = None
 
-    def __init__(self, message: str, exit_code: int | None = None) -> None:
+    def __init__(self, message: str, exit_code: int | None = None, *, errno: int | None = None,
+                 syscall: str | None = None, path: str | None = None,
+                 container_id: str | None = None) -> None:
         super().__init__(message)
         if exit_code is not None:
             self.exit_code = exit_code
+        self.errno = errno
+        self.syscall = syscall
+        self.path = path
+        self.container_id = container_id
+
+    @classmethod
+    def from_oserror(cls, err: OSError, syscall: str | None = None,
+                     container_id: str | None = None, context: str = "") -> "KubirunError":
+        """``err`` as one of ours: "CONTEXT: SYSCALL: reason: path", with its
+        errno and path kept."""
+        text = describe(err)
+        if syscall:
+            text = f"{syscall}: {text}"
+        if context:
+            text = f"{context}: {text}"
+        return cls(text, errno=err.errno, syscall=syscall,
+                   path=err.filename if isinstance(err.filename, str) else None,
+                   container_id=container_id)
+
+
+class CgroupError(KubirunError):
+    """A cgroup operation failed. The message names the cgroup path, the
+    file and the errno text; the same are in ``path``, ``file`` and
+    ``errno`` (None when not applicable).  Defined here, not in
+    kubirun.cgroups, so that every module of that package may raise it
+    without importing the package's ``__init__``."""
+
+    def __init__(self, message: str, *, path: str | None = None, file: str | None = None,
+                 errno: int | None = None) -> None:
+        super().__init__(message, errno=errno, path=path)
+        self.file = file
 
 
 class ImageError(KubirunError):

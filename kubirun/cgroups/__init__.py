@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import os
 
+from kubirun.base.errors import CgroupError  # noqa: F401 (kubirun.cgroups.CgroupError)
+
 # Where relative OCI cgroupsPaths go.
 DEFAULT_PARENT = "/kubirun"
 
@@ -41,19 +43,6 @@ DESTROY_TIMEOUT = 2.0
 # What an error for a config this host cannot take starts with, as runc's
 # ("invalid configuration: cannot use unified on cgroup v1").
 INVALID = "invalid configuration: "
-
-
-class CgroupError(Exception):
-    """A cgroup operation failed. The message names the cgroup path, the
-    file and the errno text; the same are in ``path``, ``file`` and
-    ``errno`` (None when not applicable)."""
-
-    def __init__(self, message: str, *, path: str | None = None, file: str | None = None,
-                 errno: int | None = None) -> None:
-        super().__init__(message)
-        self.path = path
-        self.file = file
-        self.errno = errno
 
 
 def normalise_path(path: str) -> str:

@@ -52,6 +52,8 @@ import errno as _errno
 import os
 import struct
 
+from kubirun.base.errors import KubirunError
+
 from .devices import WILDCARD, DeviceRuleError, Emulator
 
 # --- uapi constants (include/uapi/linux/bpf.h) --------------------------------
@@ -93,13 +95,12 @@ PROG_NAME = "kubirun_devices"  # at most 15 characters: [A-Za-z0-9_.]
 SYS_BPF = {"x86_64": 321, "amd64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280}
 
 
-class BPFError(Exception):
+class BPFError(KubirunError):
     """A bpf(2) call failed; ``errno`` is its errno, ``log`` the verifier's
     log for a program the kernel refused ("" otherwise)."""
 
     def __init__(self, message: str, errno: int | None = None, log: str = "") -> None:
-        super().__init__(message)
-        self.errno = errno
+        super().__init__(message, errno=errno, syscall="bpf")
         self.log = log
 
 

@@ -60,11 +60,6 @@ def dispatch(command: Command, params: dict, global_params: dict) -> int:
         log.error(describe(err))
         return 1
     except Exception as err:
-        # kubirun.cgroups depends on nothing of ours, so its errors are not
-        # KubirunErrors; they are still the user's one line.
-        if type(err).__module__.startswith("kubirun.cgroups"):
-            log.error(str(err))
-            return 1
         # A bug of ours: still one line (engines show the last line of
         # stderr); the traceback with --debug.
         if global_params.get("debug"):

@@ -13,9 +13,10 @@ import errno
 import os
 
 from kubirun import _native
+from kubirun.base.errors import KubirunError
 
 
-class OverlayUnavailable(Exception):
+class OverlayUnavailable(KubirunError):
     """overlayfs cannot be used here (no such file system, options refused,
     or the store's file system cannot be an upper layer)."""
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 
+from kubirun.base.errors import KubirunError
+
 Mapping = tuple[int, int, int]  # (containerID, hostID, size)
 
 INSTALL_HINT = "apt install uidmap"
@@ -30,7 +32,7 @@ SUBID_FILES = {"uid": "/etc/subuid", "gid": "/etc/subgid"}
 HELPERS = {"uid": "newuidmap", "gid": "newgidmap"}
 
 
-class IdMapError(Exception):
+class IdMapError(KubirunError):
     """A mapping the caller may not write; the message says why (one line),
     ``index`` which line of the mappings (None: all of them)."""
 

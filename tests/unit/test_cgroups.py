@@ -167,7 +167,8 @@ def test_import_is_cheap():
 
     code = "import sys, kubirun.cgroups; print(sorted(m for m in sys.modules if m.startswith('kubirun')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert eval(out) == ["kubirun", "kubirun.cgroups"]
+    # kubirun.base.errors for CgroupError (a KubirunError), and nothing else
+    assert eval(out) == ["kubirun", "kubirun.base", "kubirun.base.errors", "kubirun.cgroups"]
 
 
 # --- paths and state -----------------------------------------------------
