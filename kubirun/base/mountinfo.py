@@ -9,16 +9,23 @@ The optional fields vary in number, hence the search for the lone "-".
 """
 from __future__ import annotations
 
-from typing import NamedTuple
 
 
-class Mount(NamedTuple):
-    id: str
-    parent: str
-    root: str  # unescaped
-    mountpoint: str  # unescaped
-    fstype: str
-    superoptions: str
+class Mount:
+    """One mount: ``root`` and ``mountpoint`` unescaped; ``fstype`` and
+    ``superoptions`` empty for a line without the "-" separator.  (Not a
+    NamedTuple: ``typing`` costs ~10 ms to import, on the start path.)"""
+
+    __slots__ = ("fstype", "id", "mountpoint", "parent", "root", "superoptions")
+
+    def __init__(self, id: str, parent: str, root: str, mountpoint: str, fstype: str,
+                 superoptions: str) -> None:
+        self.id = id
+        self.parent = parent
+        self.root = root
+        self.mountpoint = mountpoint
+        self.fstype = fstype
+        self.superoptions = superoptions
 
 
 def unescape(field: str) -> str:
