@@ -289,7 +289,7 @@ def _enter_and_exec(spec: process.ProcessSpec, channel: InitChannel,
     for kind, fd in namespaces:
         if kind == "root":
             os.fchdir(fd)
-            os.chroot(".")
+            _native.chroot(".")
         elif kind != "pid":
             _native.setns(fd, NAMESPACE_FLAGS[kind])
     os.chdir("/")

@@ -98,7 +98,7 @@ def move_into(kernel: Kernel, rootfs: str) -> None:
         os.close(mountinfo)
     kernel.chdir(rootfs)
     kernel.mount(rootfs, "/", None, MS_MOVE)
-    os.chroot(".")
+    kernel.chroot(".")
     kernel.chdir("/")
 
 
@@ -126,7 +126,7 @@ def chroot_into(kernel: Kernel, rootfs: str) -> None:
     """No mount namespace of its own (``ns.hostmount``): a chroot, the host's
     mounts unchanged.  As weak as runc's: CAP_SYS_CHROOT gets out."""
     kernel.chdir(rootfs)
-    os.chroot(".")
+    kernel.chroot(".")
     kernel.chdir("/")
 
 
