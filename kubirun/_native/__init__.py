@@ -185,6 +185,19 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
         raise _fail("close_range")
 
 
+def bpf(cmd: int, attr: bytearray) -> int:
+    """bpf(2) on ``attr`` (a union bpf_attr, which the kernel may write
+    back into): its result, or -errno.  Pointers inside ``attr`` come from
+    ``buffer_address``."""
+    return lib.kubi_bpf(cmd, ffi.from_buffer(attr), len(attr))
+
+
+def buffer_address(buffer: bytearray) -> int:
+    """Where ``buffer``'s bytes are, for a pointer inside a bpf_attr (valid
+    while the bytearray lives and keeps its size)."""
+    return int(ffi.cast("uintptr_t", ffi.from_buffer(buffer)))
+
+
 def chroot(path: str) -> None:
     """chroot(2).  Python's own call, but here so that every change of root
     goes through the seam (Kernel.chroot) that tests can record."""
