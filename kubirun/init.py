@@ -19,7 +19,7 @@ from kubirun._native import PR_SET_PDEATHSIG, Kernel
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
 from kubirun.base.errors import ContainerStartError
 from kubirun.base.log import one_line
-from kubirun.ns import mounts, namespaces, network, rootfs
+from kubirun.ns import loopback, mounts, namespaces, rootfs
 from kubirun.ns.mountspec import plan_mounts
 from kubirun.tail import finish_and_exec, run_child
 
@@ -199,7 +199,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.domainname is not None:
         _native.setdomainname(config.domainname)
     if config.new_netns:
-        network.bring_up_loopback()
+        loopback.bring_up_loopback()
 
     # 12. Into the memory cgroup, then a cgroup namespace rooted where we
     #     are now.

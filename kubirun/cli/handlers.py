@@ -65,7 +65,7 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
     spec.init = init
     seccomp = imagerun.security_options(list(security_opt), spec)
     from kubirun.imagerun import NetworkOptions
-    from kubirun.resources import run_limits
+    from kubirun.resource_flags import run_limits
 
     return imagerun.run(imagerun.RunOptions(image=image, name=name, hostname=hostname,
                                             process=spec, keep=keep,
@@ -369,7 +369,7 @@ def events(container_id: str, stats: bool, interval: str) -> int:
 def update(container_id: str, resources: str | None, **flags) -> int:
     from kubirun.base import log
     from kubirun.container import Container
-    from kubirun.resources import resources_from_flags, resources_from_file
+    from kubirun.resource_flags import resources_from_flags, resources_from_file
 
     changes = resources_from_file(resources) if resources else {}
     for section, values in resources_from_flags(flags).items():
