@@ -1,6 +1,6 @@
-"""The container's network namespace as kubirun run makes it: only ``lo``,
-and up.  (Bridges and veths come with the networking work; they will import
-pyroute2 lazily, only when asked for.)"""
+"""A new network namespace's ``lo``, brought up by the init (step 11).
+Apart from kubirun.ns.net (bridges, veths, leases, published ports), whose
+package the init's start path does not import."""
 from __future__ import annotations
 
 from kubirun import _native
