@@ -38,7 +38,7 @@ import select
 import socket
 import sys
 import threading
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 from kubirun.events import Event, Events, ExitEvent, OOMEvent, StatsEvent
 from kubirun.exitstatus import ExitStatus
 
@@ -120,7 +120,7 @@ class _ForkServer:
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         os.set_inheritable(theirs.fileno(), True)
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         code = ("import sys; sys.path[:0] = " + jsonio.dumps([p for p in sys.path if p])
                 + "; from kubirun.forkserver import serve; serve(" + str(theirs.fileno()) + ")")
@@ -254,7 +254,7 @@ class Runtime:
         The container's root (an overlay of the image's layers) and its
         directory in the store go with its ``delete``; after a killed
         orchestrator, with ``kubirun delete --force NAME`` or ``kubirun gc``."""
-        from kubirun.ids import new_id, validate_id
+        from kubirun.base.ids import new_id, validate_id
 
         container_id = validate_id(name) if name is not None else new_id()
         if not isinstance(image, (str, os.PathLike)):
@@ -293,7 +293,7 @@ class Runtime:
         sandbox=it)``), as Kubernetes' pause container.  It needs no image:
         an empty root, and kubirun's exec helper as a PID 1 that reaps and
         exits 0 at SIGTERM.  ``delete(force=True)`` removes it and its network."""
-        from kubirun.ids import validate_id
+        from kubirun.base.ids import validate_id
 
         container_id = validate_id(name)
         if network not in ("none", "host", "bridge"):
@@ -349,7 +349,7 @@ class Runtime:
 
     def _with_cgroup(self, container_id: str, bundle: str | os.PathLike,
                      config: dict | None) -> dict:
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         if config is None:
             path = os.path.join(bundle, "config.json")

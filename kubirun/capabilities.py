@@ -7,7 +7,8 @@ then set the three thread sets with ``capset`` and raise the ambient ones.
 """
 from __future__ import annotations
 
-from kubirun import _native, explain
+from kubirun import _native
+from kubirun.base import explain
 from kubirun._native import (
     PR_CAP_AMBIENT,
     PR_CAP_AMBIENT_CLEAR_ALL,
@@ -15,7 +16,7 @@ from kubirun._native import (
     PR_CAPBSET_DROP,
     PR_SET_KEEPCAPS,
 )
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 
 _NAMES = (
     "CHOWN DAC_OVERRIDE DAC_READ_SEARCH FOWNER FSETID KILL SETGID SETUID SETPCAP"

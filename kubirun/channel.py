@@ -12,14 +12,17 @@ program (``execve`` closed its end).  Pipes, not a socketpair: the
                             and createRuntime hooks
                       b"R"  ready: record me as created
                       b"W"  waiting for ``start`` (PDEATHSIG dropped)
-                      b"E<code>\\0<message>"  failed (then exits)
+                      b"E<code>[:<errno>]\\0<message>"  failed (then exits);
+                            the errno of the failed call, when known
+                            (the exec helper's too), becomes the raised
+                            error's ``errno``
     runtime -> init   b"G"  go on (after C: the cgroup's files and mounts, JSON)
 """
 from __future__ import annotations
 
 import os
 
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 
 USERNS, CGROUP, HOOKS, READY, WAITING, ERROR, GO = b"U", b"C", b"H", b"R", b"W", b"E", b"G"
 
@@ -51,9 +54,10 @@ class InitChannel:
     def tell(self, tag: bytes) -> None:
         os.write(self._to_runtime_w, tag)
 
-    def report_error(self, code: int, message: str) -> None:
+    def report_error(self, code: int, message: str, errno: int | None = None) -> None:
+        head = f"{code}:{errno}" if errno else f"{code}"
         try:
-            os.write(self._to_runtime_w, ERROR + f"{code}\0{message}".encode(errors="replace"))
+            os.write(self._to_runtime_w, ERROR + f"{head}\0{message}".encode(errors="replace"))
         except OSError:
             pass
 
@@ -73,8 +77,7 @@ class InitChannel:
                 if not more:
                     break
                 data += more
-            code, _, message = data[1:].partition(b"\0")
-            raise ContainerStartError(message.decode(errors="replace"), int(code or 1))
+            raise parse_error(data[1:])
         return data
 
     def expect(self, tag: bytes, what: str) -> None:
@@ -93,3 +96,11 @@ class InitChannel:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def parse_error(report: bytes) -> ContainerStartError:
+    """An error report (after its b"E") as the error to raise."""
+    head, _, message = report.partition(b"\0")
+    code, _, errno = head.partition(b":")
+    return ContainerStartError(message.decode(errors="replace"), int(code or 1),
+                               errno=int(errno) if errno.isdigit() else None)

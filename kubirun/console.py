@@ -16,11 +16,10 @@ import socket
 import struct
 import termios
 import tty
-from kubirun._native import MS_BIND, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, Kernel
+from kubirun._native import (MS_BIND, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS,
+                             Kernel, open_pty_peer)
 from kubirun.ns.mounts import open_dir_in_root, proc_fd_path
 
-TIOCSPTLCK = 0x40045431
-TIOCGPTPEER = 0x5441
 
 PTY_MESSAGE = b"pty"
 
@@ -35,18 +34,14 @@ def open_pty_inside(kernel: Kernel, root_fd: int) -> tuple[int, int]:
     """
     master = kernel.open_in_root(root_fd, "dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY,
                                  RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
-    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    return master, slave
+    return master, kernel.open_pty_peer(master)
 
 
 def open_pty_in_current_root() -> tuple[int, int]:
     """``exec -t``: a pty from the container's devpts, after joining its
     mount namespace (our root is the container's now)."""
     master = os.open("/dev/pts/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
-    return master, slave
+    return master, open_pty_peer(master)
 
 
 def bind_console(kernel: Kernel, root_fd: int, slave: int) -> None:

@@ -21,10 +21,12 @@ from __future__ import annotations
 import os
 import time
 
-from kubirun import _native, log
-from kubirun.errors import ContainerStartError, KubirunError
-from kubirun.killpoint import reached
-from kubirun.spec import Spec
+from kubirun import _native
+from kubirun.base import log
+from kubirun.base.errors import ContainerStartError, KubirunError
+from kubirun.base.killpoint import reached
+from kubirun.children import reap, write_pid_file  # noqa: F401 (kubirun.container.reap)
+from kubirun.spec import Spec, SpecError
 from kubirun.state import (Corrupt, NotFound, StateDir, default_root, list_ids, proc_stat_fields,
                            process_start_time)
 
@@ -524,7 +526,7 @@ class Container:
             teardown(state["network"])  # veth, port rules, lease: also after a killed runtime
         reached("delete.network")
         if state.get("remove_on_delete"):
-            from kubirun.image.containerdir import remove
+            from kubirun.containerdir import remove
 
             remove(state["remove_on_delete"])
         reached("delete.store")
@@ -573,11 +575,11 @@ class Container:
              console_socket: str | None = None, preserve_fds: int = 0) -> int:
         """Run ``process`` (a ``ProcessSpec``) inside; its exit status, or 0
         at once with ``detach``."""
-        from kubirun.exec_into import ExecOptions, exec_in_container
+        from kubirun.exec_into import ExecOptions, exec_in
 
-        return exec_in_container(self.id, process, ExecOptions(
+        return exec_in(self, process, ExecOptions(
             detach=detach, pid_file=pid_file, console_socket=console_socket,
-            preserve_fds=preserve_fds), root=self.dir.root)
+            preserve_fds=preserve_fds))
 
     def processes(self) -> list[int]:
         """Host PIDs of every process of the container."""
@@ -660,13 +662,12 @@ def _seccomp_agent(spec: Spec) -> dict | None:
             "listenerMetadata": spec.seccomp.listener_metadata}
 
 
-def write_pid_file(path: str, pid: int) -> None:
-    """Bare digits, no newline (as runc); written atomically."""
-    path = os.path.abspath(path)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(str(pid))
-    os.rename(tmp, path)
+def exec_in_container(container_id: str, spec, options, root: str | None = None) -> int:
+    """``kubirun exec ID``: run ``spec`` (a ProcessSpec) in the container
+    with ``options`` (a kubirun.exec_into.ExecOptions)."""
+    from kubirun.exec_into import exec_in
+
+    return exec_in(Container(container_id, root), spec, options)
 
 
 def _detach_host_mount(state: dict) -> None:
@@ -675,16 +676,6 @@ def _detach_host_mount(state: dict) -> None:
         from kubirun.ns import hostmount
 
         hostmount.detach(state["host_mount"])
-
-
-def reap(pid: int) -> int:
-    """Wait for our child ``pid``; its exit status, 128+N for death by signal N."""
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return 0
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
 
 
 def _open_init(state: dict) -> int | None:
@@ -765,8 +756,9 @@ def _raise_start_failure(container_id: str, received: bytes) -> None:
                            " closed the exec fifo without starting")
     report = received[1:]
     if report.startswith(b"E"):
-        code, _, message = report[1:].partition(b"\0")
-        raise ContainerStartError(message.decode(errors="replace"), int(code or 1))
+        from kubirun.channel import parse_error
+
+        raise parse_error(report[1:])
 
 
 def _release_init(fifo: str, state: dict, agent: tuple[str, dict] | None = None) -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 import errno
 import os
 
-from kubirun import _native, log
+from kubirun import _native
+from kubirun.base import log
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 from kubirun.init import InitConfig, container_init, not_born_in
 from kubirun.ns import namespaces
 from kubirun.ns.mountspec import PROPAGATION_OPTIONS, dev_read_only_last, plan_devices, plan_mounts
@@ -370,7 +371,7 @@ def start_init(container_id: str, spec: Spec, fifo: str, options,
             master = console.receive_master(ours, console.caller_terminal())
     except BaseException:
         # Not yet the caller's to undo (it learns the pid from our return).
-        from kubirun.container import reap
+        from kubirun.children import reap
 
         os.kill(pid, 9)  # our own child: its pid cannot be recycled before we reap it
         reap(pid)
@@ -410,7 +411,7 @@ def runtime_joins_cgroup(spec: Spec) -> bool:
 def cgroup_answer(spec: Spec, cgroup, joined: bool = False, born_in: str | None = None) -> bytes:
     """What the init needs to join the cgroup and show it: sent with the
     go-ahead to its CGROUP stop."""
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     join = [] if joined else not_born_in(join_files(spec, cgroup), born_in)
     return jsonio.dumps({"join": join, "binds": cgroup_binds(cgroup)}).encode()
@@ -426,7 +427,7 @@ def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_creat
     channel = run.channel
     channel.expect(CGROUP, "setting up its namespaces and mounts")
     if cgroup is None:
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         channel.go(jsonio.dumps({"join": [], "binds": []}).encode())
     elif runtime_joins_cgroup(spec):

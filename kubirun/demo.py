@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 # rootfs/ sits beside the package in a checkout (make -C rootfs builds it).
 DEMO_IMAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),

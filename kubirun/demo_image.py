@@ -21,7 +21,7 @@ import sys
 import tarfile
 import tempfile
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 MOTD = b"hello from layer 2\n"
 WRITTEN = "/written-inside.txt"

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 REDIS_IMAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "rootfs", "redis.tar.gz")

@@ -267,7 +267,7 @@ def stream(container_id: str, once: bool, interval: float, root: str | None = No
     exit is not one of runc's: the stream just ends)."""
     import sys
 
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     for event in Events(container_id, root, stats_interval=None if once else interval, once=once):
         if isinstance(event, StatsEvent):

@@ -23,14 +23,16 @@ import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 import sys
 
-from kubirun import _native, explain, process
-from kubirun._native import CLOSE_RANGE_CLOEXEC, CLONE_NEWPID, PR_SET_DUMPABLE
+from kubirun import _native, process
+from kubirun.base import explain
+from kubirun._native import CLONE_NEWPID, PR_SET_DUMPABLE
 from kubirun.channel import READY, InitChannel
-from kubirun.container import reap
-from kubirun.errors import ExecError, KubirunError, describe
+from kubirun.children import reap
+from kubirun.base.errors import KubirunError
 from kubirun.init import cgroups_join, not_born_in
-from kubirun.killpoint import reached
+from kubirun.base.killpoint import reached
 from kubirun.ns.namespaces import JOIN_ORDER, NAMESPACE_FLAGS, PROC_NS_NAMES, fork
+from kubirun.tail import finish_and_exec, run_child
 
 
 class ExecOptions:
@@ -46,7 +48,7 @@ class ExecOptions:
 
 
 def process_from_file(path: str) -> process.ProcessSpec:
-    from kubirun import jsonio
+    from kubirun.base import jsonio
     from kubirun.spec import SpecError, parse_process
 
     try:
@@ -80,11 +82,11 @@ def process_from_args(args: list[str], state: dict) -> process.ProcessSpec:
                        " (made by an older kubirun: pass --process)")
 
 
-def exec_in_container(container_id: str, spec: process.ProcessSpec, options: ExecOptions,
-                      root: str | None = None) -> int:
-    from kubirun.container import Container
-
-    container = Container(container_id, root)
+def exec_in(container, spec: process.ProcessSpec, options: ExecOptions) -> int:
+    """Run ``spec`` in ``container`` (a kubirun.container.Container, which
+    imports this module: hence an argument, not an import); by id:
+    kubirun.container.exec_in_container."""
+    container_id = container.id
     state = container.load()
     status = container.status(state)
     if status not in ("running", "created") and not (status == "paused" and options.ignore_paused):
@@ -237,11 +239,11 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
                 state["ociVersion"], child, agent["listenerMetadata"], agent["state"]))
         channel.expect(READY, "preparing its process")
         reached("exec.ready")
-        from kubirun import log
+        from kubirun.base import log
 
         log.debug(f"container {container.id}: exec {spec.args[0]!r} ready, pid {child}")
         if options.pid_file:
-            from kubirun.container import write_pid_file
+            from kubirun.children import write_pid_file
 
             write_pid_file(options.pid_file, child)
         if options.detach:
@@ -305,72 +307,57 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
                 seccomp=None, helper: int = -1, session_keyring: str | None = None,
                 to_runtime=None) -> "NoReturn":  # noqa: F821
     """Steps 3 to 5, in the forked child; never returns."""
-    try:
-        channel.child_side()
-        process.preload(spec)  # the container's root has no Python modules
-        if spec.terminal:
-            from kubirun import console as console_module
-        # 3. Into the container's cgroup (ourselves: see Cgroup.join_files),
-        #    the memory hierarchy last.
-        memory_file = cgroups_join(cgroup_join)
-        # 4. Join the container's namespaces; the mount namespace last (or,
-        #    for a container without one, its chroot).
-        for kind, fd in namespaces:
-            if kind == "root":
-                os.fchdir(fd)
-                os.chroot(".")
-            elif kind != "pid":
-                explain.say("setns({}, {:clone})", "join the running container's namespace",
-                            kind, NAMESPACE_FLAGS[kind])
-                _native.setns(fd, NAMESPACE_FLAGS[kind])
-        os.chdir("/")
-        if memory_file is not None:
-            os.write(memory_file, b"0")
-            os.close(memory_file)
-        # The container's session keyring, not the caller's (its keys are
-        # not the container's to see): the one its init made, found by name.
-        if session_keyring:
-            _join_session_keyring(session_keyring)
-        # 5. Terminal, user, capabilities, environment.
-        slave = None
-        if spec.terminal:
-            master, slave = console_module.open_pty_in_current_root()
-            console_module.hand_over_master(console, master, spec.console_size, ack)
-        identity, program, env = process.prepare(spec, "")
-        if slave is not None:
-            console_module.give_terminal_to(slave, identity.uid)
-            console_module.become_controlling_terminal(slave)
-        for fd in range(3, 3 + preserve_fds):
-            os.set_inheritable(fd, True)
-        _native.close_range(3 + preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
-        process.reset_signal_dispositions()
-        # The container's seccomp filter, as late as the process can load
-        # it (see kubirun.init, step 15): before READY, so that a failure
-        # reaches `exec -d` too.
-        early = seccomp is not None and seccomp.must_load_early(spec)
-        if early:
-            _load_seccomp(seccomp, to_runtime)
-        process.become(spec, identity)
-        if seccomp is not None and not early:
-            _load_seccomp(seccomp, to_runtime)
-        channel.tell(READY)
-        process.exec_program(program, spec.args, env, helper, (channel.report_fd(),), False,
-                             seccomp is None or seccomp.execveat_allowed)
-    except KubirunError as err:
-        channel.report_error(err.exit_code, str(err))
-    except BaseException as err:  # noqa: BLE001
-        channel.report_error(1 if not isinstance(err, ExecError) else err.exit_code, describe(err))
-    os._exit(1)
+    run_child(channel, lambda: _enter_and_exec(
+        spec, channel, namespaces, cgroup_join, console, ack, preserve_fds, seccomp, helper,
+        session_keyring, to_runtime))
 
 
-def _load_seccomp(seccomp, to_runtime) -> None:
-    """Load the filter; its listener (if any) goes to the seccomp agent by
-    way of the runtime (kubirun.seccomp_notify says why not from here)."""
-    listener = seccomp.load()
-    if listener is not None:
-        from kubirun.seccomp_notify import hand_over
-
-        hand_over(to_runtime, listener)
+def _enter_and_exec(spec: process.ProcessSpec, channel: InitChannel,
+                    namespaces: list[tuple[str, int]], cgroup_join: list, console, ack: bool,
+                    preserve_fds: int, seccomp, helper: int, session_keyring: str | None,
+                    to_runtime) -> None:
+    channel.child_side()
+    process.preload(spec)  # the container's root has no Python modules
+    if spec.terminal:
+        from kubirun import console as console_module
+    # 3. Into the container's cgroup (ourselves: see Cgroup.join_files),
+    #    the memory hierarchy last.
+    memory_file = cgroups_join(cgroup_join)
+    # 4. Join the container's namespaces; the mount namespace last (or,
+    #    for a container without one, its chroot).
+    for kind, fd in namespaces:
+        if kind == "root":
+            os.fchdir(fd)
+            _native.chroot(".")
+        elif kind != "pid":
+            explain.say("setns({}, {:clone})", "join the running container's namespace",
+                        kind, NAMESPACE_FLAGS[kind])
+            _native.setns(fd, NAMESPACE_FLAGS[kind])
+    os.chdir("/")
+    if memory_file is not None:
+        os.write(memory_file, b"0")
+        os.close(memory_file)
+    # The container's session keyring, not the caller's (its keys are
+    # not the container's to see): the one its init made, found by name.
+    if session_keyring:
+        _join_session_keyring(session_keyring)
+    # 5. Terminal, user, capabilities, environment.
+    slave = None
+    if spec.terminal:
+        master, slave = console_module.open_pty_in_current_root()
+        console_module.hand_over_master(console, master, spec.console_size, ack)
+    identity, program, env = process.prepare(spec, "")
+    if slave is not None:
+        console_module.give_terminal_to(slave, identity.uid)
+        console_module.become_controlling_terminal(slave)
+    # 6. What init does last (kubirun.init, steps 15 to 18; one copy:
+    #    kubirun.tail): signals, fds, seccomp, user, then READY (after
+    #    the filter, so that its failure reaches `exec -d` too), execve.
+    finish_and_exec(spec, identity, program, env, preserve_fds=preserve_fds,
+                    seccomp=seccomp, exec_helper=helper,
+                    report_fds=(channel.report_fd(),), say_on_stderr=False,
+                    seccomp_conn=lambda: to_runtime,
+                    before_exec=lambda _execveat_allowed: channel.tell(READY))
 
 
 def _join_session_keyring(name: str) -> None:

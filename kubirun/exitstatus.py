@@ -11,7 +11,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from kubirun import jsonio
+from kubirun.base import jsonio
 
 from kubirun.state import EXIT_FILE  # noqa: E402 - beside the other names of the state directory
 

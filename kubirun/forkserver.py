@@ -31,7 +31,7 @@ import selectors
 import socket
 import sys
 
-from kubirun import jsonio
+from kubirun.base import jsonio
 
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
@@ -112,7 +112,7 @@ class Server:
             request.close()
 
     def _op_create(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
-        from kubirun import log
+        from kubirun.base import log
         from kubirun.container import Container, CreateOptions
         from kubirun.spec import load_bundle, parse
 
@@ -141,7 +141,8 @@ class Server:
     def _op_run_image(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
         """A detached image container (``Runtime.run_image``), or a pod
         sandbox (no image: an empty root, the exec helper as a pause PID 1)."""
-        from kubirun import imagerun, log
+        from kubirun import imagerun
+        from kubirun.base import log
         from kubirun.ns.net import NetworkOptions
         from kubirun.process import ProcessSpec
 
@@ -195,8 +196,9 @@ class Server:
     def _op_exec(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
         import tempfile
 
-        from kubirun import log
-        from kubirun.exec_into import ExecOptions, exec_in_container
+        from kubirun.base import log
+        from kubirun.container import exec_in_container
+        from kubirun.exec_into import ExecOptions
         from kubirun.spec import parse_process
 
         if message.get("process") is not None:
@@ -317,7 +319,7 @@ class _Console:
 
 
 def _error_reply(err: BaseException) -> dict:
-    from kubirun.errors import KubirunError, describe
+    from kubirun.base.errors import KubirunError, describe
 
     if isinstance(err, KubirunError):
         return {"ok": False, "error": str(err), "code": err.exit_code}

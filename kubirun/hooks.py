@@ -19,7 +19,7 @@ import os
 import select
 
 from kubirun import _native
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 from kubirun.spec import Hook
 
 WARN_ONLY = ("poststart", "poststop")
@@ -39,7 +39,7 @@ def run_hooks(phase: str, hooks: list[Hook], state: dict, warn=None, exec_helper
     (a seccomp filter is in force)."""
     if not hooks:
         return
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     payload = jsonio.dumps(state).encode()
     for i, hook in enumerate(hooks):

@@ -19,7 +19,7 @@ foreground, on the same lifecycle as an OCI bundle.
        given back at once)
 
 The container's directory is owned by this run while it lasts
-(``image.containerdir``): if the run is killed, ``delete --force NAME``,
+(``kubirun.containerdir``): if the run is killed, ``delete --force NAME``,
 the next ``run --name NAME`` or ``gc`` finds it ownerless and removes it
 (``kubirun.reclaim``), with what else the run had made.
 """
@@ -28,9 +28,10 @@ from __future__ import annotations
 import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 
-from kubirun.errors import KubirunError
-from kubirun.ids import new_id, validate_id
-from kubirun.killpoint import reached
+from kubirun.base.errors import KubirunError
+from kubirun.base.ids import new_id, validate_id
+from kubirun.base.killpoint import reached
+from kubirun.ns.net import NetworkOptions  # noqa: F401 (RunOptions.network: the CLI's)
 from kubirun.process import ProcessSpec
 
 DEFAULT_STORE = "/var/lib/kubirun"
@@ -99,7 +100,8 @@ def security_options(options: list[str], process: ProcessSpec) -> "str | dict":
 
 
 def _read_profile(path: str) -> dict:
-    from kubirun import jsonio, seccomp, seccomp_default
+    from kubirun import seccomp, seccomp_default
+    from kubirun.base import jsonio
 
     where = f"--security-opt seccomp={path}"
     try:
@@ -239,7 +241,8 @@ def create(options: RunOptions, root: str, store: str, foreground: bool) -> Crea
     """Steps 1 to 4 of a run, up to the created container (its network
     attached): used by the foreground ``run`` and by the library's
     detached ``Runtime.run_image``.  On failure nothing is left."""
-    from kubirun.image import containerdir
+    from kubirun import containerdir
+    from kubirun.state import has_state
 
     name = validate_id(options.name or new_id())
     container_dir = os.path.join(store, "containers", name)
@@ -259,7 +262,7 @@ def create(options: RunOptions, root: str, store: str, foreground: bool) -> Crea
 
         # First: in bridge mode its helper works while the image unpacks.
         network = net.setup(options.network or net.NetworkOptions(), name, container_dir,
-                            options.hostname or name, root=root)
+                            options.hostname or name, root, has_state)
         reached("run.network")
         from kubirun.container import Container, CreateOptions
 
@@ -347,7 +350,7 @@ def run(options: RunOptions) -> int:
 def _reclaim_name(name: str, root: str, store: str) -> None:
     """``run --name NAME`` after a run of that name was killed: what it
     left is removed (a live or kept container of that name is not)."""
-    from kubirun import reclaim
+    from kubirun import garbage, reclaim
 
-    reclaim.dead_container(name, root)
+    garbage.dead_container(name, root)
     reclaim.leftovers_of(name, root, store)

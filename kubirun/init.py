@@ -13,13 +13,16 @@ from __future__ import annotations
 import os
 import _signal as signal  # the public module costs ~3 ms of enum set-up per start
 
-from kubirun import _native, explain, jsonio, process
-from kubirun._native import CLOSE_RANGE_CLOEXEC, PR_SET_PDEATHSIG, Kernel
+from kubirun import _native, process
+from kubirun.base import explain
+from kubirun.base import jsonio
+from kubirun._native import PR_SET_PDEATHSIG, Kernel
 from kubirun.channel import CGROUP, HOOKS, READY, USERNS, WAITING, InitChannel
-from kubirun.errors import ContainerStartError, KubirunError, describe
-from kubirun.log import one_line
-from kubirun.ns import mounts, namespaces, network, rootfs
+from kubirun.base.errors import ContainerStartError
+from kubirun.base.log import one_line
+from kubirun.ns import loopback, mounts, namespaces, rootfs
 from kubirun.ns.mountspec import plan_mounts
+from kubirun.tail import finish_and_exec, run_child
 
 
 class InitConfig:
@@ -73,20 +76,21 @@ class InitConfig:
 def container_init(config: InitConfig) -> "NoReturn":  # noqa: F821
     """Set up the container and ``execve`` its program; never returns."""
     channel = config.channel
-    try:
+
+    def body() -> None:
         channel.child_side()
         _setup_and_exec(config)
-    except KubirunError as err:
-        channel.report_error(err.exit_code, str(err))
-        report_after_start(err.exit_code, str(err))
-    except BaseException as err:  # noqa: BLE001 - the child must never unwind into the CLI
-        channel.report_error(1, describe(err))
-        report_after_start(1, describe(err))
-    os._exit(1)
+
+    run_child(channel, body, also=report_after_start)
 
 
 def _setup_and_exec(config: InitConfig) -> None:
-    kernel = explain.narrating_kernel() if explain.ON else Kernel()
+    if explain.ON:
+        from kubirun.ns.narrating import NarratingKernel
+
+        kernel = NarratingKernel()
+    else:
+        kernel = Kernel()
     explain.begin(config.rootfs)
     spec = config.process
     channel = config.channel
@@ -218,7 +222,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     if config.domainname is not None:
         _native.setdomainname(config.domainname)
     if config.new_netns:
-        network.bring_up_loopback()
+        loopback.bring_up_loopback()
 
     # 12. Into the memory cgroup, then a cgroup namespace rooted where we
     #     are now.
@@ -254,49 +258,36 @@ def _setup_and_exec(config: InitConfig) -> None:
     # 15. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones
     #     (close-on-exec, so the channel still carries an execve failure).
-    explain.step(15, "close_range({}, ~0, CLOSE_RANGE_CLOEXEC)", "no fd of the runtime survives"
-                 " execve (the CVE-2024-21626 lesson)", 3 + config.preserve_fds)
-    _reset_signals()
-    for fd in range(3, 3 + config.preserve_fds):
-        os.set_inheritable(fd, True)
-    _native.close_range(3 + config.preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
-
     # 16. Who runs: limits, capabilities, user, no_new_privs, working dir.
     #     The seccomp filter comes last, but a process left with neither
     #     no_new_privs nor CAP_SYS_ADMIN can only load it before this step.
     #     A filter with a listener hands it to `start`, which connected
-    #     to us once it released us (accepted now: before any filter).
-    explain.step(16, "rlimits, chdir, capabilities, setgroups/setgid/setuid, no_new_privs",
-                 "who runs: the process's identity and privileges")
-    seccomp = config.seccomp
-    early = seccomp is not None and seccomp.must_load_early(spec)
-    start_conn = None
-    if config.seccomp_socket is not None:
-        from kubirun.seccomp_notify import accept  # imported before pivot_root (step 9)
-
-        start_conn = _after_start(accept, config.seccomp_socket.detach())
-    if early:
-        process.set_oom_score(spec)  # a procfs write the profile may not allow
-        _after_start(_load_seccomp, seccomp, start_conn)
-    process.become(spec, identity)
-
+    #     to us once it released us (accepted then: before any filter).
     # 17. The filter, then the startContainer hooks: they run as the
     #     container's process does (user, capabilities, seccomp filter), as
     #     runc's do, so a hook cannot do what the program may not.
-    if seccomp is not None and not early:
-        _after_start(_load_seccomp, seccomp, start_conn)
-    config.hook_state["status"] = "created"
-    _after_start(_run_hooks, "startContainer", config.hooks_start_container, config.hook_state,
-                 config.exec_helper, seccomp is None or seccomp.execveat_allowed)
-
     # 18. Become the container's program: execve, by way of the exec
     #     helper, which reports a failure of it where we would.
-    explain.step(18, "execveat(kubirun-exec memfd) -> execve({!r})", "become the program (by way"
-                 " of a sealed copy of the helper: CVE-2019-5736)", program)
+    # Steps 15 to 18 are exec's last steps too: kubirun.tail has them.
+    def start_connection():
+        if config.seccomp_socket is None:
+            return None
+        from kubirun.seccomp_notify import accept  # imported before pivot_root (step 9)
+
+        return _after_start(accept, config.seccomp_socket.detach())
+
+    def start_container_hooks(execveat_allowed: bool) -> None:
+        config.hook_state["status"] = "created"
+        _after_start(_run_hooks, "startContainer", config.hooks_start_container,
+                     config.hook_state, config.exec_helper, execveat_allowed)
+
     report_fds = (channel.report_fd(),) if _start_report_fd is None else \
         (channel.report_fd(), _start_report_fd)
-    _after_start(process.exec_program, program, spec.args, env, config.exec_helper, report_fds,
-                 True, seccomp is None or seccomp.execveat_allowed, spec.init)
+    finish_and_exec(spec, identity, program, env, preserve_fds=config.preserve_fds,
+                    seccomp=config.seccomp, exec_helper=config.exec_helper,
+                    report_fds=report_fds, say_on_stderr=True, as_init=spec.init,
+                    seccomp_conn=start_connection, before_exec=start_container_hooks,
+                    guard=_after_start, init_steps=True)
 
 
 def _after_start(step, *args):
@@ -309,16 +300,6 @@ def _after_start(step, *args):
         if not getattr(err, "reported_by_runtime", False):  # seccomp_notify.AgentUnreachable
             os.write(2, f"kubirun: {one_line(str(err))}\n".encode(errors="replace"))
         raise
-
-
-def _load_seccomp(seccomp, start_conn) -> None:
-    """Load the filter; its listener (if any) goes to the seccomp agent by
-    way of `start` (kubirun.seccomp_notify says why not from here)."""
-    listener = seccomp.load()
-    if listener is not None:
-        from kubirun.seccomp_notify import hand_over
-
-        hand_over(start_conn, listener)
 
 
 def become_user_namespace_root() -> None:
@@ -405,11 +386,13 @@ def _wait_for_start(fifo: int) -> None:
     _start_report_fd = fd
 
 
-def report_after_start(code: int, message: str) -> None:
-    """A failure after `start` released us: to `start`, which waits for it."""
+def report_after_start(code: int, message: str, errno: int | None = None) -> None:
+    """A failure after `start` released us: to `start`, which waits for it
+    (framed as on the init channel: kubirun.channel.parse_error)."""
     if _start_report_fd is not None:
+        head = f"{code}:{errno}" if errno else f"{code}"
         try:
-            os.write(_start_report_fd, f"E{code}\0{message}".encode(errors="replace"))
+            os.write(_start_report_fd, f"E{head}\0{message}".encode(errors="replace"))
         except OSError:
             pass
 
@@ -423,5 +406,3 @@ def _run_hooks(phase: str, hooks: list, state: dict, exec_helper: int,
                   execveat_allowed=execveat_allowed)
 
 
-def _reset_signals() -> None:
-    process.reset_signal_dispositions()

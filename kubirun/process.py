@@ -7,11 +7,13 @@ files, never the host's.
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
-from kubirun import _native, explain
-from kubirun.errors import ExecError, KubirunError
+from kubirun import _native
+from kubirun.base import explain
+from kubirun.base.errors import ExecError, KubirunError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEFAULT_ARGS = ("/bin/sh",)
@@ -308,17 +310,21 @@ def find_executable(name: str, search_path: str) -> str:
         try:
             st = os.stat(name)
         except FileNotFoundError:
-            raise ExecError(f'exec: "{name}": no such file or directory', 127) from None
+            raise ExecError(f'exec: "{name}": no such file or directory', 127,
+                            errno=errno.ENOENT, syscall="stat", path=name) from None
         except OSError as err:
-            raise ExecError(f'exec: "{name}": {err.strerror.lower()}', 126) from None
+            raise ExecError(f'exec: "{name}": {err.strerror.lower()}', 126,
+                            errno=err.errno, syscall="stat", path=name) from None
         if stat.S_ISDIR(st.st_mode) or not st.st_mode & 0o111:
-            raise ExecError(f'exec: "{name}": permission denied', 126)
+            raise ExecError(f'exec: "{name}": permission denied', 126,
+                            errno=errno.EACCES, syscall="execve", path=name)
         return name
     for directory in search_path.split(":"):
         candidate = os.path.join(directory or ".", name)
         if _is_executable_file(candidate):
             return candidate
-    raise ExecError(f'exec: "{name}": executable file not found in $PATH', 127)
+    raise ExecError(f'exec: "{name}": executable file not found in $PATH', 127,
+                    errno=errno.ENOENT, syscall="execve", path=name)
 
 
 def exec_program(path: str, args: list[str], env: dict[str, str], helper: int,
@@ -334,7 +340,8 @@ def exec_program(path: str, args: list[str], env: dict[str, str], helper: int,
         _native.exec_through_helper(helper, path, args, env, report_fds, say_on_stderr,
                                     execveat_allowed, as_init)
     except OSError as err:
-        raise ExecError(f"cannot run kubirun's exec helper: {err.strerror}", 126) from err
+        raise ExecError(f"cannot run kubirun's exec helper: {err.strerror}", 126,
+                        errno=err.errno, syscall="execveat") from err
 
 
 def preload(spec: ProcessSpec) -> None:

@@ -2,7 +2,7 @@
 
 Every kubirun command makes things in an order that a later one can read
 back: a state directory is born locked (``kubirun.state``), a store
-directory owned (``kubirun.image.containerdir``), a lease names its
+directory owned (``kubirun.containerdir``), a lease names its
 container and the process that took it (``kubirun.ns.net.ipam``), a layer
 is unpacked under ``store/tmp`` before it is renamed into place.  So,
 without any record of the killed command itself:
@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import os
 
-from kubirun import log
+from kubirun.base import log
 
 
 def leftovers_of(name: str, root: str, store: str | None = None) -> list[str]:
     """After ``delete --force NAME`` (and before ``run --name NAME``): the
     store directory of that name and its leases, if their run is dead."""
-    from kubirun.image import containerdir
+    from kubirun import containerdir
     from kubirun.image.store import Store, store_root
     from kubirun.state import all_entries, is_stale, remove_stale
 
@@ -53,7 +53,7 @@ def leftovers_of(name: str, root: str, store: str | None = None) -> list[str]:
     claims = [entry for entry in _list(containers) if entry.startswith(name + containerdir.CLAIMING)]
     removed += [os.path.join(containers, claim) for claim in claims
                 if containerdir.reclaim_claim(os.path.join(containers, claim))]
-    removed += _stale_leases(root, entries, owner=name)
+    removed += stale_leases(root, entries, owner=name)
     removed += [f"{path} (an interrupted import)"
                 for path in Store(store).remove_import_leftovers(wait=False)]
     for what in removed:
@@ -68,58 +68,23 @@ def _list(directory: str) -> list[str]:
         return []
 
 
-def dead_container(name: str, root: str) -> str | None:
-    """Remove container NAME of ``root`` if it is a leftover (see
-    ``Container.dead``): why it was, or None."""
-    from kubirun.container import Container
-
-    return Container(name, root).dead()
-
-
-def gc(root: str, store: str | None = None) -> list[str]:
-    """Remove every leftover of killed runtimes in the state root and the
-    store; what was removed, one line each."""
-    from kubirun.ids import validate_id
-    from kubirun.state import CLAIMING, REMOVING, all_entries, is_stale, remove_stale
-
-    removed = []
-    for name in all_entries(root):
-        path = os.path.join(root, name)
-        if CLAIMING in name or REMOVING in name:
-            if is_stale(path):
-                remove_stale(path)
-                removed.append(f"{path} (a claim or removal of a killed runtime)")
-            continue
-        if ":" in name:
-            continue  # network:BRIDGE, below
-        try:
-            validate_id(name)
-        except Exception:  # noqa: BLE001 - not a container's directory: not ours to judge
-            continue
-        why = dead_container(name, root)
-        if why:
-            removed.append(f"container {name} ({why})")
-    removed += _stale_leases(root, all_entries(root))
-    removed += _store_leftovers(root, store)
-    return removed
-
-
-def _stale_leases(root: str, entries: list[str], owner: str | None = None) -> list[str]:
+def stale_leases(root: str, entries: list[str], owner: str | None = None) -> list[str]:
     removed = []
     for name in entries:
         if name.startswith("network:"):
             from kubirun.ns.net import undo_stale
             from kubirun.ns.net.ipam import Pool
+            from kubirun.state import has_state
 
-            pool = Pool(os.path.join(root, name), None)
+            pool = Pool(os.path.join(root, name), None, has_state)
             for record in pool.reclaim_stale(undo_stale, owner):
                 removed.append(f"lease {record.get('address')} of {record.get('owner')}"
                                f" ({pool.dir})")
     return removed
 
 
-def _store_leftovers(root: str, store: str | None) -> list[str]:
-    from kubirun.image import containerdir
+def store_leftovers(root: str, store: str | None) -> list[str]:
+    from kubirun import containerdir
     from kubirun.image.store import Store
 
     store = Store(store)

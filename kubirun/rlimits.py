@@ -1,7 +1,7 @@
 """Resource limits (``process.rlimits``): names and application."""
 from __future__ import annotations
 
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 
 # Linux's numbers (asm-generic/resource.h), shared by x86 and arm.
 RLIMITS = {

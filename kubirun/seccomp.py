@@ -35,9 +35,10 @@ import binascii
 import errno
 import os
 
-from kubirun import _native, explain
+from kubirun import _native
+from kubirun.base import explain
 from kubirun._native import ffi, lib
-from kubirun.errors import ContainerStartError, KubirunError, describe
+from kubirun.base.errors import ContainerStartError, KubirunError, describe
 
 WHERE = "linux.seccomp"
 
@@ -175,9 +176,9 @@ class Profile:
         kubirun's log."""
         if self._program is None:
             if self.flags and not _native.seccomp_flags_supported(self.flags):
-                from kubirun.spec import _fail
+                from kubirun.base.jsonshape import fail
 
-                raise _fail(f"{self.where}.flags", "not supported by this kernel")
+                raise fail(f"{self.where}.flags", "not supported by this kernel")
             self._program, self._unknown = _compile(self)
             if self._cache_path is not None:
                 _write_cache(self._cache_path, self._program, self._unknown)
@@ -191,7 +192,7 @@ class Profile:
         version, names = self._unknown or ("", [])
         if names and self.warn_unknown:
             if warn is None:
-                from kubirun import log
+                from kubirun.base import log
 
                 warn = log.warning
             warn(f"{self.where}: skipped {len(names)} syscall(s) unknown to libseccomp"
@@ -258,9 +259,9 @@ class Program:
 def parse(raw: object, where: str = WHERE) -> Profile | None:
     """The profile; None for one with neither a default action nor rules
     (runc takes that as seccomp disabled)."""
-    from kubirun.spec import _expect
+    from kubirun.base.jsonshape import expect
 
-    _expect(raw, dict, where)
+    expect(raw, dict, where)
     if not raw.get("defaultAction") and not raw.get("syscalls"):
         return None
     profile = Profile(raw, where)
@@ -274,54 +275,54 @@ def parse(raw: object, where: str = WHERE) -> Profile | None:
 
 
 def _parse_fields(raw: dict, where: str) -> tuple[int, list[tuple[str, str]], int, list[Rule]]:
-    from kubirun.spec import _expect, _fail, _get, _strings
+    from kubirun.base.jsonshape import expect, fail, get, strings
 
-    listener_path = _get(raw, "listenerPath", str, where, "")
-    if _get(raw, "listenerMetadata", str, where, "") and not listener_path:
-        raise _fail(f"{where}.listenerMetadata", "set without listenerPath (it is sent to the"
+    listener_path = get(raw, "listenerPath", str, where, "")
+    if get(raw, "listenerMetadata", str, where, "") and not listener_path:
+        raise fail(f"{where}.listenerMetadata", "set without listenerPath (it is sent to the"
                     " seccomp agent listening there)")
     default_action = _action(raw, "defaultAction", "defaultErrnoRet", where)
     if default_action == NOTIFY:
         # Every call of the process would wait for an agent that does not
         # have the listener yet (runc refuses it too).
-        raise _fail(f"{where}.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action")
+        raise fail(f"{where}.defaultAction", "SCMP_ACT_NOTIFY cannot be the default action")
 
     architectures = []
-    for i, name in enumerate(_strings(raw, "architectures", where)):
+    for i, name in enumerate(strings(raw, "architectures", where)):
         if name not in ARCHITECTURES:
-            raise _fail(f"{where}.architectures[{i}]",
+            raise fail(f"{where}.architectures[{i}]",
                         f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
         architectures.append((name, f"{where}.architectures[{i}]"))
 
     flags = 0
-    for i, name in enumerate(_strings(raw, "flags", where)):
+    for i, name in enumerate(strings(raw, "flags", where)):
         if name not in FLAGS:
-            raise _fail(f"{where}.flags[{i}]", f"unknown flag {name!r}"
+            raise fail(f"{where}.flags[{i}]", f"unknown flag {name!r}"
                         f" (known: {', '.join(FLAGS)})")
         flags |= FLAGS[name]
 
     rules = []
-    for i, call in enumerate(_get(raw, "syscalls", list, where, [])):
+    for i, call in enumerate(get(raw, "syscalls", list, where, [])):
         here = f"{where}.syscalls[{i}]"
-        _expect(call, dict, here)
-        names = _strings(call, "names", here)
+        expect(call, dict, here)
+        names = strings(call, "names", here)
         if not names:
-            raise _fail(f"{here}.names", "missing or empty: a rule names at least one syscall")
+            raise fail(f"{here}.names", "missing or empty: a rule names at least one syscall")
         for j, name in enumerate(names):
             if not name:
-                raise _fail(f"{here}.names[{j}]", "empty syscall name")
+                raise fail(f"{here}.names[{j}]", "empty syscall name")
         action = _action(call, "action", "errnoRet", here)
         if action == NOTIFY:
             if not listener_path:
                 # As runc ("listenerPath is not set"), but before anything is made.
-                raise _fail(f"{where}.listenerPath", f"missing: {here} notifies a seccomp agent"
+                raise fail(f"{where}.listenerPath", f"missing: {here} notifies a seccomp agent"
                             " (SCMP_ACT_NOTIFY), which must listen there")
             for j, name in enumerate(names):
                 if name in NOT_NOTIFIABLE:
-                    raise _fail(f"{here}.names[{j}]", f"SCMP_ACT_NOTIFY cannot be used for"
+                    raise fail(f"{here}.names[{j}]", f"SCMP_ACT_NOTIFY cannot be used for"
                                 f" {name}: kubirun passes the listener to the agent with it")
         args = [_argument(arg, f"{here}.args[{k}]")
-                for k, arg in enumerate(_get(call, "args", list, here, []))]
+                for k, arg in enumerate(get(call, "args", list, here, []))]
         rules.append(Rule(names, action, args, here))
     return default_action, architectures, _listener_flags(flags, rules), rules
 
@@ -343,52 +344,52 @@ def _listener_flags(flags: int, rules: list[Rule]) -> int:
 
 def _action(obj: dict, key: str, errno_key: str, where: str) -> int:
     """An action and its errno, as the libseccomp action value."""
-    from kubirun.spec import _fail, _get, _uint
+    from kubirun.base.jsonshape import fail, get, uint
 
-    name = _get(obj, key, str, where)
+    name = get(obj, key, str, where)
     if not name:
-        raise _fail(f"{where}.{key}", "missing (an action is required)")
+        raise fail(f"{where}.{key}", "missing (an action is required)")
     if name not in ACTIONS:
-        raise _fail(f"{where}.{key}", f"unknown action {name!r} (known: {', '.join(ACTIONS)})")
+        raise fail(f"{where}.{key}", f"unknown action {name!r} (known: {', '.join(ACTIONS)})")
     value, takes_errno = ACTIONS[name]
-    errno_ret = _uint(obj, errno_key, where)
+    errno_ret = uint(obj, errno_key, where)
     if errno_ret is not None:
         if not takes_errno:
-            raise _fail(f"{where}.{errno_key}", f"{name} returns no errno"
+            raise fail(f"{where}.{errno_key}", f"{name} returns no errno"
                         " (only SCMP_ACT_ERRNO and SCMP_ACT_TRACE do)")
         if errno_ret > 0xFFFF:
-            raise _fail(f"{where}.{errno_key}", f"must be at most 65535, got {errno_ret}")
+            raise fail(f"{where}.{errno_key}", f"must be at most 65535, got {errno_ret}")
     if takes_errno:
         value |= EPERM if errno_ret is None else errno_ret
     return value
 
 
 def _argument(arg: object, where: str) -> tuple[int, int, int, int]:
-    from kubirun.spec import _expect, _fail, _get, _uint
+    from kubirun.base.jsonshape import expect, fail, get, uint
 
-    _expect(arg, dict, where)
-    index = _uint(arg, "index", where)
+    expect(arg, dict, where)
+    index = uint(arg, "index", where)
     if index is None:
-        raise _fail(f"{where}.index", "missing")
+        raise fail(f"{where}.index", "missing")
     if index >= MAX_ARGUMENTS:
-        raise _fail(f"{where}.index", f"a syscall has arguments 0 to 5, got {index}")
-    value = _uint(arg, "value", where)
+        raise fail(f"{where}.index", f"a syscall has arguments 0 to 5, got {index}")
+    value = uint(arg, "value", where)
     if value is None:
-        raise _fail(f"{where}.value", "missing")
-    value_two = _uint(arg, "valueTwo", where, 0)
+        raise fail(f"{where}.value", "missing")
+    value_two = uint(arg, "valueTwo", where, 0)
     for key, number in (("value", value), ("valueTwo", value_two)):
         if number >= 1 << 64:
-            raise _fail(f"{where}.{key}", f"does not fit in 64 bits: {number}")
-    op = _get(arg, "op", str, where)
+            raise fail(f"{where}.{key}", f"does not fit in 64 bits: {number}")
+    op = get(arg, "op", str, where)
     if op not in OPERATORS:
-        raise _fail(f"{where}.op", f"unknown operator {op!r} (known: {', '.join(OPERATORS)})")
+        raise fail(f"{where}.op", f"unknown operator {op!r} (known: {', '.join(OPERATORS)})")
     return index, OPERATORS[op], value, value_two
 
 
 # --- 2. compile --------------------------------------------------------------
 
 def _compile(profile: Profile) -> tuple[Program, Unknown]:
-    from kubirun.spec import _fail
+    from kubirun.base.jsonshape import fail
 
     try:
         seccomp = _native.libseccomp()
@@ -397,16 +398,16 @@ def _compile(profile: Profile) -> tuple[Program, Unknown]:
     version = _version(seccomp)
     ctx = seccomp.kubi_seccomp_init(profile.default_action)
     if ctx == ffi.NULL:
-        raise _fail(f"{profile.where}.defaultAction",
+        raise fail(f"{profile.where}.defaultAction",
                     f"libseccomp {version} refuses this action on this kernel")
     try:
         for name, where in profile.architectures:
             token = seccomp.kubi_seccomp_arch_resolve_name(ARCHITECTURES[name].encode())
             if not token:
-                raise _fail(where, f"{name} is not supported by libseccomp {version}")
+                raise fail(where, f"{name} is not supported by libseccomp {version}")
             rc = seccomp.kubi_seccomp_arch_add(ctx, token)
             if rc < 0 and rc != -errno.EEXIST:
-                raise _fail(where, f"libseccomp cannot add {name}: {os.strerror(-rc)}")
+                raise fail(where, f"libseccomp cannot add {name}: {os.strerror(-rc)}")
         unknown: dict[str, None] = {}
         added = 0
         for rule in profile.rules:
@@ -421,7 +422,7 @@ def _compile(profile: Profile) -> tuple[Program, Unknown]:
                     rc = seccomp.kubi_seccomp_rule_add_array(
                         ctx, rule.action, number, len(conditions), _arg_array(conditions))
                     if rc < 0:
-                        raise _fail(rule.where, f"libseccomp {version} refuses the rule for"
+                        raise fail(rule.where, f"libseccomp {version} refuses the rule for"
                                     f" {name}: {os.strerror(-rc)}")
                     added += 1
         if added > OPTIMIZE_ABOVE:
@@ -497,7 +498,7 @@ def _cache_path(raw: dict) -> str | None:
     directory = cache_dir()
     if directory is None:
         return None
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     try:
         version = _version(_native.libseccomp())
@@ -523,7 +524,7 @@ def _read_cache(path: str) -> tuple[Program, Unknown] | None:
     """A cached program, if its file and directory are the user's own and
     no one else may write them (a program from elsewhere would be loaded
     into the container); None for anything else, which is compiled anew."""
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -550,7 +551,7 @@ def _trusted(st: os.stat_result) -> bool:
 def _write_cache(path: str, program: Program, unknown: Unknown) -> None:
     """Keep the program (atomically: another kubirun may read it now);
     a cache that cannot be written is no error, only slower next time."""
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     directory = os.path.dirname(path)
     try:

@@ -42,7 +42,7 @@ from __future__ import annotations
 import os
 import sys
 
-from kubirun.errors import ContainerStartError, describe
+from kubirun.base.errors import ContainerStartError, describe
 from kubirun.state import SECCOMP_SOCKET as SOCKET  # in the container's state directory
 FD_NAME = "seccompFd"  # the listener's name in "fds" (runtime.md)
 GO, ERROR = b"G", b"E"  # the runtime's answer to the process
@@ -176,7 +176,7 @@ def send_to_agent(listener_path: str, state: dict, listener: int) -> None:
     runtime.md's rule for ``listenerPath``."""
     import socket
 
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     data = jsonio.dumps(state).encode()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import os
 
-from kubirun import OCI_SPEC_VERSION, jsonio
-from kubirun.errors import KubirunError
+from kubirun import OCI_SPEC_VERSION
+from kubirun.base import jsonio
+from kubirun.base.errors import KubirunError, SpecError  # noqa: F401 (kubirun.spec.SpecError)
+from kubirun.base.jsonshape import (check_text as _check_text, expect as _expect, fail as _fail,
+                                    get as _get, strings as _strings, type_name as _type_name,
+                                    uint as _uint)
 from kubirun.process import ProcessSpec
 
 SUPPORTED_VERSIONS = ("1.0.", "1.1.", "1.2.", "1.3.")
@@ -28,10 +32,6 @@ UINT64_MAX = 0xFFFFFFFFFFFFFFFF
 INT64_MAX = 0x7FFFFFFFFFFFFFFF  # a Go int, as runc reads timeouts and offsets
 HOST_NAME_MAX = 64  # bytes, for hostname and domainname alike
 MAX_MAJOR, MAX_MINOR = 0xFFF, 0xFFFFF  # what Linux's 32-bit dev_t holds
-
-
-class SpecError(KubirunError):
-    """config.json is malformed or asks for something impossible."""
 
 
 class Namespace:
@@ -106,68 +106,7 @@ def load_bundle(bundle: str) -> Spec:
 
 
 # --- validation helpers: each names the JSON path of what it checks -------
-
-def _fail(where: str, message: str) -> SpecError:
-    return SpecError(f"config.json: {where}: {message}")
-
-
-def _type_name(value: object) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def _expect(value: object, kind: type | tuple, where: str) -> object:
-    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-    if not ok:
-        wanted = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-                  int: "an integer"}.get(kind, str(kind))
-        raise _fail(where, f"expected {wanted}, got {_type_name(value)} {jsonio.dumps(value)[:60]}")
-    if isinstance(value, str):
-        _check_text(value, where)
-    return value
-
-
-def _check_text(value: str, where: str) -> str:
-    """Every string of config.json ends up a C string (a path, an argument,
-    a name): no NUL inside, and text that UTF-8 can encode (a JSON escape
-    can make a lone surrogate, which it cannot)."""
-    if "\0" in value:
-        raise _fail(where, f"must not contain a NUL byte, got {jsonio.dumps(value)[:60]}")
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError as err:
-            raise _fail(where, f"is not valid Unicode text (a lone surrogate at character"
-                        f" {err.start}), got {jsonio.dumps(value)[:60]}") from None
-    return value
-
-
-def _get(obj: dict, key: str, kind: type | tuple, where: str, default: object = None) -> object:
-    if key not in obj or obj[key] is None:
-        return default
-    return _expect(obj[key], kind, f"{where}.{key}" if where else key)
-
-
-def _strings(obj: dict, key: str, where: str) -> list[str]:
-    items = _get(obj, key, list, where, [])
-    path = f"{where}.{key}" if where else key
-    for i, item in enumerate(items):
-        _expect(item, str, f"{path}[{i}]")
-    return list(items)
-
-
-def _uint(obj: dict, key: str, where: str, default: int | None = None,
-          maximum: int | None = None) -> int | None:
-    """An optional unsigned integer, of at most ``maximum`` if given (the
-    width of the field in the runtime-spec's Go types, or what the kernel
-    takes)."""
-    value = _get(obj, key, int, where, default)
-    if value is not None and value < 0:
-        raise _fail(f"{where}.{key}", f"must not be negative, got {value}")
-    if value is not None and maximum is not None and value > maximum:
-        raise _fail(f"{where}.{key}", f"must be at most {maximum}, got {value}")
-    return value
-
+# (the general ones are kubirun.base.jsonshape's, imported above)
 
 def _id(obj: dict, key: str, where: str, default: int | None = None) -> int | None:
     """A uid or gid: 0 to 4294967294."""
@@ -522,7 +461,7 @@ def _ignore_mount_label(label: object) -> None:
     _expect(label, str, "linux.mountLabel")
     if os.path.exists("/sys/fs/selinux/enforce"):
         raise _fail("linux.mountLabel", "SELinux is enabled on this host, but kubirun cannot label mounts")
-    from . import log
+    from kubirun.base import log
     log.warning(f"config.json: linux.mountLabel {label!r} ignored: SELinux is not enabled on this host")
 
 

@@ -26,10 +26,12 @@ import errno
 import fcntl
 import os
 
-from kubirun import jsonio
-from kubirun.errors import KubirunError
-from kubirun.ids import validate_id
-from kubirun.killpoint import reached
+from kubirun.base import jsonio
+from kubirun.base.paths import default_root, use_root  # noqa: F401 (kubirun.state.use_root)
+from kubirun.base.proc import proc_stat_fields, process_start_time  # noqa: F401
+from kubirun.base.errors import KubirunError
+from kubirun.base.ids import validate_id
+from kubirun.base.killpoint import reached
 
 STATE_FILE = "state.json"
 EXEC_FIFO = "exec.fifo"
@@ -48,49 +50,10 @@ class Corrupt(KubirunError):
     """The container's state file cannot be read as one."""
 
 
-_root_override: str | None = None
-
-
-def use_root(path: str) -> None:
-    """``--root``: every container of this command lives under ``path``."""
-    global _root_override
-    _root_override = os.path.abspath(path)
-
-
-def default_root() -> str:
-    """``--root``, else ``$KUBIRUN_ROOT``, else /run/kubirun for root and
-    ``$XDG_RUNTIME_DIR/kubirun`` for other users."""
-    if _root_override:
-        return _root_override
-    if os.environ.get("KUBIRUN_ROOT"):
-        return os.environ["KUBIRUN_ROOT"]
-    if os.geteuid() == 0:
-        return "/run/kubirun"
-    runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
-    if runtime_dir:
-        return os.path.join(runtime_dir, "kubirun")
-    return f"/tmp/kubirun-{os.geteuid()}"
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of ``/proc/PID/stat`` (clock ticks since boot), or None when
-    the process is gone or a zombie: a PID plus its start time names one
-    process for ever, whatever the kernel later recycles the PID for."""
-    fields = proc_stat_fields(pid)
-    if fields is None or fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
-
-
-def proc_stat_fields(pid: int) -> list[bytes] | None:
-    """``/proc/PID/stat`` from its state on (field 3; the command name,
-    which may hold spaces and parentheses, left out), or None if gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:].split()
+def has_state(root: str, container_id: str) -> bool:
+    """Whether container ``container_id`` of state root ``root`` has a state
+    file (the network's lease pool asks, kubirun.ns.net.ipam)."""
+    return os.path.exists(os.path.join(root, container_id, STATE_FILE))
 
 
 class StateDir:
@@ -285,7 +248,7 @@ def list_ids(root: str) -> list[str]:
     except FileNotFoundError:
         return []
     except NotADirectoryError:
-        from kubirun.errors import KubirunError
+        from kubirun.base.errors import KubirunError
 
         raise KubirunError(f"state root {root} is not a directory (from --root or"
                            " $KUBIRUN_ROOT)") from None

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests import runtimes
+
 REPO = Path(__file__).resolve().parent.parent
 KUBIRUN = [sys.executable, "-m", "kubirun"]
 KUBIRUN_SCRIPT = Path(sys.executable).parent / "kubirun"
@@ -322,14 +324,7 @@ class RuncRuntime:
             _remove_runc_cgroup_parents()
 
 
-def _runtime_params():
-    params = [pytest.param("kubirun", id="kubirun")]
-    params.append(pytest.param("runc", id="runc", marks=pytest.mark.skipif(
-        shutil.which("runc") is None, reason="runc is not installed")))
-    return params
-
-
-@pytest.fixture(params=_runtime_params())
+@pytest.fixture(params=runtimes.params("runc"))
 def runtime(request, tmp_path):
     if request.param == "runc":
         return RuncRuntime(tmp_path)

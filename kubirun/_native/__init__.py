@@ -185,6 +185,41 @@ def close_range(first: int, last: int = 0xFFFFFFFF, flags: int = 0) -> None:
         raise _fail("close_range")
 
 
+def bpf(cmd: int, attr: bytearray) -> int:
+    """bpf(2) on ``attr`` (a union bpf_attr, which the kernel may write
+    back into): its result, or -errno.  Pointers inside ``attr`` come from
+    ``buffer_address``."""
+    return lib.kubi_bpf(cmd, ffi.from_buffer(attr), len(attr))
+
+
+def buffer_address(buffer: bytearray) -> int:
+    """Where ``buffer``'s bytes are, for a pointer inside a bpf_attr (valid
+    while the bytearray lives and keeps its size)."""
+    return int(ffi.cast("uintptr_t", ffi.from_buffer(buffer)))
+
+
+def chroot(path: str) -> None:
+    """chroot(2).  Python's own call, but here so that every change of root
+    goes through the seam (Kernel.chroot) that tests can record."""
+    os.chroot(path)
+
+
+# ioctls on a pty master (asm-generic/ioctls.h)
+TIOCSPTLCK = 0x40045431
+TIOCGPTPEER = 0x5441
+
+
+def open_pty_peer(master: int) -> int:
+    """The slave of pty ``master``, unlocked and opened from the master
+    itself (TIOCGPTPEER): no path lookup of /dev/pts/N that an image could
+    redirect.  Close-on-exec, not a controlling terminal."""
+    import fcntl
+    import struct
+
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+
+
 def pidfd_open(pid: int) -> int:
     fd = lib.kubi_pidfd_open(pid, 0)
     if fd < 0:
@@ -310,7 +345,8 @@ def exec_through_helper(helper: int, path: str, args: list[str], env: dict[str, 
 
 
 class Kernel:
-    """The operations the rootfs plan performs, as one object.
+    """The operations the rootfs plan performs, as one object: it implements
+    ``kubirun._native.syscalls.Syscalls``.
 
     The real one calls the kernel; tests pass a recording fake with the same
     methods.  File descriptors returned here are the caller's to close.
@@ -366,6 +402,12 @@ class Kernel:
 
     def fchdir(self, fd: int) -> None:
         os.fchdir(fd)
+
+    def chroot(self, path: str) -> None:
+        chroot(path)
+
+    def open_pty_peer(self, master: int) -> int:
+        return open_pty_peer(master)
 
 
 __all__ = [name for name in dir() if not name.startswith("_")]

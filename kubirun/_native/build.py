@@ -29,6 +29,7 @@ long kubi_join_session_keyring(const char *name);
 
 int kubi_pivot_root(const char *new_root, const char *put_old);
 int kubi_close_range(unsigned int first, unsigned int last, unsigned int flags);
+long kubi_bpf(int cmd, void *attr, unsigned int size);
 int kubi_pidfd_open(int pid, unsigned int flags);
 int kubi_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
 int kubi_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode,
@@ -149,6 +150,13 @@ static int kubi_pivot_root(const char *new_root, const char *put_old)
 
 static int kubi_close_range(unsigned int first, unsigned int last, unsigned int flags)
 { return (int)syscall(SYS_close_range, first, last, flags); }
+
+/* bpf(2): its result, or -errno (callers tell the errors apart). */
+static long kubi_bpf(int cmd, void *attr, unsigned int size)
+{
+	long ret = syscall(SYS_bpf, cmd, attr, size);
+	return ret < 0 ? -(long)errno : ret;
+}
 
 static int kubi_pidfd_open(int pid, unsigned int flags)
 { return (int)syscall(SYS_pidfd_open, pid, flags); }

@@ -200,7 +200,9 @@ static void report(const char *fds, int on_stderr, const char *arg0, long err, i
 		unsigned long m = 0;
 		append(framed, &m, "E", 1);
 		append_number(framed, &m, (unsigned long)code);
-		append(framed, &m, "", 1); /* "" is one NUL: code\0message */
+		append(framed, &m, ":", 1); /* code:errno\0message (kubirun.channel) */
+		append_number(framed, &m, (unsigned long)err);
+		append(framed, &m, "", 1); /* "" is one NUL */
 		append(framed, &m, message, n);
 		sys3(SYS_write, fd, (long)framed, (long)m);
 	}

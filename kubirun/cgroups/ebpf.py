@@ -40,8 +40,9 @@ The program (all registers 32-bit values from the context)::
         return ACTION
     return DEFAULT
 
-Loading and attaching use bpf(2) through ctypes, imported on first use:
-importing this module costs only ``struct``. A new program is attached
+Loading and attaching use bpf(2) through kubirun._native (the one door to
+the kernel), imported on first use: importing this module costs only
+``struct``. A new program is attached
 (BPF_F_ALLOW_MULTI) before the old ones are detached, so a running
 container never goes without a filter during an update. The attachment
 holds the program: it outlives our process and goes away with the cgroup.
@@ -51,6 +52,9 @@ from __future__ import annotations
 import errno as _errno
 import os
 import struct
+import sys
+
+from kubirun.base.errors import KubirunError
 
 from .devices import WILDCARD, DeviceRuleError, Emulator
 
@@ -89,17 +93,13 @@ R0, R1, R2, R3, R4, R5 = range(6)
 LICENSE = "Apache"
 PROG_NAME = "kubirun_devices"  # at most 15 characters: [A-Za-z0-9_.]
 
-# Where bpf(2) is in the system call table, by machine (uname -m).
-SYS_BPF = {"x86_64": 321, "amd64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280}
 
-
-class BPFError(Exception):
+class BPFError(KubirunError):
     """A bpf(2) call failed; ``errno`` is its errno, ``log`` the verifier's
     log for a program the kernel refused ("" otherwise)."""
 
     def __init__(self, message: str, errno: int | None = None, log: str = "") -> None:
-        super().__init__(message)
-        self.errno = errno
+        super().__init__(message, errno=errno, syscall="bpf")
         self.log = log
 
 
@@ -226,45 +226,25 @@ def device_filter(rules) -> bytes | None:
 
 # --- bpf(2) ------------------------------------------------------------------------
 
-_bpf = None  # the loaded syscall wrapper
-
-
-def _syscall():
-    global _bpf
-    if _bpf is not None:
-        return _bpf
-    import ctypes
-
-    machine = os.uname().machine  # platform.machine()'s answer, without importing platform (5 ms)
-    number = SYS_BPF.get(machine)
-    if number is None:
-        raise BPFError(f"bpf(2): do not know its system call number on {machine!r}", _errno.ENOSYS)
-    if struct.pack("=H", 1) != b"\x01\x00":
+def _bpf(cmd: int, attr: bytearray) -> int:
+    """bpf(2): its result or -errno."""
+    if sys.byteorder != "little":  # the attrs below are packed little-endian
         raise BPFError("bpf(2): big-endian machines are not supported", _errno.ENOSYS)
-    libc = ctypes.CDLL(None, use_errno=True)
-    syscall = libc.syscall
-    syscall.restype = ctypes.c_long
-    syscall.argtypes = (ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_ulong)
+    from kubirun import _native
 
-    def bpf(cmd: int, attr) -> int:
-        ret = syscall(number, cmd, ctypes.addressof(attr), ctypes.sizeof(attr))
-        if ret < 0:
-            return -ctypes.get_errno()
-        return ret
-
-    bpf.ctypes = ctypes
-    _bpf = bpf
-    return bpf
+    return _native.bpf(cmd, attr)
 
 
-def _attr(size: int = 128):
+def _attr(size: int = 128) -> bytearray:
     """A zeroed union bpf_attr (the kernel checks that what it does not know
     is zero)."""
-    return _syscall().ctypes.create_string_buffer(size)
+    return bytearray(size)
 
 
-def _address(buf) -> int:
-    return _syscall().ctypes.addressof(buf)
+def _address(buf: bytearray) -> int:
+    from kubirun import _native
+
+    return _native.buffer_address(buf)
 
 
 def _describe(err: int) -> str:
@@ -273,17 +253,16 @@ def _describe(err: int) -> str:
 
 def _prog_load(code: bytes, log_size: int) -> tuple[int, str]:
     """(fd or -errno, the verifier's log when log_size)."""
-    ctypes = _syscall().ctypes
-    insns = ctypes.create_string_buffer(code, len(code))
-    license = ctypes.create_string_buffer(LICENSE.encode())
-    log = ctypes.create_string_buffer(log_size) if log_size else None
+    insns = bytearray(code)
+    license = bytearray(LICENSE.encode() + b"\0")
+    log = bytearray(log_size) if log_size else None
     attr = _attr()
     struct.pack_into("<IIQQIIQ", attr, 0, BPF_PROG_TYPE_CGROUP_DEVICE, len(code) // 8,
                      _address(insns), _address(license), 1 if log else 0, log_size,
                      _address(log) if log else 0)
     attr[48:48 + len(PROG_NAME)] = PROG_NAME.encode()  # prog_name
-    fd = _syscall()(BPF_PROG_LOAD, attr)
-    return fd, (log.value.decode(errors="replace").strip() if log else "")
+    fd = _bpf(BPF_PROG_LOAD, attr)
+    return fd, (log.split(b"\0", 1)[0].decode(errors="replace").strip() if log else "")
 
 
 def load(code: bytes) -> int:
@@ -327,27 +306,26 @@ def _with_memlock_unlimited(call):
 def query(dir_fd: int) -> list[int]:
     """The ids of the BPF_CGROUP_DEVICE programs attached to the cgroup
     itself (not those its ancestors run)."""
-    ctypes = _syscall().ctypes
     count = 64  # the kernel's limit per cgroup and attach type, today
     for _ in range(10):
-        ids = (ctypes.c_uint32 * count)()
+        ids = bytearray(4 * count)
         attr = _attr()
-        struct.pack_into("<IIIIQI", attr, 0, dir_fd, BPF_CGROUP_DEVICE, 0, 0, ctypes.addressof(ids), count)
-        ret = _syscall()(BPF_PROG_QUERY, attr)
+        struct.pack_into("<IIIIQI", attr, 0, dir_fd, BPF_CGROUP_DEVICE, 0, 0, _address(ids), count)
+        ret = _bpf(BPF_PROG_QUERY, attr)
         got = struct.unpack_from("<I", attr, 24)[0]  # prog_cnt: how many there are
         if ret == -_errno.ENOSPC:
             count = max(got, count * 2)
             continue
         if ret < 0:
             raise BPFError(f"BPF_PROG_QUERY (BPF_CGROUP_DEVICE): {_describe(-ret)}", -ret)
-        return list(ids[:got])
+        return list(struct.unpack_from(f"<{got}I", ids))
     raise BPFError("BPF_PROG_QUERY (BPF_CGROUP_DEVICE): the list of programs keeps growing", _errno.ENOSPC)
 
 
 def attach(dir_fd: int, prog_fd: int) -> None:
     attr = _attr()
     struct.pack_into("<IIII", attr, 0, dir_fd, prog_fd, BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI)
-    ret = _syscall()(BPF_PROG_ATTACH, attr)
+    ret = _bpf(BPF_PROG_ATTACH, attr)
     if ret < 0:
         raise BPFError(f"BPF_PROG_ATTACH (BPF_CGROUP_DEVICE, BPF_F_ALLOW_MULTI): {_describe(-ret)}", -ret)
 
@@ -356,7 +334,7 @@ def detach(dir_fd: int, prog_id: int) -> bool:
     """Detach the program with that id; False when it was gone already."""
     attr = _attr()
     struct.pack_into("<I", attr, 0, prog_id)
-    fd = _syscall()(BPF_PROG_GET_FD_BY_ID, attr)
+    fd = _bpf(BPF_PROG_GET_FD_BY_ID, attr)
     if fd == -_errno.ENOENT:
         return False
     if fd < 0:
@@ -364,7 +342,7 @@ def detach(dir_fd: int, prog_id: int) -> bool:
     try:
         attr = _attr()
         struct.pack_into("<III", attr, 0, dir_fd, fd, BPF_CGROUP_DEVICE)
-        ret = _syscall()(BPF_PROG_DETACH, attr)
+        ret = _bpf(BPF_PROG_DETACH, attr)
     finally:
         os.close(fd)
     if ret == -_errno.ENOENT:

@@ -12,9 +12,8 @@ import errno as _errno
 import os
 from time import monotonic, sleep
 
-from kubirun import explain
-
-from . import CgroupError
+from kubirun.base import explain
+from kubirun.base.errors import CgroupError
 
 # remove_parent's answer for "holds another cgroup or a process: leave it".
 IN_USE = OSError(_errno.EBUSY, "in use by another cgroup")

@@ -13,7 +13,10 @@ moving in through cgroup.procs would cost an RCU grace period each.
 """
 from __future__ import annotations
 
-from . import INVALID, CgroupError, fs
+from kubirun.base.errors import CgroupError
+
+from . import fs
+from .cgroup import INVALID
 from . import resources as oci
 from .stats import v2_hugetlb
 from .v1 import V1Cgroup, write_hugetlb

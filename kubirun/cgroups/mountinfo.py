@@ -17,6 +17,8 @@ Nothing here reads a cgroup file: it only maps names to mount points.
 """
 from __future__ import annotations
 
+from kubirun.base.mountinfo import parse_line
+
 # v1 controllers the kernel may offer (cgroup_subsys.h). A v1 mount's super
 # options mix them with plain options (rw, noprefix, clone_children, xattr,
 # release_agent=...), so we only keep names we know plus "name=...".
@@ -25,23 +27,6 @@ KNOWN_V1_CONTROLLERS = frozenset((
     "net_cls", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc",
     "debug",
 ))
-
-
-def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as \\ooo."""
-    if "\\" not in field:
-        return field
-    out = []
-    i = 0
-    while i < len(field):
-        code = field[i + 1:i + 4]
-        if field[i] == "\\" and len(code) == 3 and all(d in "01234567" for d in code):
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
 
 
 class CgroupMount:
@@ -76,26 +61,19 @@ def parse_mountinfo(text: str, known: frozenset[str] | set[str] = KNOWN_V1_CONTR
     mounts = []
     tree: dict[str, tuple[str, str]] = {}  # id -> (parent id, mount point)
     for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 5:
+        parsed = parse_line(line)
+        if parsed is None:
             continue
-        tree[fields[0]] = (fields[1], fields[4])
-        try:
-            sep = fields.index("-", 6)
-        except ValueError:
-            continue
-        if len(fields) < sep + 3:
-            continue
-        fstype = fields[sep + 1]
-        if fstype not in ("cgroup", "cgroup2"):
+        tree[parsed.id] = (parsed.parent, parsed.mountpoint)
+        if parsed.fstype not in ("cgroup", "cgroup2"):
             continue
         controllers = []
-        if fstype == "cgroup":
-            for opt in fields[sep + 3].split(","):
+        if parsed.fstype == "cgroup":
+            for opt in parsed.superoptions.split(","):
                 if opt in known or opt.startswith("name="):
                     controllers.append(opt)
-        mount = CgroupMount(_unescape(fields[4]), _unescape(fields[3]), fstype, controllers)
-        mounts.append((fields[0], mount))
+        mount = CgroupMount(parsed.mountpoint, parsed.root, parsed.fstype, controllers)
+        mounts.append((parsed.id, mount))
     if not mounts:
         return []
     reachable = _reachable(tree)
@@ -110,7 +88,7 @@ def _reachable(tree: dict[str, tuple[str, str]]):
     parent is not listed), one component at a time: at each, the walk moves
     onto the mount on the current one there, and onto any stacked on that
     (of two on one parent at one path, the later in the file is on top).
-    Mount points stay escaped: comparing them needs no unescaping."""
+    Unescaping (base.mountinfo) adds no "/": the walk is the same."""
     on: dict[tuple[str, str], str] = {}
     for mount_id, (parent, point) in tree.items():
         on[(parent, point)] = mount_id

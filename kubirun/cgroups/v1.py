@@ -16,7 +16,10 @@ import errno
 import os
 import time
 
-from . import INVALID, Cgroup, CgroupError, fs
+from kubirun.base.errors import CgroupError
+
+from . import fs
+from .cgroup import INVALID, Cgroup
 from . import resources as oci
 from .convert import (
     ConversionError,

@@ -15,7 +15,10 @@ import errno
 import os
 import time
 
-from . import Cgroup, CgroupError, fs
+from kubirun.base.errors import CgroupError
+
+from . import fs
+from .cgroup import Cgroup
 from . import resources as oci
 from .convert import (
     ConversionError,

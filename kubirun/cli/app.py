@@ -7,7 +7,7 @@ import click
 
 from kubirun import __version__
 from kubirun.cli.table import APP_HELP, COMMANDS, GLOBAL_OPTIONS, GROUPS, Command
-from kubirun.cli import dispatch
+from kubirun.cli.dispatch import dispatch
 from kubirun.cli.helptext import version_text
 
 

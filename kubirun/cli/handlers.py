@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 
 # --- run: an image, or a bundle ----------------------------------------------
@@ -64,8 +64,8 @@ def run(image: str, command: tuple, name: str | None, hostname: str | None,
     )
     spec.init = init
     seccomp = imagerun.security_options(list(security_opt), spec)
-    from kubirun.ns.net import NetworkOptions
-    from kubirun.resources import run_limits
+    from kubirun.imagerun import NetworkOptions
+    from kubirun.resource_flags import run_limits
 
     return imagerun.run(imagerun.RunOptions(image=image, name=name, hostname=hostname,
                                             process=spec, keep=keep,
@@ -158,7 +158,7 @@ def start(container_id: str) -> int:
 
 
 def state(container_id: str) -> int:
-    from kubirun import jsonio
+    from kubirun.base import jsonio
     from kubirun.container import Container
 
     print(jsonio.dumps(Container(container_id).state(), indent=2))
@@ -186,7 +186,8 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
           explain: bool = False, cgroup: tuple = ()) -> int:
     if explain:
         _explain()
-    from kubirun.exec_into import ExecOptions, exec_in_container, process_from_args, process_from_file
+    from kubirun.container import exec_in_container
+    from kubirun.exec_into import ExecOptions, process_from_args, process_from_file
 
     args = list(command)
     if args and args[0] == "--":
@@ -234,8 +235,8 @@ def exec_(container_id: str, command: tuple, process: str | None, tty: bool,
         # The process never ran (no such program, a cwd or pid file that
         # cannot be): runc says so with status 255, and engines (containerd,
         # podman) read that status and the message, not the shell's 126/127.
-        from kubirun import log
-        from kubirun.errors import describe
+        from kubirun.base import log
+        from kubirun.base.errors import describe
 
         log.error(str(err) if isinstance(err, KubirunError) else describe(err))
         return EXEC_DID_NOT_START
@@ -261,7 +262,7 @@ def ps(container_id: str, format: str, ps_args: tuple) -> int:
 
     pids = Container(container_id).processes()
     if format == "json":
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         print(jsonio.dumps(pids))
         return 0
@@ -292,7 +293,7 @@ def ps(container_id: str, format: str, ps_args: tuple) -> int:
 def list_(format: str, quiet: bool) -> int:
     from kubirun.container import list_containers
 
-    from kubirun import log
+    from kubirun.base import log
     from kubirun.state import Corrupt
 
     states = []
@@ -310,7 +311,7 @@ def list_(format: str, quiet: bool) -> int:
     for s in states:
         s["owner"] = _owner(s["id"])
     if format == "json":
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         print(jsonio.dumps([_as_runc_lists(s) for s in states] or None))  # runc: null, not []
         return 0
@@ -350,10 +351,10 @@ def _owner(container_id: str) -> str:
 
 
 def gc(store: str | None) -> int:
-    from kubirun import reclaim
+    from kubirun import garbage
     from kubirun.state import default_root
 
-    for line in reclaim.gc(default_root(), os.path.abspath(store) if store else None):
+    for line in garbage.gc(default_root(), os.path.abspath(store) if store else None):
         print(f"removed {line}")
     return 0
 
@@ -381,9 +382,9 @@ def events(container_id: str, stats: bool, interval: str) -> int:
 
 
 def update(container_id: str, resources: str | None, **flags) -> int:
-    from kubirun import log
+    from kubirun.base import log
     from kubirun.container import Container
-    from kubirun.resources import resources_from_flags, resources_from_file
+    from kubirun.resource_flags import resources_from_flags, resources_from_file
 
     changes = resources_from_file(resources) if resources else {}
     for section, values in resources_from_flags(flags).items():
@@ -396,7 +397,7 @@ def update(container_id: str, resources: str | None, **flags) -> int:
 
 
 def spec(bundle: str | None, rootless: bool) -> int:
-    from kubirun import jsonio
+    from kubirun.base import jsonio
     from kubirun.spec import default_config
 
     path = os.path.join(bundle or ".", "config.json")
@@ -408,7 +409,7 @@ def spec(bundle: str | None, rootless: bool) -> int:
 
 
 def features() -> int:
-    from kubirun import jsonio
+    from kubirun.base import jsonio
     from kubirun.features import features as describe
 
     print(jsonio.dumps(describe(), indent=2))
@@ -453,7 +454,7 @@ def demo_ps(image: str | None) -> int:
 
 def _explain() -> None:
     """--explain: narration on from here, inherited by the forked init."""
-    from kubirun import explain
+    from kubirun.base import explain
 
     explain.enable()
 

@@ -249,19 +249,19 @@ _PLATFORM = Option(("--platform",), "platform",
 _STORE = Option(("--store",), "store",
                 "The image store (default: $KUBIRUN_STORE, else /var/lib/kubirun).", "value", "DIR")
 IMAGES_LS = Command("ls", "List the images of the store ($KUBIRUN_STORE, default /var/lib/kubirun).",
-                    "kubirun.image.commands:ls",
+                    "kubirun.cli.images:ls",
                     (_FORMAT, Option(("-q", "--quiet"), "quiet", "Only ids."), _STORE))
 IMAGES_IMPORT = Command(
     "import", "Import an image file or layout into the store (unpack its layers once).",
-    "kubirun.image.commands:import_", (_PLATFORM, _STORE), (Argument("image"),),
+    "kubirun.cli.images:import_", (_PLATFORM, _STORE), (Argument("image"),),
     epilog="IMAGE: a root filesystem tar (plain, gzip, zstd, xz), a docker-save archive, or an"
            " OCI layout (directory or tar); LAYOUT:NAME picks one of several images.")
 IMAGES_RM = Command("rm", "Remove images (by id prefix, name or source file) from the store.",
-                    "kubirun.image.commands:rm",
+                    "kubirun.cli.images:rm",
                     (Option(("-f", "--force"), "force", "Even if a container uses it."), _STORE),
                     (Argument("images", variadic=True),))
 IMAGES_PRUNE = Command("prune", "Remove unused layers and leftovers; with -a, unused images too.",
-                       "kubirun.image.commands:prune",
+                       "kubirun.cli.images:prune",
                        (Option(("-a", "--all"), "all", "Also images no container uses."), _STORE))
 GC = Command(
     "gc", "Remove what killed runtimes left behind.\n\n"
@@ -274,7 +274,7 @@ GC = Command(
            " command owns is never touched; only kubirun's state root and store are looked at.")
 BUNDLE = Command(
     "bundle", "Write an OCI bundle (config.json + rootfs/) from an image, for any OCI runtime.",
-    "kubirun.image.commands:bundle",
+    "kubirun.cli.images:bundle",
     (_PLATFORM,
      Option(("--entrypoint",), "entrypoint", "Replace the image's Entrypoint (and its Cmd).",
             "value", "PROGRAM"),

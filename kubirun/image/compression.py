@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import zlib
 
-from kubirun.errors import ImageError
+from kubirun.base.errors import ImageError
 from kubirun.image.tarstream import CorruptData
 
 GZIP, ZSTD, XZ, BZIP2, PLAIN = "gzip", "zstd", "xz", "bzip2", "none"

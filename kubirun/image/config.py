@@ -20,7 +20,7 @@ STOP_SIGNAL = "org.opencontainers.image.stopSignal"
 EXPOSED_PORTS = "org.opencontainers.image.exposedPorts"
 
 
-def _strings(value) -> list[str]:
+def strings(value) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, list):
@@ -32,7 +32,7 @@ def process_args(image_config: dict, command: list[str], entrypoint: list[str] |
     """argv from the image's Entrypoint/Cmd and the command line."""
     if entrypoint is not None:
         return list(entrypoint) + list(command)
-    return _strings(image_config.get("Entrypoint")) + (list(command) or _strings(image_config.get("Cmd")))
+    return strings(image_config.get("Entrypoint")) + (list(command) or strings(image_config.get("Cmd")))
 
 
 def apply(process, image_config: dict, command: list[str], entrypoint: list[str] | None,
@@ -42,7 +42,7 @@ def apply(process, image_config: dict, command: list[str], entrypoint: list[str]
     args = process_args(image_config, command, entrypoint)
     if args:
         process.args = args
-    env = _strings(image_config.get("Env"))
+    env = strings(image_config.get("Env"))
     if env:
         process.env = env + list(process.env)
     workdir = image_config.get("WorkingDir")
@@ -72,36 +72,3 @@ def exposed_ports(image_config: dict) -> list[str]:
     if not isinstance(ports, dict):
         return []
     return sorted((p if "/" in p else p + "/tcp") for p in ports if isinstance(p, str))
-
-
-def bundle_config(image: dict | None, rootfs: str, command: list[str],
-                  entrypoint: list[str] | None) -> dict:
-    """A ``config.json`` for ``kubirun bundle``: ``kubirun spec``'s
-    defaults, the image's process (user as numbers, from the root's own
-    /etc/passwd), its annotations."""
-    from kubirun.process import DEFAULT_ARGS, DEFAULT_PATH, resolve_user
-    from kubirun.spec import default_config, lowest_oci_version
-
-    cfg = (image or {}).get("config", {}).get("config") or {}
-    config = default_config()
-    process = config["process"]
-    args = process_args(cfg, command, entrypoint) or list(DEFAULT_ARGS)
-    process["args"] = args
-    process["terminal"] = False
-    env = {"PATH": DEFAULT_PATH}
-    for item in _strings(cfg.get("Env")):
-        key, _, value = item.partition("=")
-        env[key] = value
-    identity = resolve_user(cfg.get("User") or None, rootfs)
-    env.setdefault("HOME", identity.home)
-    process["env"] = [f"{k}={v}" for k, v in env.items()]
-    process["cwd"] = cfg.get("WorkingDir") or "/"
-    process["user"] = {"uid": identity.uid, "gid": identity.gid}
-    if identity.groups:
-        process["user"]["additionalGids"] = list(identity.groups)
-    config["root"] = {"path": "rootfs", "readonly": False}
-    notes = annotations(cfg)
-    if notes:
-        config["annotations"] = notes
-    config["ociVersion"] = lowest_oci_version(config)
-    return config

@@ -29,7 +29,7 @@ import errno
 import os
 import stat
 
-from kubirun.errors import ImageError, UnsafeArchiveError
+from kubirun.base.errors import ImageError, UnsafeArchiveError
 from kubirun.image.tarstream import BLK, CHR, DIR, FIFO, LNK, REG, SYM, Entry
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

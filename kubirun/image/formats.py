@@ -20,7 +20,7 @@ import hashlib
 import os
 import platform as _platform
 
-from kubirun.errors import ImageError
+from kubirun.base.errors import ImageError
 from kubirun.image import tarstream
 from kubirun.image.compression import PLAIN, Decoded, sniff
 from kubirun.image.tarstream import BLOCK, HeaderParser
@@ -234,7 +234,7 @@ def read_member(members, name: str) -> bytes:
 
 
 def parse_json(data: bytes, what: str):
-    from kubirun import jsonio  # bounds the nesting, as for config.json
+    from kubirun.base import jsonio  # bounds the nesting, as for config.json
 
     try:
         return jsonio.loads(data)

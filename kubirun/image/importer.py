@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 
-from kubirun.errors import ImageError
+from kubirun.base.errors import ImageError
 from kubirun.image import formats
 from kubirun.image.compression import (
     PLAIN,
@@ -32,7 +32,7 @@ from kubirun.image.compression import (
 from kubirun.image.extract import RootWriter, apply_tar
 from kubirun.image.progress import progress_for
 from kubirun.image.tarstream import TarReader
-from kubirun.killpoint import reached
+from kubirun.base.killpoint import reached
 
 
 def _now() -> str:
@@ -79,7 +79,7 @@ def import_into(store, path: str, platform: str | None, ref: str | None,
                     if ref is not None:
                         raise ImageError(f"{label}: a root filesystem archive has no image {ref!r}")
                     if platform is not None:
-                        from kubirun import log
+                        from kubirun.base import log
 
                         log.warning(f"{label}: --platform does not apply to a root filesystem"
                                     " tarball (it holds one platform's files, whichever that is)")

@@ -12,10 +12,12 @@ from __future__ import annotations
 import errno
 import os
 
-from kubirun import _native, explain
+from kubirun import _native
+from kubirun.base import explain
+from kubirun.base.errors import KubirunError
 
 
-class OverlayUnavailable(Exception):
+class OverlayUnavailable(KubirunError):
     """overlayfs cannot be used here (no such file system, options refused,
     or the store's file system cannot be an upper layer)."""
 

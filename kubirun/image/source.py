@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import ImageError
+from kubirun.base.errors import ImageError
 
 
 class Prepared:

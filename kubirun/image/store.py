@@ -9,7 +9,7 @@
       containers/NAME/   a container: upper/, work/, rootfs/ (the overlay
                          mount), ``image`` (its image id, which keeps
                          the image from ``rm`` and ``prune``) and ``owner``
-                         (locked by its run: image.containerdir)
+                         (locked by its run: kubirun.containerdir)
       tmp/               layers being unpacked, archives being decompressed
                          (what killed imports left: ``remove_import_leftovers``)
       locks/             flock(2) files
@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import os
 
-from kubirun import jsonio
-from kubirun.errors import ImageError
+from kubirun.base import jsonio
+from kubirun.base.errors import ImageError
 
 DEFAULT_STORE = "/var/lib/kubirun"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import ImageError
+from kubirun.base.errors import ImageError, KubirunError
 
 BLOCK = 512
 MAX_ID = 0xFFFFFFFE  # (uid_t)-1 is not an id: chown reads it as "unchanged"
@@ -23,7 +23,7 @@ MAX_TIME = 1 << 62  # seconds either way: beyond, no time_t holds it
 MAX_MAJOR, MAX_MINOR = 0xFFF, 0xFFFFF  # what Linux's dev_t holds
 
 
-class CorruptData(Exception):
+class CorruptData(KubirunError):
     """The data is not what it claims to be: a cut or corrupt stream, or
     not a tar archive at all."""
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 
+from kubirun.base.errors import KubirunError
+
 Mapping = tuple[int, int, int]  # (containerID, hostID, size)
 
 INSTALL_HINT = "apt install uidmap"
@@ -30,7 +32,7 @@ SUBID_FILES = {"uid": "/etc/subuid", "gid": "/etc/subgid"}
 HELPERS = {"uid": "newuidmap", "gid": "newgidmap"}
 
 
-class IdMapError(Exception):
+class IdMapError(KubirunError):
     """A mapping the caller may not write; the message says why (one line),
     ``index`` which line of the mappings (None: all of them)."""
 
@@ -236,7 +238,7 @@ def write(pid: int, uid_mappings: list[Mapping], gid_mappings: list[Mapping]) ->
             continue
         helper = find_helper(kind)
         if helper is None:
-            from kubirun.errors import KubirunError
+            from kubirun.base.errors import KubirunError
 
             raise KubirunError(f"cannot write the {kind} map of process {pid}: {HELPERS[kind]}"
                                f" is not installed ({INSTALL_HINT})")
@@ -261,7 +263,7 @@ def write(pid: int, uid_mappings: list[Mapping], gid_mappings: list[Mapping]) ->
             if failure:
                 failures.append(failure)
     if failures:
-        from kubirun.errors import KubirunError
+        from kubirun.base.errors import KubirunError
 
         raise KubirunError(f"cannot write the id maps of process {pid}: {'; '.join(failures)}")
 

@@ -22,7 +22,7 @@ from kubirun._native import (
     MS_SLAVE,
     MS_STRICTATIME,
 )
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 from kubirun.ns.mounts import DEFAULT_DEVICES, Device, Mount, Step, Symlink
 
 MS_SYNCHRONOUS, MS_MANDLOCK, MS_DIRSYNC = 0x10, 0x40, 0x80

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 
-from kubirun import _native, explain
+from kubirun import _native
+from kubirun.base import explain
 from kubirun._native import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,

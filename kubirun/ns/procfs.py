@@ -14,7 +14,7 @@ import os
 
 from kubirun import _native
 from kubirun._native import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 
 PROC_SUPER_MAGIC = 0x9FA0
 

@@ -15,7 +15,7 @@ from kubirun._native import (
     MNT_DETACH, MS_BIND, MS_MOVE, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC,
     MS_REMOUNT, MS_SLAVE, Kernel,
 )
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 
 
 def make_mounts_private(kernel: Kernel) -> None:
@@ -98,25 +98,24 @@ def move_into(kernel: Kernel, rootfs: str) -> None:
         os.close(mountinfo)
     kernel.chdir(rootfs)
     kernel.mount(rootfs, "/", None, MS_MOVE)
-    os.chroot(".")
+    kernel.chroot(".")
     kernel.chdir("/")
 
 
 def _revealing_mounts(rootfs: str, mountinfo: int) -> list[str]:
     """Mount points of whole procfs and sysfs trees outside ``rootfs``,
     parents first (the order of ``mountinfo``, an open /proc/self/mountinfo)."""
-    from kubirun.cgroups.mountinfo import _unescape
+    from kubirun.base.mountinfo import parse_line
 
     rootfs = os.path.realpath(rootfs)  # as mountinfo shows it
     found = []
     os.lseek(mountinfo, 0, os.SEEK_SET)  # a seq file: read anew from 0
     with os.fdopen(os.dup(mountinfo)) as f:
         for line in f:
-            fields = line.split()
-            fstype = fields[fields.index("-") + 1]
-            mountpoint = _unescape(fields[4])
-            if fstype not in ("proc", "sysfs") or fields[3] != "/":
+            mount = parse_line(line)
+            if mount is None or mount.fstype not in ("proc", "sysfs") or mount.root != "/":
                 continue
+            mountpoint = mount.mountpoint
             if mountpoint == rootfs or mountpoint.startswith(rootfs.rstrip("/") + "/"):
                 continue
             found.append(mountpoint)
@@ -127,7 +126,7 @@ def chroot_into(kernel: Kernel, rootfs: str) -> None:
     """No mount namespace of its own (``ns.hostmount``): a chroot, the host's
     mounts unchanged.  As weak as runc's: CAP_SYS_CHROOT gets out."""
     kernel.chdir(rootfs)
-    os.chroot(".")
+    kernel.chroot(".")
     kernel.chdir("/")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import uuid
@@ -28,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from kubirun.cgroups import CgroupError, detect_layout
+from tests import runtimes
 from tests.conftest import TEST_CGROUP_PARENT
 from tests.integration.oci_helpers import (  # noqa: F401
     DEFAULT_ENV,
@@ -48,7 +48,7 @@ def _pure_v2() -> bool:
 
 
 PURE_V2 = _pure_v2()
-CRUN = shutil.which("crun")
+CRUN = runtimes.binary("crun")
 MOUNT = Path("/sys/fs/cgroup")
 MiB = 1 << 20
 SLOW = 10  # timeouts: the VM's CPU is emulated (only failures wait this long)
@@ -100,14 +100,7 @@ def _test_parent_removed():
         pass
 
 
-def _runtime_params():
-    return [
-        pytest.param("kubirun", id="kubirun"),
-        pytest.param("crun", id="crun", marks=pytest.mark.skipif(CRUN is None, reason="crun is not installed")),
-    ]
-
-
-@pytest.fixture(params=_runtime_params())
+@pytest.fixture(params=runtimes.params("crun"))
 def oci(request, tmp_path):
     request.getfixturevalue("_all_reaped")  # dead inits reaped before the session's check
     if request.param == "crun":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kubirun.errors import ImageError
+from kubirun.base.errors import ImageError
 from kubirun.image import overlay
 from kubirun.image.store import Store, flatten
 from tests.image import builders as b

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import pytest
 
+from tests import runtimes
 from tests.conftest import TEST_CGROUP_PARENT
 
 KUBIRUN_BIN = Path(sys.executable).parent / "kubirun"
-RUNC_BIN = shutil.which("runc")
+RUNC_BIN = runtimes.binary("runc")
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 TIMEOUT = 30
 HOST_SH = "/bin/sh"
@@ -227,14 +228,6 @@ class Runtime:
         return problems
 
 
-def _runtime_params():
-    return [
-        pytest.param("kubirun", id="kubirun"),
-        pytest.param("runc", id="runc", marks=pytest.mark.skipif(
-            RUNC_BIN is None, reason="runc is not installed")),
-    ]
-
-
 ALL_PIDS: set[int] = set()
 
 
@@ -252,7 +245,7 @@ def _all_reaped():
         pass  # the session check reports what is left
 
 
-@pytest.fixture(params=_runtime_params())
+@pytest.fixture(params=runtimes.params("runc"))
 def oci(request, tmp_path, _all_reaped) -> Runtime:
     if request.param == "runc":
         runtime = Runtime("runc", RUNC_BIN, tmp_path / "runc-state", tmp_path)

@@ -2,7 +2,7 @@
 ``kubirun run`` of the same name and ``kubirun gc`` recognise and remove.
 
 The runtime kills itself at a named step (``KUBIRUN_TEST_KILL_AT``, see
-kubirun/killpoint.py), as an engine's runtime is killed by an OOM killer,
+kubirun/base/killpoint.py), as an engine's runtime is killed by an OOM killer,
 a timeout or a reboot of the shim; then the reclaimer runs, and the host
 must be back to the baseline: no mount under the test's directories, an
 empty state root and store (no container directory, no unpack leftover,

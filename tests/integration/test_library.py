@@ -37,3 +37,29 @@ def test_create_start_exec_kill_delete_from_python(busybox_dir, tmp_path):
     finally:
         container.delete(force=True)
     assert not os.path.exists(os.path.join(root, "library"))
+
+
+def test_a_failed_start_carries_the_errno_of_the_missing_program(busybox_dir, tmp_path):
+    import errno
+
+    import pytest
+
+    from kubirun.base.errors import ContainerStartError
+    from kubirun.container import Container
+    from kubirun.spec import default_config, load_bundle
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    config = default_config()
+    config["root"] = {"path": str(busybox_dir), "readonly": True}
+    config["process"].update(terminal=False, args=["/no/such/program"])
+    config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/library-errno"
+    (bundle / "config.json").write_text(json.dumps(config))
+    root = str(tmp_path / "state")
+    try:
+        with pytest.raises(ContainerStartError) as caught:
+            Container.create("library-errno", load_bundle(str(bundle)), root=root).start()
+        assert (caught.value.exit_code, caught.value.errno) == (127, errno.ENOENT)
+    finally:
+        if os.path.exists(os.path.join(root, "library-errno")):
+            Container("library-errno", root).delete(force=True)

@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
-from kubirun import jsonio
-from kubirun.errors import KubirunError
+from kubirun.base import jsonio
+from kubirun.base.errors import KubirunError
 from kubirun.ns.net import etcfiles, ports
 from kubirun.ns.net.ipam import Pool, Subnet
+from kubirun.state import has_state
 
 
 def record_for(owner: str, root: str = "/nonexistent", creator=None):
@@ -42,7 +43,7 @@ def test_subnet_gateway_and_hosts():
 
 
 def test_addresses_are_handed_out_in_turn_and_given_back(tmp_path):
-    pool = Pool(str(tmp_path / "pool"), Subnet("10.9.0.0/29"))  # hosts .2 to .6
+    pool = Pool(str(tmp_path / "pool"), Subnet("10.9.0.0/29"), has_state)  # hosts .2 to .6
     first = pool.allocate(record_for("a"), never)["address"]
     second = pool.allocate(record_for("b"), never)["address"]
     assert (first, second) == ("10.9.0.2", "10.9.0.3")
@@ -59,7 +60,7 @@ def test_addresses_are_handed_out_in_turn_and_given_back(tmp_path):
 
 
 def test_a_stale_lease_is_reclaimed_and_its_leftovers_undone(tmp_path):
-    pool = Pool(str(tmp_path / "pool"), Subnet("10.9.0.0/30"))  # one host: .2
+    pool = Pool(str(tmp_path / "pool"), Subnet("10.9.0.0/30"), has_state)  # one host: .2
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
     gone_pid = int(dead.stdout)
@@ -71,7 +72,7 @@ def test_a_stale_lease_is_reclaimed_and_its_leftovers_undone(tmp_path):
 
 
 def test_a_lease_whose_container_has_a_state_is_not_stale(tmp_path):
-    pool = Pool(str(tmp_path / "pool"), Subnet("10.9.0.0/30"))
+    pool = Pool(str(tmp_path / "pool"), Subnet("10.9.0.0/30"), has_state)
     (tmp_path / "alive").mkdir()
     (tmp_path / "alive" / "state.json").write_text("{}")
     pool.allocate(record_for("alive", str(tmp_path), creator=[1, 0]), never)

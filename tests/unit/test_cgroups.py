@@ -167,7 +167,10 @@ def test_import_is_cheap():
 
     code = "import sys, kubirun.cgroups; print(sorted(m for m in sys.modules if m.startswith('kubirun')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert eval(out) == ["kubirun", "kubirun.cgroups"]
+    # the interface module, and kubirun.base.errors for CgroupError (a
+    # KubirunError): no driver, nothing else of kubirun
+    assert eval(out) == ["kubirun", "kubirun.base", "kubirun.base.errors", "kubirun.cgroups",
+                         "kubirun.cgroups.cgroup"]
 
 
 # --- paths and state -----------------------------------------------------
@@ -515,7 +518,7 @@ def test_destroy_removes_only_what_we_made(fake_v1):
 
 def test_destroy_waits_for_a_busy_cgroup_then_reports(fake_v2, monkeypatch):
     cg = made(fake_v2)
-    monkeypatch.setattr(cgroups, "DESTROY_TIMEOUT", 0.05)
+    monkeypatch.setattr("kubirun.cgroups.cgroup.DESTROY_TIMEOUT", 0.05)  # where destroy reads it
     real_rmdir = os.rmdir
     calls = []
 

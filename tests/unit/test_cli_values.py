@@ -6,8 +6,8 @@ import signal
 import pytest
 
 from kubirun.cli.handlers import parse_duration, parse_signal
-from kubirun.errors import KubirunError
-from kubirun.resources import parse_size, resources_from_flags
+from kubirun.base.errors import KubirunError
+from kubirun.resource_flags import parse_size, resources_from_flags
 
 
 @pytest.mark.parametrize("text, number", [

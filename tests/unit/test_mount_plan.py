@@ -7,12 +7,14 @@ import os
 
 import pytest
 
-from kubirun._native import MS_BIND, MS_PRIVATE, MS_RDONLY, MS_REC, MNT_DETACH, MS_SLAVE
+from kubirun._native import MS_BIND, MS_MOVE, MS_PRIVATE, MS_RDONLY, MS_REC, MNT_DETACH, MS_SLAVE, Kernel
 from kubirun.ns import mounts, rootfs
 
 
 class RecordingKernel:
-    """Records every call; pretends every path exists unless told otherwise."""
+    """Records every call; pretends every path exists unless told otherwise.
+    Implements kubirun._native.syscalls.Syscalls, as the real Kernel does
+    (test_both_kernels_implement_the_whole_seam)."""
 
     def __init__(self, missing: set[str] = frozenset(), symlinks: set[str] = frozenset()) -> None:
         self.calls: list[tuple] = []
@@ -71,6 +73,30 @@ class RecordingKernel:
 
     def fchdir(self, fd):
         self.calls.append(("fchdir", self.fds[fd]))
+
+    def fstat(self, fd):
+        self.calls.append(("fstat", self.fds[fd]))
+        return os.stat("/")
+
+    def make_tree_read_only(self, fd):
+        self.calls.append(("make_tree_read_only", self.fds[fd]))
+
+    def openat(self, dirfd, name, flags, mode=0o644):
+        self.calls.append(("openat", f"{self.fds[dirfd]}/{name}"))
+        return self._fd(f"{self.fds[dirfd]}/{name}")
+
+    def unlinkat(self, dirfd, name):
+        self.calls.append(("unlink", f"{self.fds[dirfd]}/{name}"))
+
+    def chownat(self, dirfd, name, uid, gid):
+        self.calls.append(("chown", f"{self.fds[dirfd]}/{name}", uid, gid))
+
+    def chroot(self, path):
+        self.calls.append(("chroot", path))
+
+    def open_pty_peer(self, master):
+        self.calls.append(("open_pty_peer", self.fds[master]))
+        return self._fd(self.fds[master] + ":peer")
 
 
 def _mounted(kernel: RecordingKernel) -> dict[str, tuple]:
@@ -151,3 +177,42 @@ def test_pivot_root_detaches_the_old_root_through_a_slave_mount():
     assert kernel.calls[6] == ("umount2", ".", MNT_DETACH)
     assert kernel.calls[-1] == ("chdir", "/")
     assert not kernel.fds
+
+
+def test_both_kernels_implement_the_whole_seam():
+    import inspect
+
+    from kubirun._native.syscalls import Syscalls
+
+    wanted = {name: list(inspect.signature(getattr(Syscalls, name)).parameters)
+              for name in dir(Syscalls) if not name.startswith("_")}
+    for kernel in (Kernel, RecordingKernel):
+        have = {name: list(inspect.signature(getattr(kernel, name)).parameters)
+                for name in wanted if hasattr(kernel, name)}
+        assert have == wanted, kernel.__name__
+
+
+def test_no_pivot_moves_the_root_onto_slash_and_chroots_through_the_seam():
+    kernel = RecordingKernel()
+    rootfs.move_into(kernel, "/nonexistent/kubirun-test/rootfs")
+    assert kernel.calls[-4:] == [
+        ("chdir", "/nonexistent/kubirun-test/rootfs"),
+        ("mount", "/nonexistent/kubirun-test/rootfs", "/", None, MS_MOVE, None),
+        ("chroot", "."), ("chdir", "/")]
+
+
+def test_without_a_mount_namespace_the_root_is_a_chroot_through_the_seam():
+    kernel = RecordingKernel()
+    rootfs.chroot_into(kernel, "/r")
+    assert kernel.calls == [("chdir", "/r"), ("chroot", "."), ("chdir", "/")]
+
+
+def test_the_terminal_is_the_roots_ptmx_and_its_peer_through_the_seam():
+    from kubirun import console
+
+    kernel = RecordingKernel()
+    root = kernel.open("/r", 0)
+    master, slave = console.open_pty_inside(kernel, root)
+    assert kernel.calls[1:] == [("open_in_root", "dev/pts/ptmx"), ("open_pty_peer", "dev/pts/ptmx")]
+    assert kernel.fds[slave] == "dev/pts/ptmx:peer"
+

@@ -6,7 +6,7 @@ import stat
 import pytest
 
 from kubirun._native import MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 from kubirun.ns.mounts import Device, Symlink
 from kubirun.ns.mountspec import parse_options, plan_devices, plan_mounts
 

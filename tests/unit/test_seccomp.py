@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from kubirun import _native, seccomp
-from kubirun.errors import ContainerStartError
+from kubirun.base.errors import ContainerStartError
 from kubirun.process import ProcessSpec
 from kubirun.spec import SpecError, default_config, parse
 

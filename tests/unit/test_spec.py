@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kubirun import jsonio
+from kubirun.base import jsonio
 from kubirun.spec import SpecError, default_config, load_bundle, parse
 
 

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 DEFAULT_BRIDGE = "kubi0"
 DEFAULT_SUBNET = "10.89.0.0/16"
@@ -141,10 +141,11 @@ def links() -> list[str]:
 
 
 def setup(options: NetworkOptions, container_id: str, container_dir: str,
-          hostname: str, root: str | None = None) -> Network | None:
+          hostname: str, state_root: str, has_state) -> Network | None:
     """Start on a container's network, before its image is unpacked: in
-    bridge mode lease an address (in the pool of the state root ``root``,
-    None: the default one) and fork the helper.  None for ``none``."""
+    bridge mode lease an address and fork the helper.  None for ``none``.
+    The lease pool lives under ``state_root``; ``has_state(root, id)`` tells
+    whether a lease's container still has a state (ipam.Pool)."""
     mode, path = options.resolve()
     if mode == "none":
         return None
@@ -152,7 +153,7 @@ def setup(options: NetworkOptions, container_id: str, container_dir: str,
     network.loopback = options.loopback
     if mode == "bridge":
         try:
-            network.start_bridge(options, container_id, container_dir, hostname, root)
+            network.start_bridge(options, container_id, container_dir, hostname, state_root, has_state)
         except BaseException:
             network.close()
             raise
@@ -179,16 +180,15 @@ class Network:
         self.loopback = True  # serve the published ports on 127.0.0.1 too
 
     def start_bridge(self, options: NetworkOptions, container_id: str, container_dir: str,
-                     hostname: str, root: str | None = None) -> None:
+                     hostname: str, root: str, has_state) -> None:
         from kubirun.ns.net import etcfiles, ipam, ports, veth
         from kubirun.ns.net.helper import Helper
-        from kubirun.state import default_root, process_start_time
+        from kubirun.base.proc import process_start_time
 
         bridge = options.bridge or DEFAULT_BRIDGE
         subnet = ipam.Subnet(options.subnet or DEFAULT_SUBNET)
         self.ports = ports.parse_publish(options.publish)
-        root = root or default_root()
-        pool = ipam.Pool(ipam.pool_dir(root, bridge), subnet)
+        pool = ipam.Pool(ipam.pool_dir(root, bridge), subnet, has_state)
         me = os.getpid()
 
         def make_record(address: str) -> dict:
@@ -270,7 +270,7 @@ def teardown(record: dict) -> None:
 
 
 def _undo(record: dict, release: bool) -> None:
-    from kubirun import log
+    from kubirun.base import log
 
     errors = []
     here = record.get("netns") in (None, _current_netns())

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from kubirun import _native
-from kubirun.errors import KubirunError, describe
+from kubirun.base.errors import KubirunError, describe
 
 PR_SET_PDEATHSIG = 1
 SIGKILL = 9

@@ -23,8 +23,12 @@ from __future__ import annotations
 import fcntl
 import os
 
-from kubirun import jsonio
-from kubirun.errors import KubirunError
+TYPE_CHECKING = False  # typing costs ~10 ms to import: annotations only
+if TYPE_CHECKING:
+    from typing import Callable
+
+from kubirun.base import jsonio
+from kubirun.base.errors import KubirunError
 
 LOCK = "lock"
 LAST = "last"
@@ -74,9 +78,14 @@ def pool_dir(state_root: str, bridge: str) -> str:
 class Pool:
     """The leases of one bridge."""
 
-    def __init__(self, directory: str, subnet: Subnet) -> None:
+    def __init__(self, directory: str, subnet: Subnet | None,
+                 has_state: Callable[[str, str], bool] | None = None) -> None:
         self.dir = directory
         self.subnet = subnet
+        # has_state(root, owner): whether container ``owner`` of the state
+        # root ``root`` has a state, that is, can still give its lease back
+        # (the caller knows the state directory's layout; this package not).
+        self.has_state = has_state
 
     def _lock(self) -> int:
         os.makedirs(self.dir, 0o700, exist_ok=True)
@@ -103,7 +112,7 @@ class Pool:
                 try:
                     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
                 except FileExistsError:
-                    stale = _stale_record(path)
+                    stale = _stale_record(path, self.has_state)
                     if stale is None:
                         continue
                     reclaim(stale)
@@ -146,7 +155,7 @@ class Pool:
         try:
             for address in self.leases():
                 path = os.path.join(self.dir, address)
-                record = _stale_record(path)
+                record = _stale_record(path, self.has_state)
                 if record is None or (owner is not None and record.get("owner") != owner):
                     continue
                 if record:
@@ -174,11 +183,11 @@ def _write(path: str, text: str) -> None:
     os.rename(tmp, path)
 
 
-def _stale_record(path: str) -> dict | None:
+def _stale_record(path: str, has_state: Callable[[str, str], bool] | None) -> dict | None:
     """The lease's record if nobody can reclaim it any more: its container
     has no state (it never got one, or it was deleted without giving the
     lease back) and the runtime that took it is gone."""
-    from kubirun.state import STATE_FILE, process_start_time
+    from kubirun.base.proc import process_start_time
 
     try:
         record = jsonio.load_file(path)
@@ -187,7 +196,7 @@ def _stale_record(path: str) -> dict | None:
     if not isinstance(record, dict):
         return {}
     owner, root = record.get("owner"), record.get("root")
-    if owner and root and os.path.exists(os.path.join(root, owner, STATE_FILE)):
+    if owner and root and (has_state is None or has_state(root, owner)):
         return None
     creator = record.get("creator") or [0, 0]
     if creator[0] and process_start_time(creator[0]) == creator[1]:

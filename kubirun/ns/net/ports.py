@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 PROTOCOLS = ("tcp", "udp")
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kubirun.errors import ImageError, UnsafeArchiveError
+from kubirun.base.errors import ImageError, UnsafeArchiveError
 from kubirun.image.extract import entry_parts, extract_tar
 from tests.conftest import make_tar, snapshot
 from tests.image.builders import T0, directory, entry, file, hardlink, symlink  # noqa: F401

@@ -64,7 +64,7 @@ def _emit(level: str, message: str, to_stderr: bool) -> None:
         return
     if _path is not None:
         if _json:
-            from kubirun import jsonio
+            from kubirun.base import jsonio
 
             line = jsonio.dumps({"level": level, "msg": message, "time": _timestamp()})
         else:

@@ -20,9 +20,9 @@ import errno
 import fcntl
 import os
 
-from kubirun import jsonio
-from kubirun.errors import KubirunError
-from kubirun.killpoint import reached
+from kubirun.base import jsonio
+from kubirun.base.errors import KubirunError
+from kubirun.base.killpoint import reached
 
 OWNER = "owner"
 CLAIMING = ":new-"  # NAME:new-PID: a directory being claimed (':' is in no name)

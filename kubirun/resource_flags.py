@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _INT64 = (-(1 << 63), (1 << 63) - 1)  # what a cgroup file takes (and the runtime-spec)
@@ -79,7 +79,7 @@ def resources_from_flags(flags: dict) -> dict:
 def resources_from_file(path: str) -> dict:
     import sys
 
-    from kubirun import jsonio
+    from kubirun.base import jsonio
 
     try:
         data = sys.stdin.read() if path == "-" else open(path).read()

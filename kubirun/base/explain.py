@@ -5,14 +5,14 @@ code.
 The lines come from the code that does the steps: the init calls
 ``step(N, ...)`` at each of its numbered steps (``kubirun/init.py: step
 N``), and the other places that ask the kernel for something (the fork,
-the cgroup files, each mount through ``narration.NarratingKernel``,
-capabilities, the user switch, seccomp, ``execve``) call ``say``, whose
-"where" is the caller's own file and function.  Nothing here decides or
+the cgroup files, capabilities, the user switch, seccomp, ``execve``;
+each mount through ``kubirun.ns.narrating.NarratingKernel``) call
+``say``, whose "where" is the caller's own file and function.  Nothing here decides or
 does a step.
 
 Off by default, and free when off: this module is only the switch (``ON``)
 and entry points that return at once while it is False; callers pass raw
-values, formatted by ``kubirun.narration`` (imported by ``enable``, before
+values, formatted by ``kubirun.base.narration`` (imported by ``enable``, before
 the fork: the init and exec'd children inherit it, and need no import
 after ``pivot_root``).
 """
@@ -26,7 +26,7 @@ def enable(colour: bool | None = None) -> None:
     """Narration on for this process and the children it forks from now;
     in colour when stderr is a terminal (unless told)."""
     global ON
-    from kubirun import narration
+    from kubirun.base import narration
 
     narration.set_colour(colour)
     ON = True
@@ -35,7 +35,7 @@ def enable(colour: bool | None = None) -> None:
 def begin(rootfs: str) -> None:
     """The init's root, so that paths under it read ROOT/..."""
     if ON:
-        from kubirun import narration
+        from kubirun.base import narration
 
         narration.rootfs = rootfs.rstrip("/")
 
@@ -46,7 +46,7 @@ def step(number: int, call: str, why: str, *args: object) -> None:
     words by name), formatted only when on."""
     global _step
     if ON:
-        from kubirun import narration
+        from kubirun.base import narration
 
         _step = number
         narration.emit(f"kubirun/init.py: step {number}", narration.format_call(call, args), why)
@@ -56,14 +56,8 @@ def say(call: str, why: str, *args: object, depth: int = 1) -> None:
     """A step done by the caller: ``where`` is the caller's file and
     function (``depth`` frames up), with the init's step if in one."""
     if ON:
-        from kubirun import narration
+        from kubirun.base import narration
 
         narration.emit(narration.where(depth) + (f" (step {_step})" if _step else ""),
                        narration.format_call(call, args), why)
 
-
-def narrating_kernel():
-    """A ``_native.Kernel`` that narrates its mounts (see narration)."""
-    from kubirun import narration
-
-    return narration.NarratingKernel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import ImageError, KubirunError
+from kubirun.base.errors import ImageError, KubirunError
 
 
 def _size(n: int) -> str:
@@ -30,7 +30,7 @@ def ls(format: str, quiet: bool, store: str | None = None) -> int:
         return 0
     used = db.images_in_use()
     if format == "json":
-        from kubirun import jsonio
+        from kubirun.base import jsonio
 
         print(jsonio.dumps([{
             "id": i["id"], "names": i.get("names", []), "sources": i.get("sources", []),
@@ -103,9 +103,9 @@ def write_bundle(image: str, directory: str, command: list[str], platform: str |
     """``DIR/config.json`` and ``DIR/rootfs/`` (a copy: the bundle owes
     nothing to the store) from ``image``, through the image store ``store``
     (None: the default, see ``image.store.store_root``)."""
-    from kubirun import jsonio
-    from kubirun.image.config import bundle_config
+    from kubirun.base import jsonio
     from kubirun.image.extract import RootWriter, copy_tree
+    from kubirun.imagebundle import bundle_config
     from kubirun.image.source import is_layout_dir, split_ref
     from kubirun.image.store import Store, flatten
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
