@@ -55,6 +55,8 @@ setup(
         "cffi>=1.15",
         "click>=8.0",
         "pyroute2>=0.7",
+        # Pod manifests of `kubirun node` (imported by kubirun.node only, lazily).
+        "PyYAML>=5.4",
     ],
     # grpcio: the engine tests speak to containerd's CRI as kubelet does (tests/engines/cri.py)
     extras_require={"test": ["pytest>=7", "grpcio"]},
