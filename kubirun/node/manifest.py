@@ -447,6 +447,9 @@ def _check_container(pod: Pod, container: Container, where: str, init: bool,
                 except KubirunError:
                     raise KubirunError(f"{probe_where}: port {action.port!r}: the container"
                                        " declares no port of that name") from None
+        if probe.grpc is not None:
+            raise KubirunError(f"{probe_where}.grpc: not supported by kubirun yet (exec, httpGet"
+                               " and tcpSocket are)")
         if probe.http_get is not None and probe.http_get.scheme not in ("HTTP", "HTTPS"):
             raise KubirunError(f"{probe_where}.httpGet.scheme: expected HTTP or HTTPS")
 

@@ -112,6 +112,10 @@ class Worker:
             return False  # liveness and readiness wait for startup
         return self.clock.now() >= self._next_probe
 
+    def seconds_until_due(self) -> float:
+        """How long until the next probe is due (gates aside)."""
+        return max(0.0, self._next_probe - self.clock.now())
+
     def record(self, result: str) -> bool:
         """A probe's result; True if the worker's result changed."""
         self._next_probe = self.clock.now() + self.probe.period

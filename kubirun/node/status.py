@@ -114,7 +114,9 @@ class ContainerTracker:
         self.ready = False
         self.started = False
         self.finished_at = self.clock.now()
-        if not restart_rules.should_restart(self.policy, exit_code, self.init, pod_deleting):
+        # A sidecar restarts whatever its exit (its own restartPolicy: Always).
+        init = self.init and not self.sidecar
+        if not restart_rules.should_restart(self.policy, exit_code, init, pod_deleting):
             self.done = True
             return None
         return self.next_start()

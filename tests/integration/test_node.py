@@ -1,0 +1,212 @@
+"""kubirun's node supervisor with real containers (the busybox image, network
+"none"): kubelet's restart policies and back-off, probes, hooks, logs, and
+nothing left behind once a pod is deleted.  Kubelet's minutes are made
+seconds only through the clock (``FastClock``), never by changing a rule."""
+from __future__ import annotations
+
+import asyncio
+import os
+
+import pytest
+
+from tests.conftest import BUSYBOX_IMAGE, TEST_CGROUP_PARENT
+
+
+def _pod(name: str, *containers: dict, **spec) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": list(containers), **spec}}
+
+
+def _container(name: str, script: str, **more) -> dict:
+    return {"name": name, "image": str(BUSYBOX_IMAGE), "command": ["sh", "-c", script], **more}
+
+
+def _run(tmp_path, scenario, clock=None):
+    """Run ``scenario(node)`` in a new event loop; the node closed after
+    (every pod deleted), and its root left empty."""
+    from kubirun.node.supervisor import Node
+
+    root = tmp_path / "node"
+
+    async def main():
+        node = Node(str(root), store=str(tmp_path / "store"), clock=clock,
+                    cgroup_parent=f"{TEST_CGROUP_PARENT}/node")
+        try:
+            return await scenario(node)
+        finally:
+            await node.close()
+
+    result = asyncio.run(main())
+    leftovers = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+    assert not leftovers, f"left behind: {leftovers}"
+    return result
+
+
+async def _until(node, name, predicate, timeout=30.0):
+    """Poll the pod's status until ``predicate(pod)``; the pod."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        pod = node.status(name)
+        if predicate(pod):
+            return pod
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out; the pod: {pod['status']}; events:"
+                                 f" {[(e['reason'], e['message']) for e in node.events(name)]}")
+        await asyncio.sleep(0.05)
+
+
+def _container_status(pod, name=None, init=False):
+    statuses = pod["status"]["initContainerStatuses" if init else "containerStatuses"]
+    return statuses[0] if name is None else next(s for s in statuses if s["name"] == name)
+
+
+def test_a_healthy_pod_runs_and_its_output_is_logged_in_cri_format(tmp_path):
+    async def scenario(node):
+        await node.apply(_pod("web", _container("app", "echo hello; echo oops >&2; sleep 100")))
+        pod = await _until(node, "web", lambda p: p["status"]["phase"] == "Running")
+        status = _container_status(pod)
+        assert status["ready"] and status["started"] and status["restartCount"] == 0
+        assert "running" in status["state"]
+        lines = []
+        for _ in range(100):
+            lines = node.logs("web")
+            if len(lines) == 2:
+                break
+            await asyncio.sleep(0.05)
+        streams = sorted((line.split(" ")[1], line.split(" ", 3)[3]) for line in lines)
+        assert streams == [("stderr", "oops"), ("stdout", "hello")]
+        assert all(line.split(" ")[2] == "F" and line.split(" ")[0].endswith("Z")
+                   for line in lines)
+        reasons = [e["reason"] for e in node.events("web")]
+        assert reasons == ["Pulled", "Created", "Started"]
+        await node.delete("web", grace=0)
+        assert node.list() == []
+
+    _run(tmp_path, scenario)
+
+
+def test_a_crash_loop_restarts_with_the_ladder_and_shows_crash_loop_back_off(tmp_path):
+    from kubirun.node.clock import FastClock
+
+    async def scenario(node):
+        await node.apply(_pod("crash", _container("app", "echo run; exit 1")))
+        # 10 s, 20 s, 40 s of back-off are 0.2, 0.4, 0.8 s at 50 times the speed
+        pod = await _until(node, "crash", lambda p: _container_status(p)["restartCount"] >= 3)
+        seen = await _until(node, "crash", lambda p: "waiting" in _container_status(p)["state"])
+        status = _container_status(seen)
+        assert status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        assert status["lastState"]["terminated"]["exitCode"] == 1
+        assert status["lastState"]["terminated"]["reason"] == "Error"
+        assert seen["status"]["phase"] == "Running"  # restartPolicy Always
+        back_off = [e for e in node.events("crash") if e["reason"] == "BackOff"]
+        assert back_off and back_off[0]["type"] == "Warning"
+        assert node.logs("crash", previous=True)[-1].endswith("stdout F run")
+        assert pod["status"]["conditions"][2]["status"] == "False"
+
+    _run(tmp_path, scenario, clock=FastClock(50))
+
+
+@pytest.mark.parametrize("policy, code, phase, restarts", [
+    ("Never", 1, "Failed", 0), ("Never", 0, "Succeeded", 0),
+    ("OnFailure", 0, "Succeeded", 0),
+])
+def test_a_container_that_exits_under_never_and_on_failure(tmp_path, policy, code, phase,
+                                                           restarts):
+    async def scenario(node):
+        await node.apply(_pod("once", _container("app", f"exit {code}"), restartPolicy=policy))
+        pod = await _until(node, "once", lambda p: p["status"]["phase"] == phase)
+        status = _container_status(pod)
+        assert status["restartCount"] == restarts
+        assert status["state"]["terminated"]["exitCode"] == code
+        assert status["state"]["terminated"]["reason"] == ("Completed" if code == 0 else "Error")
+
+    _run(tmp_path, scenario)
+
+
+def test_on_failure_restarts_a_failed_container_until_it_succeeds(tmp_path):
+    async def scenario(node):
+        # the emptyDir outlives the instances: the second one succeeds
+        script = "test -e /data/ran && exit 0; touch /data/ran; exit 3"
+        await node.apply(_pod("retry", _container(
+            "app", script, volumeMounts=[{"name": "data", "mountPath": "/data"}]),
+            restartPolicy="OnFailure", volumes=[{"name": "data", "emptyDir": {}}]))
+        pod = await _until(node, "retry", lambda p: p["status"]["phase"] == "Succeeded")
+        status = _container_status(pod)
+        assert status["restartCount"] == 1
+        assert status["lastState"]["terminated"]["exitCode"] == 3
+
+    _run(tmp_path, scenario)
+
+
+def test_init_containers_run_in_order_before_the_containers(tmp_path):
+    async def scenario(node):
+        volume = [{"name": "data", "mountPath": "/data"}]
+        await node.apply(_pod(
+            "init", _container("app", "cat /data/order; sleep 100", volumeMounts=volume),
+            initContainers=[_container("first", "echo first >> /data/order", volumeMounts=volume),
+                            _container("second", "echo second >> /data/order",
+                                       volumeMounts=volume)],
+            volumes=[{"name": "data", "emptyDir": {}}]))
+        pod = await _until(node, "init", lambda p: p["status"]["phase"] == "Running")
+        assert [s["state"]["terminated"]["reason"]
+                for s in pod["status"]["initContainerStatuses"]] == ["Completed", "Completed"]
+        for _ in range(100):
+            if len(node.logs("init")) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert [line.split(" ", 3)[3] for line in node.logs("init")] == ["first", "second"]
+        await node.delete("init", grace=0)
+
+    _run(tmp_path, scenario)
+
+
+def test_a_failed_init_container_under_never_fails_the_pod(tmp_path):
+    async def scenario(node):
+        await node.apply(_pod("badinit", _container("app", "sleep 100"), restartPolicy="Never",
+                              initContainers=[_container("setup", "exit 2")]))
+        pod = await _until(node, "badinit", lambda p: p["status"]["phase"] == "Failed")
+        assert "waiting" in _container_status(pod)["state"]  # never started
+        from kubirun.node.status import kubectl_status
+        assert kubectl_status(pod["status"]["phase"], pod["status"]["initContainerStatuses"],
+                              pod["status"]["containerStatuses"])[0] == "Init:Error"
+
+    _run(tmp_path, scenario)
+
+
+def test_a_failing_liveness_probe_restarts_the_container_with_an_unhealthy_event(tmp_path):
+    async def scenario(node):
+        probe = {"exec": {"command": ["cat", "/tmp/healthy"]}, "periodSeconds": 1,
+                 "failureThreshold": 1}
+        await node.apply(_pod("live", _container(
+            "app", "touch /tmp/healthy; sleep 1; rm /tmp/healthy; sleep 100",
+            livenessProbe=probe), terminationGracePeriodSeconds=1))
+        pod = await _until(node, "live", lambda p: _container_status(p)["restartCount"] >= 1)
+        events = node.events("live")
+        unhealthy = [e for e in events if e["reason"] == "Unhealthy"]
+        assert unhealthy and unhealthy[0]["message"].startswith("Liveness probe failed: cat:")
+        assert any(e["reason"] == "Killing" and "failed liveness probe, will be restarted"
+                   in e["message"] for e in events)
+        # busybox sh as PID 1 ignores TERM: KILL after the grace period
+        assert _container_status(pod)["lastState"]["terminated"]["exitCode"] == 137
+        await node.delete("live", grace=0)
+
+    _run(tmp_path, scenario)
+
+
+def test_readiness_toggles_ready_without_restarts(tmp_path):
+    async def scenario(node):
+        probe = {"exec": {"command": ["test", "-e", "/tmp/ready"]}, "periodSeconds": 1,
+                 "failureThreshold": 1}
+        await node.apply(_pod("ready", _container("app", "sleep 100", readinessProbe=probe)))
+        pod = await _until(node, "ready", lambda p: p["status"]["phase"] == "Running")
+        assert not _container_status(pod)["ready"]
+        await node.exec("ready", None, ["touch", "/tmp/ready"])
+        pod = await _until(node, "ready", lambda p: _container_status(p)["ready"])
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
+        await node.exec("ready", None, ["rm", "/tmp/ready"])
+        pod = await _until(node, "ready", lambda p: not _container_status(p)["ready"])
+        assert _container_status(pod)["restartCount"] == 0
+        await node.delete("ready", grace=0)
+
+    _run(tmp_path, scenario)
