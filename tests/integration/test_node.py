@@ -210,3 +210,123 @@ def test_readiness_toggles_ready_without_restarts(tmp_path):
         await node.delete("ready", grace=0)
 
     _run(tmp_path, scenario)
+
+
+def test_an_http_liveness_probe_reaches_the_pods_own_network_and_restarts_on_errors(tmp_path):
+    # network "none": the server listens on the pod's loopback, which only
+    # the probe's sockets (made in the pod's namespace) can reach
+    async def scenario(node):
+        probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1,
+                 "failureThreshold": 2}
+        script = ("mkdir -p /www; echo ok > /www/healthz;"
+                  " httpd -f -p 127.0.0.1:8080 -h /www & sleep 2; rm /www/healthz; sleep 100")
+        await node.apply(_pod("http", _container(
+            "app", script, ports=[{"name": "http", "containerPort": 8080}],
+            livenessProbe=probe), terminationGracePeriodSeconds=1))
+        await _until(node, "http", lambda p: _container_status(p)["restartCount"] >= 1)
+        unhealthy = [e["message"] for e in node.events("http") if e["reason"] == "Unhealthy"]
+        assert "Liveness probe failed: HTTP probe failed with statuscode: 404" in unhealthy
+        await node.delete("http", grace=0)
+
+    _run(tmp_path, scenario)
+
+
+def test_a_tcp_readiness_probe_and_two_containers_talking_over_localhost(tmp_path):
+    async def scenario(node):
+        probe = {"tcpSocket": {"port": 9000}, "periodSeconds": 1}
+        await node.apply(_pod(
+            "pair",
+            _container("server", "while true; do echo hi | nc -l -p 9000; done",
+                       readinessProbe=probe),
+            _container("client", "sleep 100")))
+        await _until(node, "pair", lambda p: _container_status(p, "server")["ready"])
+        code, output = await node.exec("pair", "client", ["nc", "127.0.0.1", "9000"], timeout=5)
+        assert (code, output.strip()) == (0, "hi")
+        await node.delete("pair", grace=0)
+
+    _run(tmp_path, scenario)
+
+
+def test_an_exec_probe_that_times_out_fails(tmp_path):
+    async def scenario(node):
+        probe = {"exec": {"command": ["sleep", "10"]}, "periodSeconds": 1, "timeoutSeconds": 1}
+        await node.apply(_pod("slow", _container("app", "sleep 100", readinessProbe=probe)))
+        await _until(node, "slow", lambda p: any(e["reason"] == "Unhealthy"
+                                                 for e in node.events("slow")))
+        (event, *_) = [e for e in node.events("slow") if e["reason"] == "Unhealthy"]
+        assert event["message"] == "Readiness probe failed: command ['sleep', '10'] timed out"
+        assert not _container_status(node.status("slow"))["ready"]
+        await node.delete("slow", grace=0)
+
+    _run(tmp_path, scenario)
+
+
+def test_startup_gates_liveness_until_it_succeeds(tmp_path):
+    async def scenario(node):
+        startup = {"exec": {"command": ["test", "-e", "/tmp/up"]}, "periodSeconds": 1,
+                   "failureThreshold": 30}
+        liveness = {"exec": {"command": ["false"]}, "periodSeconds": 1, "failureThreshold": 1}
+        await node.apply(_pod("gate", _container("app", "sleep 100", startupProbe=startup,
+                                                 livenessProbe=liveness),
+                              terminationGracePeriodSeconds=1))
+        await asyncio.sleep(2.5)
+        pod = node.status("gate")
+        assert not _container_status(pod)["started"]
+        assert _container_status(pod)["restartCount"] == 0  # liveness held back
+        assert not any(e["message"].startswith("Liveness") for e in node.events("gate"))
+        await node.exec("gate", None, ["touch", "/tmp/up"])
+        await _until(node, "gate", lambda p: _container_status(p)["restartCount"] >= 1)
+        await node.delete("gate", grace=0)
+
+    _run(tmp_path, scenario)
+
+
+def test_pre_stop_runs_before_term_and_kill_follows_the_grace_period(tmp_path):
+    async def scenario(node):
+        hook = {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop > /proc/1/fd/1"]}}}
+        await node.apply(_pod("stop", _container("app", "sleep 100", lifecycle=hook),
+                              terminationGracePeriodSeconds=1))
+        await _until(node, "stop", lambda p: p["status"]["phase"] == "Running")
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        statuses = []
+        watcher = asyncio.ensure_future(_collect(node, statuses))
+        await node.delete("stop")
+        took = loop.time() - began
+        watcher.cancel()
+        # TERM is ignored by sh as PID 1: KILL after at least the 2 s kubelet leaves
+        assert took >= 2.0
+        assert [e["reason"] for e in statuses][:1] == ["Killing"]
+
+    _run(tmp_path, scenario)
+
+
+async def _collect(node, into):
+    async for event in node.watch():
+        into.append(event)
+
+
+def test_a_memory_limit_kills_with_oom_killed(tmp_path):
+    async def scenario(node):
+        await node.apply(_pod("oom", _container(
+            "app", "x=a; while true; do x=$x$x; done",
+            resources={"limits": {"memory": "16Mi"}}), restartPolicy="Never"))
+        pod = await _until(node, "oom", lambda p: p["status"]["phase"] == "Failed")
+        terminated = _container_status(pod)["state"]["terminated"]
+        assert (terminated["reason"], terminated["exitCode"]) == ("OOMKilled", 137)
+
+    _run(tmp_path, scenario)
+
+
+def test_a_bad_manifest_starts_nothing(tmp_path):
+    from kubirun.api import KubirunError
+
+    async def scenario(node):
+        bad = _pod("bad", _container("app", "sleep 1", livenessProbe={
+            "exec": {"command": ["true"]}, "periodSeconds": "1"}))
+        with pytest.raises(KubirunError, match=r"spec.containers\[0\].livenessProbe.periodSeconds:"
+                           " expected an integer"):
+            await node.apply(bad)
+        assert node.list() == [] and node.runtime.list() == []
+
+    _run(tmp_path, scenario)
