@@ -326,6 +326,56 @@ CHECKPOINT = Command("checkpoint", "Checkpoint a running container (not supporte
 RESTORE = Command("restore", "Restore a container from a checkpoint (not supported yet).",
                   "kubirun.cli.handlers:restore", (), (_id(),), epilog=_CRIU)
 
+_NODE_SOCKET = Option(("--socket",), "socket_path", "The node's API socket (default: STATE_ROOT/"
+                      "node.sock, or $KUBIRUN_NODE_SOCKET).", "value", "PATH")
+_POD_KIND = Argument("kind")
+NODE_SERVE = Command(
+    "serve", "Run the node supervisor in the foreground: pods kept as a kubelet keeps them,"
+    " an HTTP+JSON API on a unix socket (mode 0600), logs on stderr.",
+    "kubirun.cli.node:serve",
+    (_NODE_SOCKET,
+     Option(("--network",), "network", "The pods' network: none (default) or bridge"
+            " (hostNetwork: true pods use the host's).", "value", "MODE"),
+     _STORE,
+     Option(("--cgroup-parent",), "cgroup_parent", "The cgroup under which the containers'"
+            " go (default: /kubirun).", "value", "PATH")),
+    epilog="SIGTERM or SIGINT: the pods are deleted, then the node ends.")
+NODE_APPLY = Command("apply", "Run the pods of a manifest (Kubernetes Pod v1, YAML or JSON).",
+                     "kubirun.cli.node:apply",
+                     (Option(("-f", "--filename"), "file", "The manifest (- for stdin).", "value",
+                             "FILE"), _NODE_SOCKET))
+NODE_GET = Command("get", "List pods (NAME READY STATUS RESTARTS AGE), or one.",
+                   "kubirun.cli.node:get",
+                   (Option(("-o", "--output"), "output", "wide, json, yaml or name.", "value",
+                           "FORMAT"), _NODE_SOCKET),
+                   (_POD_KIND, Argument("name", required=False)),
+                   epilog="Example: kubirun node get pods -o wide")
+NODE_DESCRIBE = Command("describe", "Show a pod: its containers' states, probes, conditions and"
+                        " events.", "kubirun.cli.node:describe", (_NODE_SOCKET,),
+                        (_POD_KIND, Argument("name")))
+NODE_LOGS = Command(
+    "logs", "Print a container's output.", "kubirun.cli.node:logs",
+    (Option(("-c", "--container"), "container", "The container (if the pod has several).",
+            "value", "NAME"),
+     Option(("-p", "--previous"), "previous", "The previous instance's output (before its"
+            " restart)."),
+     Option(("--tail",), "tail", "Only the last N lines.", "value", "N"),
+     Option(("-f", "--follow"), "follow", "Keep printing as it comes."),
+     _NODE_SOCKET),
+    (Argument("name"),))
+NODE_EXEC = Command("exec", "Run a command in a pod's container; its output and exit status.",
+                    "kubirun.cli.node:exec_",
+                    (Option(("-c", "--container"), "container", "The container (if the pod has"
+                            " several).", "value", "NAME"), _NODE_SOCKET),
+                    (Argument("name"), Argument("command", required=False, variadic=True)),
+                    epilog="Example: kubirun node exec web -- cat /etc/hostname")
+NODE_DELETE = Command("delete", "Stop a pod (preStop, stop signal, KILL after the grace period)"
+                      " and remove it.", "kubirun.cli.node:delete",
+                      (Option(("--grace-period",), "grace_period", "Seconds before KILL (default:"
+                              " the pod's terminationGracePeriodSeconds).", "value", "N"),
+                       _NODE_SOCKET),
+                      (_POD_KIND, Argument("name")))
+
 # Top-level commands; `demo` is a group of teaching demos.
 COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, PS, LIST, PAUSE,
                                  RESUME, EVENTS, UPDATE, SPEC, FEATURES, BUNDLE, CHECKPOINT,
@@ -335,4 +385,8 @@ GROUPS = {"demo": ("Teaching demos: one command, one lesson.",
                              "image": DEMO_IMAGE, "escape": DEMO_ESCAPE,
                              "redis": DEMO_REDIS}),
           "images": ("The image store: each layer unpacked once, shared by containers.",
-                     {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)})}
+                     {c.name: c for c in (IMAGES_LS, IMAGES_IMPORT, IMAGES_RM, IMAGES_PRUNE)}),
+          "node": ("Pods kept running as a kubelet keeps them: `node serve`, then kubectl's"
+                   " verbs.",
+                   {c.name: c for c in (NODE_SERVE, NODE_APPLY, NODE_GET, NODE_DESCRIBE,
+                                        NODE_LOGS, NODE_EXEC, NODE_DELETE)})}

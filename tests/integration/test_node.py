@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.conftest import BUSYBOX_IMAGE, TEST_CGROUP_PARENT
+from tests.conftest import BUSYBOX_IMAGE, TEST_CGROUP_PARENT, remove_cgroup_parent
 
 
 def _pod(name: str, *containers: dict, **spec) -> dict:
@@ -36,7 +36,10 @@ def _run(tmp_path, scenario, clock=None):
         finally:
             await node.close()
 
-    result = asyncio.run(main())
+    try:
+        result = asyncio.run(main())
+    finally:
+        remove_cgroup_parent(f"{TEST_CGROUP_PARENT}/node")
     leftovers = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
     assert not leftovers, f"left behind: {leftovers}"
     return result
@@ -92,7 +95,7 @@ def test_a_crash_loop_restarts_with_the_ladder_and_shows_crash_loop_back_off(tmp
     async def scenario(node):
         await node.apply(_pod("crash", _container("app", "echo run; exit 1")))
         # 10 s, 20 s, 40 s of back-off are 0.2, 0.4, 0.8 s at 50 times the speed
-        pod = await _until(node, "crash", lambda p: _container_status(p)["restartCount"] >= 3)
+        await _until(node, "crash", lambda p: _container_status(p)["restartCount"] >= 3)
         seen = await _until(node, "crash", lambda p: "waiting" in _container_status(p)["state"])
         status = _container_status(seen)
         assert status["state"]["waiting"]["reason"] == "CrashLoopBackOff"
@@ -102,7 +105,8 @@ def test_a_crash_loop_restarts_with_the_ladder_and_shows_crash_loop_back_off(tmp
         back_off = [e for e in node.events("crash") if e["reason"] == "BackOff"]
         assert back_off and back_off[0]["type"] == "Warning"
         assert node.logs("crash", previous=True)[-1].endswith("stdout F run")
-        assert pod["status"]["conditions"][2]["status"] == "False"
+        assert seen["status"]["conditions"][2] == {**seen["status"]["conditions"][2],
+                                                   "type": "ContainersReady", "status": "False"}
 
     _run(tmp_path, scenario, clock=FastClock(50))
 

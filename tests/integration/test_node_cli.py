@@ -1,0 +1,126 @@
+"""``kubirun node serve`` and kubectl's verbs on it, as a user runs them:
+a pasted pod applied, `get pods` showing 1/1 Running for a healthy one and
+CrashLoopBackOff with RESTARTS climbing for a failing one, logs, exec,
+describe, delete; the API socket is root's only."""
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import (BUSYBOX_IMAGE, KUBIRUN_SCRIPT, TEST_CGROUP_PARENT, kubirun,
+                            remove_cgroup_parent)
+
+PODS = f"""\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {{app: web}}
+spec:
+  containers:
+  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "echo hello; sleep 1000"]
+    readinessProbe:
+      exec:
+        command: ["true"]
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: crash
+spec:
+  containers:
+  - name: app
+    image: {BUSYBOX_IMAGE}
+    command: ["sh", "-c", "echo dying; exit 1"]
+"""
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A running `kubirun node serve`; the CLI's global options to reach it."""
+    root = tmp_path / "node-state"
+    options = ["--root", str(root)]
+    daemon = subprocess.Popen(
+        [str(KUBIRUN_SCRIPT), *options, "node", "serve", "--store", str(tmp_path / "store"),
+         "--cgroup-parent", f"{TEST_CGROUP_PARENT}/cli"],
+        stderr=open(tmp_path / "serve.log", "w"))
+    socket_path = root / "node.sock"
+    for _ in range(200):
+        if socket_path.exists():
+            break
+        time.sleep(0.05)
+    try:
+        yield options, socket_path
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=60)
+        assert not socket_path.exists()
+        remove_cgroup_parent(f"{TEST_CGROUP_PARENT}/cli")
+        leftovers = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
+        assert not leftovers, f"left behind: {leftovers}"
+
+
+def _until(options, predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        table = kubirun(*options, "node", "get", "pods").stdout
+        rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+        if predicate(rows):
+            return rows
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out: {table}")
+        time.sleep(0.2)
+
+
+def test_a_healthy_pod_runs_and_a_failing_one_crash_loops(node, tmp_path):
+    options, socket_path = node
+    assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o600
+    manifest = tmp_path / "pods.yaml"
+    manifest.write_text(PODS)
+    applied = kubirun(*options, "node", "apply", "-f", str(manifest))
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.splitlines() == ["pod/web created", "pod/crash created"]
+    rows = _until(options, lambda r: r.get("web", [""] * 3)[1:3] == ["1/1", "Running"]
+                  and r.get("crash", [""] * 4)[2] == "CrashLoopBackOff")
+    assert int(rows["crash"][3]) >= 1
+    header = kubirun(*options, "node", "get", "pods").stdout.splitlines()[0].split()
+    assert header == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert kubirun(*options, "node", "logs", "web").stdout == "hello\n"
+    assert kubirun(*options, "node", "logs", "crash", "--previous").stdout == "dying\n"
+    executed = kubirun(*options, "node", "exec", "web", "--", "sh", "-c", "hostname; exit 3")
+    assert (executed.returncode, executed.stdout) == (3, "web\n")
+    described = kubirun(*options, "node", "describe", "pod", "crash").stdout
+    assert "Reason:      CrashLoopBackOff" in described
+    assert described.rstrip().splitlines()[-1].split()[:2] == ["Warning", "BackOff"]
+    assert '"phase": "Running"' in kubirun(*options, "node", "get", "pod", "web", "-o",
+                                           "json").stdout
+    deleted = kubirun(*options, "node", "delete", "pod", "web", "--grace-period", "0")
+    assert deleted.stdout == 'pod "web" deleted\n'
+    gone = kubirun(*options, "node", "get", "pod", "web")
+    assert (gone.returncode, gone.stderr) == (1, 'kubirun: pods "web" not found\n')
+
+
+def test_a_bad_manifest_is_one_line_and_starts_nothing(node, tmp_path):
+    options, _ = node
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(PODS.replace("periodSeconds: 1", "periodSeconds: one"))
+    applied = kubirun(*options, "node", "apply", "-f", str(manifest))
+    assert applied.returncode == 1
+    assert applied.stderr == ("kubirun: spec.containers[0].readinessProbe.periodSeconds:"
+                              " expected an integer\n")
+    assert kubirun(*options, "node", "get", "pods").stderr == "No resources found.\n"
+
+
+def test_without_a_node_the_cli_says_so(tmp_path):
+    result = kubirun("--root", str(tmp_path / "none"), "node", "get", "pods")
+    assert result.returncode == 1
+    assert "is `kubirun node serve` running?" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
