@@ -6,7 +6,13 @@
 one file per instance of a container (``DIR/N.log``, N its restart count;
 the previous instance's is what ``logs --previous`` shows, older ones go),
 rotated at ``MAX_SIZE`` (the current file becomes ``N.log.1``).  A
-``Pump`` reads a container's stdout or stderr pipe in the event loop.
+``Pump`` reads a container's stdout or stderr in the event loop.
+
+The container writes into a FIFO (``Fifo``), not a pipe: it holds the FIFO
+open read-write itself, so its writes never fail with EPIPE (nor kill it
+with SIGPIPE) while no supervisor reads, e.g. after ``kill -9`` of
+``kubirun node serve``; they wait in the FIFO until a restarted supervisor
+opens it again by its path and reads on.
 """
 from __future__ import annotations
 
@@ -23,6 +29,38 @@ def cri_timestamp(ns: int | None = None) -> str:
     ns = time.time_ns() if ns is None else ns
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + \
         f".{ns % 10**9:09d}Z"
+
+
+class Fifo:
+    """The FIFO a container's stdout or stderr goes to: ``writer`` is the
+    fd to give the container (read-write: see the module's note), the
+    supervisor's own to close once given; ``reader`` opens our end."""
+
+    def __init__(self, path: str, create: bool = True) -> None:
+        self.path = path
+        self.writer: int | None = None
+        if create:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)
+            os.mkfifo(path, 0o600)
+            self.writer = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+
+    def reader(self) -> BinaryIO:
+        return open(os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb",
+                    buffering=0)
+
+    def close_writer(self) -> None:
+        if self.writer is not None:
+            os.close(self.writer)
+            self.writer = None
+
+    def remove(self) -> None:
+        self.close_writer()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 class LogFile:

@@ -185,6 +185,8 @@ class _PodWorker:
             for pump in instance.pumps:
                 pump.close()
             instance.pumps[0].log.close()
+            for stream in ("stdout", "stderr"):
+                logs.Fifo(self._fifo_path(spec.name, instance.number, stream), False).remove()
         instance.exited.set_result(exit_status)
         code = exit_status.code if exit_status else 128
         outcome = tracker.exited(code, bool(exit_status and exit_status.oom_killed),
@@ -214,17 +216,43 @@ class _PodWorker:
             user = str(context.run_as_user)
             if context.run_as_group is not None:
                 user += f":{context.run_as_group}"
-        container = self.node.runtime.run_image(
-            spec.image, command, name=self._id(f"{spec.name}_{number}"), entrypoint=entrypoint,
-            env=env, workdir=spec.working_dir or None, user=user, mounts=self._mounts(spec),
-            read_only=context.read_only_root_filesystem, resources=_resources(spec),
-            sandbox=self.sandbox, stdio=Stdio(stdout=Stdio.PIPE, stderr=Stdio.PIPE))
+        fifos = [logs.Fifo(self._fifo_path(spec.name, number, stream))
+                 for stream in ("stdout", "stderr")]
+        # Our ends are open before the container's: what it writes and
+        # exits before we read is kept (a FIFO's data goes with its last fd).
+        readers = [fifo.reader() for fifo in fifos]
+        try:
+            container = self.node.runtime.run_image(
+                spec.image, command, name=self._id(f"{spec.name}_{number}"),
+                entrypoint=entrypoint, env=env, workdir=spec.working_dir or None, user=user,
+                mounts=self._mounts(spec), read_only=context.read_only_root_filesystem,
+                resources=_resources(spec), sandbox=self.sandbox,
+                stdio=Stdio(stdout=fifos[0].writer, stderr=fifos[1].writer))
+        except BaseException:
+            for fifo, reader in zip(fifos, readers):
+                reader.close()
+                fifo.remove()
+            raise
+        finally:
+            for fifo in fifos:
+                fifo.close_writer()  # the container holds them now
+        return self._instance(container, spec.name, number, readers)
+
+    def _fifo_path(self, container: str, number: int, stream: str) -> str:
+        return os.path.join(self.directory, "io", f"{container}_{number}.{stream}")
+
+    def _instance(self, container: Container, name: str, number: int,
+                  readers: list | None = None) -> _Instance:
+        """Our handle of a container instance: its output pumped into its
+        log (``readers``: our ends of its FIFOs; else opened by path)."""
         instance = _Instance(container, number)
-        log = logs.LogFile(os.path.join(self.directory, "logs", spec.name), number,
+        log = logs.LogFile(os.path.join(self.directory, "logs", name), number,
                            self.node.log_max_size)
-        instance.pumps = [logs.Pump(container.stdout, "stdout", log),
-                          logs.Pump(container.stderr, "stderr", log)]
-        container.stdout = container.stderr = None  # the pumps close them
+        if readers is None:
+            readers = [logs.Fifo(self._fifo_path(name, number, stream), create=False).reader()
+                       for stream in ("stdout", "stderr")]
+        instance.pumps = [logs.Pump(reader, stream, log)
+                          for reader, stream in zip(readers, ("stdout", "stderr"))]
         return instance
 
     def _mounts(self, spec: manifest.Container) -> list[dict]:
