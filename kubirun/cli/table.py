@@ -339,7 +339,9 @@ NODE_SERVE = Command(
      _STORE,
      Option(("--cgroup-parent",), "cgroup_parent", "The cgroup under which the containers'"
             " go (default: /kubirun).", "value", "PATH")),
-    epilog="SIGTERM or SIGINT: the pods are deleted, then the node ends.")
+    epilog="It adopts the pods a previous `node serve` of this state root left (killed or"
+           " stopped), with their restart counts and back-off; at SIGTERM or SIGINT it ends,"
+           " leaving its pods running.")
 NODE_APPLY = Command("apply", "Run the pods of a manifest (Kubernetes Pod v1, YAML or JSON).",
                      "kubirun.cli.node:apply",
                      (Option(("-f", "--filename"), "file", "The manifest (- for stdin).", "value",

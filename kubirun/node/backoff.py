@@ -71,5 +71,15 @@ class Backoff:
         entry = self._entries.get(key)
         return entry.delay if entry else None
 
+    def entry(self, key: str) -> tuple[float, float] | None:
+        """(delay, last update) of ``key``, to be saved across restarts of
+        the supervisor (``clock.now()`` is the system's monotonic clock:
+        valid across processes until the machine reboots)."""
+        entry = self._entries.get(key)
+        return (entry.delay, entry.last_update) if entry else None
+
+    def restore(self, key: str, delay: float, last_update: float) -> None:
+        self._entries[key] = _Entry(delay, last_update)
+
     def forget(self, key: str) -> None:
         self._entries.pop(key, None)

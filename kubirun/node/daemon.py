@@ -211,10 +211,13 @@ def _answers(path: str) -> bool:
 
 
 async def serve(node: Node, path: str) -> None:
-    """Serve until SIGTERM or SIGINT; then delete every pod (kubirun's node
-    does not re-adopt running pods yet) and remove the socket."""
+    """Adopt the pods a previous supervisor left, serve until SIGTERM or
+    SIGINT, then leave every pod running (as a kubelet stopping does: the
+    next ``serve`` adopts them) and remove the socket."""
     server = Server(node, path)
     await server.start()
+    for name in await node.adopt():
+        node.log.info("node: pod %s adopted", name)
     node.log.info("node: serving on %s", path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -223,6 +226,6 @@ async def serve(node: Node, path: str) -> None:
     try:
         await stop.wait()
     finally:
-        node.log.info("node: stopping: deleting its pods")
+        node.log.info("node: stopping; its pods go on running")
         await server.close()
-        await node.close()
+        await node.detach()

@@ -124,6 +124,15 @@ class Pump:
         except OSError:
             pass  # a full disk loses log lines, not the container
 
+    def detach(self) -> None:
+        """Stop reading, leaving what is unread in the FIFO (for the next
+        supervisor); the log file is closed."""
+        if not self.done.done():
+            asyncio.get_running_loop().remove_reader(self.fd)
+            self.pipe.close()
+            self.done.set_result(None)
+        self.log.close()
+
     def close(self) -> None:
         if self.done.done():
             return

@@ -136,6 +136,18 @@ class ContainerTracker:
                                 f" {self.name} in pod {self.pod}", self.object)
         return wait
 
+    _SAVED = ("state", "last_state", "restart_count", "ready", "started", "container_id",
+              "finished_at", "done", "_instances")
+
+    def snapshot(self) -> dict:
+        """What a restarted supervisor needs to go on with this container."""
+        return {name: getattr(self, name) for name in self._SAVED}
+
+    def restore(self, saved: dict) -> None:
+        for name in self._SAVED:
+            if name in saved:
+                setattr(self, name, saved[name])
+
     def to_dict(self) -> dict:
         status = {"name": self.name, "state": self.state, "lastState": self.last_state,
                   "ready": self.ready, "restartCount": self.restart_count, "image": self.image,

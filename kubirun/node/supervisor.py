@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -39,8 +40,11 @@ MINIMUM_GRACE = 2.0  # kubelet's minimumGracePeriodInSeconds: what the stop sign
 LOG_DRAIN = 2.0  # how long the output of an exited container may take to reach its log
 
 
-def _spec_key(spec: manifest.Container) -> str:
-    return f"{spec.name}-{hashlib.sha256(repr(spec).encode()).hexdigest()[:12]}"
+def _spec_key(pod: str, uid: str, spec: manifest.Container) -> str:
+    """kubelet's back-off key: the pod (its uid too), the container and
+    its spec's hash (a changed spec is a new ladder)."""
+    digest = hashlib.sha256(repr(spec).encode()).hexdigest()[:12]
+    return f"{pod}_{uid}_{spec.name}_{digest}"
 
 
 class _Instance:
@@ -57,12 +61,14 @@ class _Instance:
 class _PodWorker:
     """One pod: its sandbox, containers, probes, status and events."""
 
-    def __init__(self, node: "Node", pod: manifest.Pod, raw: dict) -> None:
+    def __init__(self, node: "Node", pod: manifest.Pod, raw: dict,
+                 saved: dict | None = None) -> None:
         self.node, self.pod, self.raw = node, pod, raw
         self.name = pod.name
-        self.uid = str(uuid.uuid4())
-        self.created = node.clock.wall()
-        self.started_at: float | None = None
+        saved = saved or {}
+        self.uid = saved.get("uid") or str(uuid.uuid4())
+        self.created = saved.get("created") or node.clock.wall()
+        self.started_at: float | None = saved.get("started_at")
         self.directory = os.path.join(node.root, "pods", self.name)
         self.events = Events(node.clock)
         self.events.listeners.append(lambda event: node._publish(self.name, event))
@@ -78,7 +84,7 @@ class _PodWorker:
         for spec in pod.spec.init_containers + pod.spec.containers:
             init = spec in pod.spec.init_containers
             self.trackers[spec.name] = status.ContainerTracker(
-                spec.name, spec.image, _spec_key(spec),
+                spec.name, spec.image, _spec_key(self.name, self.uid, spec),
                 policy="Always" if spec.sidecar else pod.spec.restart_policy,
                 init=init, sidecar=spec.sidecar,
                 has_startup_probe=spec.startup_probe is not None,
@@ -86,33 +92,68 @@ class _PodWorker:
                 clock=node.clock, backoff=node.backoff, events=self.events, pod=self.name)
         self.main: asyncio.Task | None = None
         self.failed_message = ""
+        self.path = os.path.join(self.directory, "pod.json")
+        if saved:
+            self.transitions = {k: tuple(v) for k, v in saved.get("transitions", {}).items()}
+            self.events.items = saved.get("events", [])
+            for name, tracker_saved in saved.get("trackers", {}).items():
+                if name in self.trackers:
+                    self.trackers[name].restore(tracker_saved)
+            for key, (delay, last_update) in saved.get("backoff", {}).items():
+                node.backoff.restore(key, delay, last_update)
         self.finishing = False  # the regular containers are done: sidecars stop for good
+
+    # --- its record on disk: what a restarted supervisor goes on with ----------------
+
+    def save(self) -> None:
+        if self.deleting:
+            return
+        backoff = {}
+        for tracker in self.trackers.values():
+            entry = self.node.backoff.entry(tracker.spec_key)
+            if entry is not None:
+                backoff[tracker.spec_key] = entry
+        record = {"raw": self.raw, "uid": self.uid, "created": self.created,
+                  "started_at": self.started_at, "transitions": self.transitions,
+                  "trackers": {n: t.snapshot() for n, t in self.trackers.items()},
+                  "backoff": backoff, "events": self.events.items[-50:]}
+        os.makedirs(self.directory, mode=0o750, exist_ok=True)
+        temporary = self.path + ".new"
+        with open(temporary, "w") as file:
+            json.dump(record, file)
+        os.replace(temporary, self.path)
 
     # --- the pod's life ---------------------------------------------------------
 
-    async def run(self) -> None:
+    async def run(self, adopt: bool = False) -> None:
+        """The pod's life; ``adopt``: go on with the one a killed
+        supervisor left (its sandbox and containers still run)."""
         try:
-            self._make_sandbox()
+            if not (adopt and self._adopt_sandbox()):
+                self._make_sandbox()
         except KubirunError as err:
             self.failed_message = str(err)
             self.events.warning("FailedCreatePodSandBox", f"Failed to create pod sandbox: {err}")
             return
-        self.started_at = self.node.clock.wall()
+        if self.started_at is None:
+            self.started_at = self.node.clock.wall()
+        self.save()
         for spec in self.pod.spec.init_containers:
             if self.deleting:
                 return
             if spec.sidecar:
-                self.tasks[spec.name] = asyncio.ensure_future(self._keep(spec))
+                self.tasks[spec.name] = asyncio.ensure_future(self._keep(spec, adopt))
                 await self._until(lambda s=spec: self.trackers[s.name].started
                                   or self.tasks[s.name].done())
                 continue
-            await self._keep(spec)
+            await self._keep(spec, adopt)
             state = self.trackers[spec.name].state
             if "terminated" not in state or state["terminated"]["exitCode"] != 0:
                 return  # failed for good (restartPolicy Never): the pod failed
         if self.deleting:
             return
-        regular = [asyncio.ensure_future(self._keep(spec)) for spec in self.pod.spec.containers]
+        regular = [asyncio.ensure_future(self._keep(spec, adopt))
+                   for spec in self.pod.spec.containers]
         for spec, task in zip(self.pod.spec.containers, regular):
             self.tasks[spec.name] = task
         await asyncio.gather(*regular, return_exceptions=True)
@@ -122,6 +163,20 @@ class _PodWorker:
     async def _until(self, condition) -> None:
         while not condition() and not self.deleting:
             await asyncio.sleep(0.05)
+
+    def _adopt_sandbox(self) -> bool:
+        """The sandbox a killed supervisor left, if it still runs."""
+        try:
+            sandbox = self.node.runtime.load(self._id("pod"))
+            state = sandbox.state()
+        except KubirunError:
+            return False
+        if state["status"] != "running":
+            sandbox.delete(force=True)
+            return False
+        self.sandbox = sandbox
+        self.dialer = Dialer(None if self.pod.spec.host_network else state["pid"])
+        return True
 
     def _make_sandbox(self) -> None:
         spec = self.pod.spec
@@ -138,11 +193,18 @@ class _PodWorker:
     def _id(self, suffix: str) -> str:
         return f"{self.name}_{suffix}"
 
-    async def _keep(self, spec: manifest.Container) -> None:
+    async def _keep(self, spec: manifest.Container, adopt: bool = False) -> None:
         """Run ``spec``'s instances, one after the other, as kubelet's
         rules say, until one stays down or the pod is deleted."""
         tracker = self.trackers[spec.name]
-        while not self.deleting:
+        outcome: float | None = await self._readopt(spec, tracker) if adopt else 0.0
+        while outcome is not None and not self.deleting:
+            while outcome and not self.deleting:  # back-off: CrashLoopBackOff meanwhile
+                self.save()
+                await self._sleep(outcome)
+                outcome = tracker.next_start() if not self.deleting else None
+            if outcome is None or self.deleting:
+                return
             tracker.creating()
             try:
                 instance = self._create(spec, tracker.restart_count)
@@ -153,20 +215,50 @@ class _PodWorker:
                                          pod_deleting=self.deleting)
             else:
                 outcome = await self._run_instance(spec, tracker, instance)
-            while outcome and not self.deleting:  # back-off: CrashLoopBackOff meanwhile
-                await self._sleep(outcome)
-                outcome = tracker.next_start() if not self.deleting else None
-            if outcome is None:
-                return
+            self.save()
+
+    async def _readopt(self, spec: manifest.Container,
+                       tracker: status.ContainerTracker) -> float | None:
+        """Where a killed supervisor left ``spec``: its running instance
+        adopted (and waited for), or kubelet's next step for it."""
+        if tracker.done:
+            return None
+        number = tracker.restart_count
+        try:
+            container = self.node.runtime.load(self._id(f"{spec.name}_{number}"))
+            running = container.state()["status"] == "running"
+        except KubirunError:
+            container, running = None, False
+        if running and "running" in tracker.state:
+            assert container is not None
+            self.node.log.info("pod %s: container %s adopted", self.name, container.id)
+            return await self._run_instance(spec, tracker, self._instance(
+                container, spec.name, number), adopted=True)
+        if container is not None:  # it ended while no supervisor watched
+            exit_status = container.exit_status
+            container.delete(force=True)
+            for stream in ("stdout", "stderr"):
+                logs.Fifo(self._fifo_path(spec.name, number, stream), False).remove()
+            if "running" in tracker.state:
+                if exit_status is None:
+                    return tracker.exited(137, reason="ContainerStatusUnknown")
+                return tracker.exited(exit_status.code, exit_status.oom_killed,
+                                      exit_status.signal)
+        if "waiting" in tracker.state and tracker.finished_at is None:
+            return 0.0  # never ran: make it now
+        return tracker.next_start() if tracker.finished_at is not None else 0.0
 
     async def _run_instance(self, spec: manifest.Container, tracker: status.ContainerTracker,
-                            instance: _Instance) -> float | None:
+                            instance: _Instance, adopted: bool = False) -> float | None:
         self.instances[spec.name] = instance
-        tracker.running(instance.container.id)
+        if not adopted:
+            tracker.running(instance.container.id)
+            self.save()
         probes = [asyncio.ensure_future(self._probe(spec, tracker, instance, kind, probe))
                   for kind, probe in spec.probes().items()]
-        waiting = asyncio.ensure_future(instance.container.wait_async())
-        if spec.lifecycle.post_start is not None:
+        waiting = asyncio.ensure_future(_wait_adopted(instance.container) if adopted
+                                        else instance.container.wait_async())
+        if spec.lifecycle.post_start is not None and not adopted:
             ok, output = await self._hook(spec.lifecycle.post_start, spec, instance, None)
             if not ok and not waiting.done():
                 self.events.warning("FailedPostStartHook", f"PostStartHook failed: {output}",
@@ -188,10 +280,11 @@ class _PodWorker:
             for stream in ("stdout", "stderr"):
                 logs.Fifo(self._fifo_path(spec.name, instance.number, stream), False).remove()
         instance.exited.set_result(exit_status)
-        code = exit_status.code if exit_status else 128
+        code = exit_status.code if exit_status else 137
         outcome = tracker.exited(code, bool(exit_status and exit_status.oom_killed),
                                  exit_status.signal if exit_status else None,
-                                 pod_deleting=self.deleting or (spec.sidecar and self.finishing))
+                                 pod_deleting=self.deleting or (spec.sidecar and self.finishing),
+                                 reason=None if exit_status else "ContainerStatusUnknown")
         self.instances.pop(spec.name, None)
         try:
             instance.container.delete(force=True)
@@ -293,8 +386,10 @@ class _PodWorker:
                                         tracker.object)
                 if kind == prober.STARTUP and result == prober.SUCCESS:
                     tracker.startup_succeeded()
+                    self.save()
                 elif kind == prober.READINESS and changed:
                     tracker.readiness(worker.result == prober.SUCCESS)
+                    self.save()
                 elif kind != prober.READINESS and changed and worker.result == prober.FAILURE:
                     asyncio.ensure_future(self._stop(
                         spec, instance, f"Container {spec.name} failed {kind} probe,"
@@ -461,6 +556,25 @@ class _PodWorker:
         return network.get("address")
 
 
+async def _wait_adopted(container: Container):
+    """Wait for a container another supervisor's fork server made: on its
+    pidfd, in the event loop.  How it ended: recorded only if that fork
+    server still lived to reap it; else None (ContainerStatusUnknown)."""
+    try:
+        pidfd = container.pidfd()
+    except (ProcessLookupError, KubirunError):
+        return container.exit_status
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+    try:
+        await exited
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+    return container.exit_status
+
+
 def _resources(spec: manifest.Container) -> dict | None:
     limits = spec.resources.limits
     resources: dict = {}
@@ -520,9 +634,51 @@ class Node:
                                  "lastTimestamp": self.clock.wall()})
         return worker.to_dict()
 
-    async def _run(self, worker: _PodWorker) -> None:
+    async def adopt(self) -> list[str]:
+        """Go on with the pods a previous supervisor of this root left (it
+        was killed, or stopped with ``detach``): their records on disk,
+        their running containers adopted, restart counts and back-off
+        kept, probes resumed.  The names of the pods adopted."""
+        directory = os.path.join(self.root, "pods")
+        adopted = []
+        for name in sorted(os.listdir(directory)) if os.path.isdir(directory) else []:
+            path = os.path.join(directory, name, "pod.json")
+            try:
+                with open(path) as file:
+                    saved = json.load(file)
+                pod = manifest.parse(saved["raw"])
+            except (OSError, ValueError, KeyError, KubirunError) as err:
+                self.log.warning("pod %s: cannot adopt it (%s): left as is", name, err)
+                continue
+            if pod.name in self.pods:
+                continue
+            worker = self.pods[pod.name] = _PodWorker(self, pod, saved["raw"], saved)
+            worker.main = asyncio.ensure_future(self._run(worker, adopt=True))
+            adopted.append(pod.name)
+        return adopted
+
+    async def detach(self) -> None:
+        """Stop supervising, leaving every pod running (a supervisor
+        started later adopts them, as after ``kill -9``)."""
+        for worker in self.pods.values():
+            worker.save()
+            tasks = [t for t in [worker.main, *worker.tasks.values()] if t is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for instance in worker.instances.values():
+                for pump in instance.pumps:
+                    pump.detach()
+            if worker.dialer is not None:
+                await worker.dialer.close()
+        self.pods.clear()
+        for queue in self._watchers:
+            queue.put_nowait(None)
+        self.runtime.close()
+
+    async def _run(self, worker: _PodWorker, adopt: bool = False) -> None:
         try:
-            await worker.run()
+            await worker.run(adopt)
         except Exception:  # a bug of ours: say it, keep the node up
             self.log.exception("pod %s: its supervision failed", worker.name)
 

@@ -4,6 +4,7 @@ CrashLoopBackOff with RESTARTS climbing for a failing one, logs, exec,
 describe, delete; the API socket is root's only."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
@@ -43,25 +44,36 @@ spec:
 """
 
 
-@pytest.fixture
-def node(tmp_path):
-    """A running `kubirun node serve`; the CLI's global options to reach it."""
-    root = tmp_path / "node-state"
-    options = ["--root", str(root)]
-    daemon = subprocess.Popen(
-        [str(KUBIRUN_SCRIPT), *options, "node", "serve", "--store", str(tmp_path / "store"),
-         "--cgroup-parent", f"{TEST_CGROUP_PARENT}/cli"],
-        stderr=open(tmp_path / "serve.log", "w"))
+def _serve(tmp_path, root) -> subprocess.Popen:
     socket_path = root / "node.sock"
-    for _ in range(200):
-        if socket_path.exists():
+    daemon = subprocess.Popen(
+        [str(KUBIRUN_SCRIPT), "--root", str(root), "node", "serve", "--store",
+         str(tmp_path / "store"), "--cgroup-parent", f"{TEST_CGROUP_PARENT}/cli"],
+        stderr=open(tmp_path / "serve.log", "a"))
+    for _ in range(400):
+        if socket_path.exists() and kubirun("--root", str(root), "node", "get", "pods"
+                                            ).returncode == 0:
             break
         time.sleep(0.05)
+    return daemon
+
+
+@pytest.fixture
+def node(tmp_path):
+    """A running `kubirun node serve`: the CLI's global options to reach
+    it, its socket, and a list holding its process (a test may replace it)."""
+    root = tmp_path / "node-state"
+    options = ["--root", str(root)]
+    daemons = [_serve(tmp_path, root)]
+    socket_path = root / "node.sock"
     try:
-        yield options, socket_path
+        yield options, socket_path, daemons
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=60)
+        names = kubirun(*options, "node", "get", "pods", "-o", "name").stdout.split()
+        for name in names:
+            kubirun(*options, "node", "delete", "pod", name.split("/")[1], "--grace-period", "0")
+        daemons[-1].send_signal(signal.SIGTERM)
+        daemons[-1].wait(timeout=60)
         assert not socket_path.exists()
         remove_cgroup_parent(f"{TEST_CGROUP_PARENT}/cli")
         leftovers = [os.path.join(d, f) for d, _, files in os.walk(root) for f in files]
@@ -81,7 +93,7 @@ def _until(options, predicate, timeout=30.0):
 
 
 def test_a_healthy_pod_runs_and_a_failing_one_crash_loops(node, tmp_path):
-    options, socket_path = node
+    options, socket_path, _ = node
     assert stat.S_IMODE(os.stat(socket_path).st_mode) == 0o600
     manifest = tmp_path / "pods.yaml"
     manifest.write_text(PODS)
@@ -109,7 +121,7 @@ def test_a_healthy_pod_runs_and_a_failing_one_crash_loops(node, tmp_path):
 
 
 def test_a_bad_manifest_is_one_line_and_starts_nothing(node, tmp_path):
-    options, _ = node
+    options, _, _ = node
     manifest = tmp_path / "bad.yaml"
     manifest.write_text(PODS.replace("periodSeconds: 1", "periodSeconds: one"))
     applied = kubirun(*options, "node", "apply", "-f", str(manifest))
@@ -124,3 +136,26 @@ def test_without_a_node_the_cli_says_so(tmp_path):
     assert result.returncode == 1
     assert "is `kubirun node serve` running?" in result.stderr
     assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_supervisor_killed_and_restarted_adopts_its_pods(node, tmp_path):
+    options, _, daemons = node
+    manifest = tmp_path / "pods.yaml"
+    manifest.write_text(PODS)
+    assert kubirun(*options, "node", "apply", "-f", str(manifest)).returncode == 0
+    rows = _until(options, lambda r: r.get("web", [""] * 3)[1:3] == ["1/1", "Running"]
+                  and r.get("crash", [""] * 4)[2] == "CrashLoopBackOff")
+    before = kubirun(*options, "node", "get", "pod", "web", "-o", "json").stdout
+    web_id = json.loads(before)["status"]["containerStatuses"][0]["containerID"]
+    crash_restarts = int(rows["crash"][3])
+    daemons[0].kill()  # kill -9: the containers go on
+    daemons[0].wait()
+    daemons.append(_serve(tmp_path, tmp_path / "node-state"))
+    rows = _until(options, lambda r: r.get("web", [""] * 3)[1:3] == ["1/1", "Running"])
+    after = json.loads(kubirun(*options, "node", "get", "pod", "web", "-o", "json").stdout)
+    status = after["status"]["containerStatuses"][0]
+    assert (status["containerID"], status["restartCount"]) == (web_id, 0)  # the same one
+    assert int(rows["crash"][3].split()[0]) >= crash_restarts  # its count and ladder kept
+    # its output while no supervisor read waited in its FIFO; probes go on
+    assert kubirun(*options, "node", "logs", "web").stdout == "hello\n"
+    assert kubirun(*options, "node", "exec", "web", "--", "true").returncode == 0
