@@ -120,6 +120,9 @@ class Pump:
 
     def _write(self, line: bytes, full: bool) -> None:
         try:
+            while len(line) > MAX_LINE:
+                self.log.write(self.stream, line[:MAX_LINE], False)
+                line = line[MAX_LINE:]
             self.log.write(self.stream, line, full)
         except OSError:
             pass  # a full disk loses log lines, not the container

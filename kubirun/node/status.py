@@ -169,8 +169,10 @@ def pod_phase(policy: str, init: list[dict], regular: list[dict],
     pending_init = failed_init = 0
     for status in init:
         state, last = status["state"], status["lastState"]
-        if status["name"] in sidecars and RUNNING in state and status["started"]:
-            continue  # a started sidecar counts as initialized
+        if status["name"] in sidecars and ((RUNNING in state and status["started"])
+                                           or TERMINATED in state):
+            continue  # a started sidecar counts as initialized (a stopped one restarts, or
+            # was stopped because the containers are done)
         if TERMINATED in state and state[TERMINATED]["exitCode"] == 0:
             continue
         if TERMINATED in state or (WAITING in state and TERMINATED in last
@@ -211,7 +213,8 @@ def conditions(init: list[dict], regular: list[dict], transitions: dict[str, tup
     ``transitions`` (type -> last transition time) updated in place."""
     uninitialized = [s["name"] for s in init if not (
         (TERMINATED in s["state"] and s["state"][TERMINATED]["exitCode"] == 0)
-        or (s["name"] in sidecars and RUNNING in s["state"] and s["started"]))]
+        or (s["name"] in sidecars and ((RUNNING in s["state"] and s["started"])
+                                       or TERMINATED in s["state"])))]
     unready = [s["name"] for s in regular if not s["ready"]]
     result = [("PodScheduled", True, "", ""),
               ("Initialized", not uninitialized, "ContainersNotInitialized",
@@ -246,7 +249,8 @@ def kubectl_status(phase: str, init: list[dict], regular: list[dict], deleting: 
         state = status["state"]
         if TERMINATED in state and state[TERMINATED]["exitCode"] == 0:
             continue
-        if status["name"] in sidecars and RUNNING in state and status["started"]:
+        if status["name"] in sidecars and ((RUNNING in state and status["started"])
+                                           or TERMINATED in state):
             continue
         if TERMINATED in state:
             term = state[TERMINATED]

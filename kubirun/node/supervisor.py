@@ -712,9 +712,13 @@ class Node:
                              "lastTimestamp": self.clock.wall()})
 
     async def close(self) -> None:
-        """Delete every pod, end the watch streams, stop the fork server."""
-        for name in list(self.pods):
-            await self.delete(name)
+        """Delete every pod (all at once, as kubelet does), end the watch
+        streams, stop the fork server."""
+        results = await asyncio.gather(*(self.delete(name) for name in list(self.pods)),
+                                       return_exceptions=True)
+        for error in results:
+            if isinstance(error, BaseException):
+                self.log.warning("node: closing: %s", error)
         for queue in self._watchers:
             queue.put_nowait(None)
         self.runtime.close()

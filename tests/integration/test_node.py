@@ -334,3 +334,51 @@ def test_a_bad_manifest_starts_nothing(tmp_path):
         assert node.list() == [] and node.runtime.list() == []
 
     _run(tmp_path, scenario)
+
+
+def test_a_sidecar_starts_before_the_next_init_container_and_stops_after_the_containers(
+        tmp_path):
+    async def scenario(node):
+        volume = [{"name": "data", "mountPath": "/data"}]
+        events = []
+        watcher = asyncio.ensure_future(_collect(node, events))
+        await node.apply(_pod(
+            "side", _container("app", "echo app >> /data/order; sleep 1", volumeMounts=volume),
+            restartPolicy="Never", terminationGracePeriodSeconds=1,
+            initContainers=[
+                _container("helper", "echo sidecar >> /data/order; sleep 100",
+                           restartPolicy="Always", volumeMounts=volume,
+                           startupProbe={"exec": {"command": ["test", "-s", "/data/order"]},
+                                         "periodSeconds": 1}),
+                _container("setup", "echo setup >> /data/order", volumeMounts=volume)],
+            volumes=[{"name": "data", "emptyDir": {}}]))
+        await _until(node, "side", lambda p: p["status"]["phase"] == "Succeeded")
+        # then the sidecar is stopped, for good
+        pod = await _until(node, "side", lambda p: "terminated" in _container_status(
+            p, "helper", init=True)["state"])
+        assert _container_status(pod, "helper", init=True)["restartCount"] == 0
+        assert pod["status"]["phase"] == "Succeeded"
+        order_file = os.path.join(node.root, "pods", "side", "volumes", "data", "order")
+        with open(order_file) as f:
+            assert f.read().split() == ["sidecar", "setup", "app"]
+        started = [e["object"] for e in events if e["reason"] == "Started"]
+        assert started == ["spec.initContainers{helper}", "spec.initContainers{setup}",
+                           "spec.containers{app}"]
+        assert [e["object"] for e in events if e["reason"] == "Killing"] == \
+            ["spec.initContainers{helper}"]
+        watcher.cancel()
+
+    _run(tmp_path, scenario)
+
+
+def test_a_failing_post_start_hook_kills_the_container(tmp_path):
+    async def scenario(node):
+        hook = {"postStart": {"exec": {"command": ["sh", "-c", "echo no; exit 1"]}}}
+        await node.apply(_pod("hook", _container("app", "sleep 100", lifecycle=hook),
+                              restartPolicy="Never", terminationGracePeriodSeconds=1))
+        pod = await _until(node, "hook", lambda p: p["status"]["phase"] == "Failed")
+        assert _container_status(pod)["state"]["terminated"]["exitCode"] == 137
+        failed = [e for e in node.events("hook") if e["reason"] == "FailedPostStartHook"]
+        assert failed and failed[0]["message"].startswith("PostStartHook failed: no")
+
+    _run(tmp_path, scenario)

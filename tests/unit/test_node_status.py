@@ -170,3 +170,9 @@ def test_age_is_kubectls():
     assert [status.human_duration(s) for s in (5, 119, 150, 600, 3 * 3600 + 60, 30 * 3600,
                                               3 * 86400)] == \
         ["5s", "119s", "2m30s", "10m", "3h1m", "30h", "3d"]
+
+
+def test_a_sidecar_stopped_after_the_containers_do_not_fail_the_pod():
+    sidecar = _s("side", _done(137), started=False)
+    assert status.pod_phase("Never", [sidecar], [_s(state=_done(0))],
+                            sidecars=frozenset({"side"})) == "Succeeded"
