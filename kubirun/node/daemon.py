@@ -23,6 +23,7 @@ import signal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kubirun.api import KubirunError
+from kubirun.node import logs
 from kubirun.node.supervisor import Node
 
 MAX_BODY = 4 * 1024 * 1024
@@ -117,7 +118,14 @@ class Server:
         elif len(parts) == 3 and parts[0] == "pods" and parts[2] == "log" and method == "GET":
             await self._log(parts[1], query, writer)
         elif len(parts) == 3 and parts[0] == "pods" and parts[2] == "exec" and method == "POST":
-            request = json.loads(body or b"{}")
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError as err:
+                raise _Error(400, f"exec: the request is not JSON: {err}") from None
+            if not isinstance(request, dict) or not isinstance(request.get("container"),
+                                                               (str, type(None))):
+                raise _Error(400, "exec: expected {\"container\": NAME or null,"
+                                  " \"command\": [...]}")
             command = request.get("command")
             if not isinstance(command, list) or not command or \
                     not all(isinstance(a, str) for a in command):
@@ -146,19 +154,24 @@ class Server:
         writer.write("".join(line + "\n" for line in lines).encode())
         if query.get("follow") not in ("1", "true") or previous:
             return
-        sent = len(self.node.logs(name, container))
         worker = self.node.pods.get(name)
-        instance = worker.trackers[self.node._tracker(worker, container).name].restart_count \
-            if worker else None
+        if worker is None:
+            return
+        instance = self.node._tracker(worker, container).restart_count
+        sent = len(self.node.logs(name, container))
         while worker is not None and self.node.pods.get(name) is worker:
             await writer.drain()
-            tracker = self.node._tracker(worker, container)
-            if tracker.restart_count != instance or tracker.done:
-                break  # that instance ended: kubectl logs -f ends with it
             await asyncio.sleep(0.2)
-            current = self.node.logs(name, container)
+            tracker = self.node._tracker(worker, container)
+            # ended is judged first: an instance's output is all in its log
+            # before it counts as ended (the supervisor drains it first)
+            ended = tracker.restart_count != instance or "terminated" in tracker.state or \
+                tracker.state.get("waiting", {}).get("reason") == "CrashLoopBackOff"
+            current = logs.read(os.path.join(worker.directory, "logs", tracker.name), instance)
             writer.write("".join(line + "\n" for line in current[sent:]).encode())
             sent = len(current)
+            if ended:
+                break  # that instance ended: kubectl logs -f ends with it
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:

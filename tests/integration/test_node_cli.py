@@ -159,3 +159,20 @@ def test_the_supervisor_killed_and_restarted_adopts_its_pods(node, tmp_path):
     # its output while no supervisor read waited in its FIFO; probes go on
     assert kubirun(*options, "node", "logs", "web").stdout == "hello\n"
     assert kubirun(*options, "node", "exec", "web", "--", "true").returncode == 0
+
+
+def test_logs_follow_until_the_container_ends_and_tail(node, tmp_path):
+    options, _, _ = node
+    manifest = tmp_path / "count.json"
+    manifest.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "count"},
+        "spec": {"restartPolicy": "Never", "containers": [{
+            "name": "app", "image": str(BUSYBOX_IMAGE),
+            "command": ["sh", "-c", "for i in 1 2 3; do echo $i; sleep 0.5; done"]}]}}))
+    assert kubirun(*options, "node", "apply", "-f", str(manifest)).returncode == 0
+    _until(options, lambda r: "count" in r)
+    followed = kubirun(*options, "node", "logs", "-f", "count", timeout=30)
+    assert followed.stdout == "1\n2\n3\n"
+    assert kubirun(*options, "node", "logs", "count", "--tail", "1").stdout == "3\n"
+    wrong = kubirun(*options, "node", "logs", "count", "-c", "nope")
+    assert wrong.stderr == "kubirun: container nope is not valid for pod count\n"
