@@ -76,6 +76,8 @@ class _PodWorker:
         self._deleted = asyncio.Event()
         self.sandbox: Container | None = None
         self.dialer: Dialer | None = None
+        self.pod_ip: str | None = None
+        self.probe_host = "127.0.0.1"
         self.instances: dict[str, _Instance] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self.transitions: dict = {}
@@ -175,8 +177,19 @@ class _PodWorker:
             sandbox.delete(force=True)
             return False
         self.sandbox = sandbox
-        self.dialer = Dialer(None if self.pod.spec.host_network else state["pid"])
+        self._reach(state["pid"])
         return True
+
+    def _reach(self, pid: int) -> None:
+        """How probes reach the pod: on its bridge address from here (as
+        kubelet probes the pod's IP), on the host's loopback for
+        hostNetwork, else on the loopback of its own namespace, through a
+        helper there (netns.Dialer)."""
+        self.pod_ip = None if self.pod.spec.host_network else self.sandbox.ip_address
+        if self.pod_ip or self.pod.spec.host_network:
+            self.dialer, self.probe_host = Dialer(None), self.pod_ip or "127.0.0.1"
+        else:
+            self.dialer, self.probe_host = Dialer(pid), "127.0.0.1"
 
     def _make_sandbox(self) -> None:
         spec = self.pod.spec
@@ -187,8 +200,7 @@ class _PodWorker:
         self.sandbox = self.node.runtime.sandbox(
             self._id("pod"), network=network, ports=ports if network == "bridge" else (),
             hostname=None if network == "host" else (spec.hostname or self.name))
-        pid = None if network == "host" else self.sandbox.state()["pid"]
-        self.dialer = Dialer(pid)
+        self._reach(self.sandbox.state()["pid"])
 
     def _id(self, suffix: str) -> str:
         return f"{self.name}_{suffix}"
@@ -408,13 +420,13 @@ class _PodWorker:
             return await checks.exec_probe(instance.container, probe.exec.command, timeout)
         if probe.http_get is not None:
             action = probe.http_get
-            return await checks.http(self.dialer, action.host or "127.0.0.1",
+            return await checks.http(self.dialer, action.host or self.probe_host,
                                      spec.port_number(action.port), action.path, timeout,
                                      {h.name: h.value for h in action.http_headers},
                                      action.scheme)
         if probe.tcp_socket is not None:
             action = probe.tcp_socket
-            return await checks.tcp(self.dialer, action.host or "127.0.0.1",
+            return await checks.tcp(self.dialer, action.host or self.probe_host,
                                     spec.port_number(action.port), timeout)
         return prober.FAILURE, "no handler"
 
@@ -533,9 +545,9 @@ class _PodWorker:
             pod_status["initContainerStatuses"] = init
         if self.started_at is not None:
             pod_status["startTime"] = status.timestamp(self.started_at)
-        address = self._address()
-        if address:
-            pod_status["podIP"] = address
+        if self.pod_ip:
+            pod_status["podIP"] = self.pod_ip
+            pod_status["podIPs"] = [{"ip": self.pod_ip}]
         metadata = {"name": self.name, "namespace": self.pod.metadata.namespace, "uid": self.uid,
                     "creationTimestamp": status.timestamp(self.created)}
         if self.pod.metadata.labels:
@@ -545,15 +557,6 @@ class _PodWorker:
         spec = dict(self.raw.get("spec") or {})
         return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec,
                 "status": pod_status}
-
-    def _address(self) -> str | None:
-        if self.sandbox is None or self.pod.spec.host_network:
-            return None
-        try:
-            network = self.sandbox.state().get("network") or {}
-        except KubirunError:
-            return None
-        return network.get("address")
 
 
 async def _wait_adopted(container: Container):
