@@ -15,8 +15,11 @@ liveness probe and (unless --http-only) a 1 s ``exec`` readiness probe.
 
 Network "none": each pod with an httpGet probe has a small socket-making
 helper in its namespace (kubirun.node.netns); their RSS is reported apart.
+Network "bridge" (run it under ``unshare --net``: the bridge is made in the
+current namespace): probes go to the pods' addresses, no helpers.
 
-Usage: python3 bench/node.py [--pods N] [--seconds S] [--http-only] [--json] (as root).
+Usage: python3 bench/node.py [--pods N] [--seconds S] [--http-only]
+[--network none|bridge] [--json] (as root).
 """
 from __future__ import annotations
 
@@ -78,7 +81,7 @@ def _pod(i: int, http_only: bool) -> dict:
     container = {
         "name": "web", "image": IMAGE,
         "command": ["sh", "-c", "mkdir -p /www && echo ok > /www/healthz"
-                    " && exec httpd -f -p 127.0.0.1:8080 -h /www"],
+                    " && exec httpd -f -p 8080 -h /www"],
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1},
     }
     if not http_only:
@@ -91,8 +94,9 @@ async def _scenario(args, root: str) -> dict:
     from kubirun.node.supervisor import Node
 
     node = Node(os.path.join(root, "node"), store=os.path.join(root, "store"),
-                cgroup_parent=CGROUP_PARENT)
-    result: dict = {"pods": args.pods, "seconds": args.seconds, "http_only": args.http_only}
+                cgroup_parent=CGROUP_PARENT, network=args.network)
+    result: dict = {"pods": args.pods, "seconds": args.seconds, "http_only": args.http_only,
+                    "network": args.network}
     try:
         began = time.monotonic()
         for i in range(args.pods):
@@ -200,6 +204,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--execs", type=int, default=50)
     parser.add_argument("--http-only", action="store_true")
+    parser.add_argument("--network", default="none", choices=("none", "bridge"),
+                        help="bridge: only in a network namespace of its own, e.g. under"
+                        " `unshare --net`, never the host's")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="kubirun-bench-node-")
