@@ -382,3 +382,20 @@ def test_a_failing_post_start_hook_kills_the_container(tmp_path):
         assert failed and failed[0]["message"].startswith("PostStartHook failed: no")
 
     _run(tmp_path, scenario)
+
+
+def test_pre_stop_runs_before_the_stop_signal(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+
+    async def scenario(node):
+        hook = {"preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /out/order"]}}}
+        script = "trap 'echo term >> /out/order; exit 0' TERM; while true; do sleep 0.1; done"
+        await node.apply(_pod("order", _container(
+            "app", script, lifecycle=hook, volumeMounts=[{"name": "out", "mountPath": "/out"}]),
+            volumes=[{"name": "out", "hostPath": {"path": str(out)}}]))
+        await _until(node, "order", lambda p: p["status"]["phase"] == "Running")
+        await node.delete("order")
+
+    _run(tmp_path, scenario)
+    assert (out / "order").read_text().split() == ["prestop", "term"]
