@@ -9,7 +9,7 @@ import socket
 import sys
 import time
 
-from kubirun.errors import KubirunError
+from kubirun.base.errors import KubirunError
 
 POD_KINDS = ("pods", "pod", "po")
 
