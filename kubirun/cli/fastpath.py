@@ -43,7 +43,10 @@ def parse(command: Command, words: list[str]) -> dict | None:
     while i < len(words):
         word = words[i]
         i += 1
-        if positional or word == "-" or not word.startswith("-"):
+        if command.interspersed and word == "--":
+            positional.extend(words[i:])
+            break
+        if (positional and not command.interspersed) or word == "-" or not word.startswith("-"):
             positional.append(word)
             if _variadic_reached(command, positional):
                 positional.extend(words[i:])
@@ -115,9 +118,12 @@ def _store(params: dict, opt: Option, value: str) -> None:
 
 
 def _variadic_reached(command: Command, positional: list[str]) -> bool:
+    """runc's way: the words after the fixed arguments are the variadic
+    one's, options included; kubectl's (``interspersed``): from its first
+    word on (options may come between the fixed arguments and it)."""
     fixed = [a for a in command.arguments if not a.variadic]
     has_variadic = any(a.variadic for a in command.arguments)
-    return has_variadic and len(positional) >= len(fixed)
+    return has_variadic and len(positional) >= len(fixed) + command.interspersed
 
 
 def _bind_arguments(command: Command, positional: list[str], params: dict) -> dict | None:

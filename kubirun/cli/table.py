@@ -34,8 +34,12 @@ class Argument:
 
 class Command:
     def __init__(self, name: str, help: str, handler: str, options: tuple[Option, ...] = (),
-                 arguments: tuple[Argument, ...] = (), epilog: str = "") -> None:
+                 arguments: tuple[Argument, ...] = (), epilog: str = "",
+                 interspersed: bool = False) -> None:
         self.name = name
+        # kubectl's habit (the node's commands): options may also follow the
+        # arguments, up to "--"; runc's commands take them before.
+        self.interspersed = interspersed
         self.help = help
         self.handler = handler  # "module:function", imported only when the command runs
         self.options = options
@@ -337,7 +341,7 @@ NODE_SERVE = Command(
      Option(("--network",), "network", "The pods' network: none (default) or bridge"
             " (hostNetwork: true pods use the host's).", "value", "MODE"),
      _STORE,
-     Option(("--cgroup-parent",), "cgroup_parent", "The cgroup under which the containers'"
+     Option(("--cgroup-parent",), "cgroup_parent", "The cgroup under which the containers"
             " go (default: /kubirun).", "value", "PATH")),
     epilog="It adopts the pods a previous `node serve` of this state root left (killed or"
            " stopped), with their restart counts and back-off; at SIGTERM or SIGINT it ends,"
@@ -351,10 +355,10 @@ NODE_GET = Command("get", "List pods (NAME READY STATUS RESTARTS AGE), or one.",
                    (Option(("-o", "--output"), "output", "wide, json, yaml or name.", "value",
                            "FORMAT"), _NODE_SOCKET),
                    (_POD_KIND, Argument("name", required=False)),
-                   epilog="Example: kubirun node get pods -o wide")
+                   epilog="Example: kubirun node get pods -o wide", interspersed=True)
 NODE_DESCRIBE = Command("describe", "Show a pod: its containers' states, probes, conditions and"
                         " events.", "kubirun.cli.node:describe", (_NODE_SOCKET,),
-                        (_POD_KIND, Argument("name")))
+                        (_POD_KIND, Argument("name")), interspersed=True)
 NODE_LOGS = Command(
     "logs", "Print a container's output.", "kubirun.cli.node:logs",
     (Option(("-c", "--container"), "container", "The container (if the pod has several).",
@@ -364,19 +368,20 @@ NODE_LOGS = Command(
      Option(("--tail",), "tail", "Only the last N lines.", "value", "N"),
      Option(("-f", "--follow"), "follow", "Keep printing as it comes."),
      _NODE_SOCKET),
-    (Argument("name"),))
+    (Argument("name"),), interspersed=True)
 NODE_EXEC = Command("exec", "Run a command in a pod's container; its output and exit status.",
                     "kubirun.cli.node:exec_",
                     (Option(("-c", "--container"), "container", "The container (if the pod has"
                             " several).", "value", "NAME"), _NODE_SOCKET),
                     (Argument("name"), Argument("command", required=False, variadic=True)),
-                    epilog="Example: kubirun node exec web -- cat /etc/hostname")
+                    epilog="Example: kubirun node exec web -c app -- cat /etc/hostname",
+                    interspersed=True)
 NODE_DELETE = Command("delete", "Stop a pod (preStop, stop signal, KILL after the grace period)"
                       " and remove it.", "kubirun.cli.node:delete",
                       (Option(("--grace-period",), "grace_period", "Seconds before KILL (default:"
                               " the pod's terminationGracePeriodSeconds).", "value", "N"),
                        _NODE_SOCKET),
-                      (_POD_KIND, Argument("name")))
+                      (_POD_KIND, Argument("name")), interspersed=True)
 
 # Top-level commands; `demo` is a group of teaching demos.
 COMMANDS = {c.name: c for c in (RUN, CREATE, START, STATE, KILL, DELETE, EXEC, PS, LIST, PAUSE,

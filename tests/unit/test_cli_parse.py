@@ -63,3 +63,33 @@ def test_find_command_reaches_group_members():
     command, rest = fastpath.find_command(["demo", "ps", "--image", "x"])
     assert command.name == "ps" and rest == ["--image", "x"]
     assert fastpath.find_command(["nope"])[0] is None
+
+
+@pytest.mark.parametrize("words, container, command", [
+    (["web", "-c", "app", "--", "ls", "-l"], "app", ["ls", "-l"]),   # kubectl's order
+    (["-c", "app", "web", "--", "ls"], "app", ["ls"]),
+    (["web", "--container=app", "--", "sh", "-c", "x"], "app", ["sh", "-c", "x"]),
+    (["web", "--", "ls", "-c"], None, ["ls", "-c"]),                 # after --: the command's
+    (["web", "ls", "-l"], None, ["ls", "-l"]),                       # the command began
+])
+def test_node_exec_takes_options_between_the_pod_and_the_command(words, container, command):
+    from kubirun.cli.table import NODE_EXEC
+
+    params = fastpath.parse(NODE_EXEC, words)
+    assert params["name"] == "web" and params["container"] == container
+    assert list(params["command"]) == command
+
+
+def test_node_logs_takes_options_after_the_pod():
+    from kubirun.cli.table import NODE_LOGS
+
+    params = fastpath.parse(NODE_LOGS, ["web", "-c", "app", "--tail", "3", "-p"])
+    assert (params["name"], params["container"], params["tail"], params["previous"]) == \
+        ("web", "app", "3", True)
+
+
+def test_runc_commands_still_take_everything_after_the_id_as_the_command():
+    from kubirun.cli.table import EXEC
+
+    params = fastpath.parse(EXEC, ["box", "ls", "-t"])
+    assert params["tty"] is False and list(params["command"]) == ["ls", "-t"]
