@@ -78,8 +78,10 @@ def process_from_args(args: list[str], state: dict) -> process.ProcessSpec:
         return parse_process(dict(state["process"], args=args, terminal=False), "process")
     if state.get("image_process"):
         return process.exec_process_from_image_state(state["image_process"], args)
-    raise KubirunError(f"container {state.get('id')} has no process recorded to exec from"
-                       " (made by an older kubirun: pass --process)")
+    why = ("its config.json has no process" if state.get("no_process")
+           else "it was made by an older kubirun")
+    raise KubirunError(f"container {state.get('id')} has no process to exec from ({why}):"
+                       " give the whole process with --process FILE")
 
 
 def exec_in(container, spec: process.ProcessSpec, options: ExecOptions) -> int:

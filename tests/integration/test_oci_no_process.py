@@ -53,3 +53,13 @@ def test_run_without_a_process_is_refused_and_leaves_nothing(oci, bundle):
     result = oci.cmd("run", "--bundle", str(b), cid)
     assert result.returncode != 0
     assert_nothing_left(oci, cid, b)
+
+
+def test_exec_by_command_line_into_it_says_the_config_has_no_process(oci, created):
+    """Exec takes the container's process (user, env, capabilities) and
+    changes its args: without one, it says so and what to pass instead."""
+    cid, _ = created
+    result = oci.cmd("exec", cid, "true")
+    assert result.returncode != 0
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "config.json has no process" in result.stderr and "--process" in result.stderr
