@@ -21,7 +21,6 @@ from . import resources as oci
 from .stats import v2_hugetlb
 from .v1 import V1Cgroup, write_hugetlb
 from .v2 import (
-    enable_all,
     ensure_controllers,
     freeze_dir,
     frozen_file_dir,
@@ -48,10 +47,12 @@ class HybridCgroup(V1Cgroup):
         return super()._roots() + [self.unified_mount]
 
     def _setup_dir(self, root: str, dirpath: str, new: bool) -> None:
-        if root == self.unified_mount:
-            if new and dirpath != self.unified_dir:
-                enable_all(self.path, dirpath)
-        else:
+        # The unified hierarchy's parents delegate nothing up front (as
+        # runc's hybrid manager): a controller a limit needs there is
+        # enabled when asked for (ensure_controllers).  A write of
+        # cgroup.subtree_control costs ~4 ms on this kind of host, and a
+        # parent made for one container is made again for the next.
+        if root != self.unified_mount:
             super()._setup_dir(root, dirpath, new)
 
     def dir_of(self, controller: str) -> str | None:

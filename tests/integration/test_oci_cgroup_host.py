@@ -230,3 +230,27 @@ def test_without_clone_into_cgroup_the_init_and_exec_join_the_unified_hierarchy_
         assert container.exec(check) == 0
     finally:
         container.delete(force=True)
+
+
+@hybrid_only
+def test_a_hugetlb_limit_under_new_parents_lands_in_the_unified_hierarchy(oci, bundle):
+    """kubirun only (runc 1.1's hybrid manager does not use the unified
+    hierarchy's controllers): hugetlb, which this kind of host offers only
+    in cgroup2, is delegated down through the parents the container's
+    cgroupsPath makes, when a limit asks for it (not for every container)."""
+    if oci.name != "kubirun":
+        pytest.skip("runc 1.1 writes no limit into a hybrid host's unified hierarchy")
+    controllers = (Path(UNIFIED) / "cgroup.controllers").read_text().split()
+    if "hugetlb" not in controllers or not Path("/sys/kernel/mm/hugepages/hugepages-2048kB").is_dir():
+        pytest.skip("no hugetlb controller in the unified hierarchy, or no 2 MB pages")
+    from tests.integration.oci_helpers import TEST_CGROUP_PARENT
+
+    path = f"{TEST_CGROUP_PARENT}/hp-{uuid.uuid4().hex[:8]}/pod/c"
+
+    def edit(config):
+        config["linux"]["cgroupsPath"] = path
+        config["linux"]["resources"] = {"hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}]}
+
+    cid = oci.new_id()
+    oci.start_created(cid, bundle(["sleep", "100"], edit=edit))
+    assert (Path(UNIFIED + path) / "hugetlb.2MB.max").read_text().strip() == str(4 << 20)
