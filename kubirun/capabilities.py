@@ -7,7 +7,6 @@ then set the three thread sets with ``capset`` and raise the ambient ones.
 """
 from __future__ import annotations
 
-from kubirun import _native
 from kubirun.base import explain
 from kubirun._native import (
     PR_CAP_AMBIENT,
@@ -81,33 +80,33 @@ class CapabilityPlan:
         self.inheritable = mask(sets.get("inheritable", []), highest)
         self.ambient = mask(sets.get("ambient", []), highest)
 
-    def drop_bounding(self) -> None:
+    def drop_bounding(self, kernel) -> None:
         """Step 1, as root: remove every capability not in the bounding set."""
         explain.say("prctl(PR_CAPBSET_DROP, n) for {} of {} capabilities", "what the container"
                     " may never regain, even by a setuid binary", self.highest + 1
                     - bin(self.bounding).count("1"), self.highest + 1)
         for number in range(self.highest + 1):
             if not self.bounding & (1 << number):
-                _native.prctl(PR_CAPBSET_DROP, number)
+                kernel.prctl(PR_CAPBSET_DROP, number)
 
     @staticmethod
-    def keep_across_user_switch(keep: bool) -> None:
+    def keep_across_user_switch(kernel, keep: bool) -> None:
         """Step 2: ``setuid`` away from 0 clears the permitted set unless asked."""
-        _native.prctl(PR_SET_KEEPCAPS, 1 if keep else 0)
+        kernel.prctl(PR_SET_KEEPCAPS, 1 if keep else 0)
 
-    def set_thread_sets(self) -> None:
+    def set_thread_sets(self, kernel) -> None:
         """Step 3, after the user switch: exactly the listed sets."""
         explain.say("capset(effective={:#x}, permitted={:#x}, inheritable={:#x})", "the"
                     " privileges the process keeps: exactly the sets it was given",
                     self.effective, self.permitted, self.inheritable)
         try:
-            _native.capset(self.effective, self.permitted, self.inheritable)
+            kernel.capset(self.effective, self.permitted, self.inheritable)
         except OSError as err:
             raise ContainerStartError(f"cannot set capabilities: {err.strerror}") from None
-        _native.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
+        kernel.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
         for number in range(self.highest + 1):
             if self.ambient & (1 << number):
                 try:
-                    _native.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
+                    kernel.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, number)
                 except OSError:
                     pass  # runc too ignores an ambient capability not in permitted+inheritable

@@ -309,40 +309,42 @@ def _exec_child(spec: process.ProcessSpec, channel: InitChannel, namespaces: lis
                 seccomp=None, helper: int = -1, session_keyring: str | None = None,
                 to_runtime=None) -> "NoReturn":  # noqa: F821
     """Steps 3 to 5, in the forked child; never returns."""
-    run_child(channel, lambda: _enter_and_exec(
-        spec, channel, namespaces, cgroup_join, console, ack, preserve_fds, seccomp, helper,
-        session_keyring, to_runtime))
+    run_child(channel, lambda: enter_and_exec(
+        _native.Kernel(), spec, channel, namespaces, cgroup_join, console, ack, preserve_fds,
+        seccomp, helper, session_keyring, to_runtime))
 
 
-def _enter_and_exec(spec: process.ProcessSpec, channel: InitChannel,
-                    namespaces: list[tuple[str, int]], cgroup_join: list, console, ack: bool,
-                    preserve_fds: int, seccomp, helper: int, session_keyring: str | None,
-                    to_runtime) -> None:
+def enter_and_exec(kernel, spec: process.ProcessSpec, channel: InitChannel,
+                   namespaces: list[tuple[str, int]], cgroup_join: list, console, ack: bool,
+                   preserve_fds: int, seccomp, helper: int, session_keyring: str | None,
+                   to_runtime) -> None:
+    """Exec's steps in the child, every system call through ``kernel`` (a
+    ``_native.Kernel``; tests/unit/test_init_steps.py records them)."""
     channel.child_side()
     process.preload(spec)  # the container's root has no Python modules
     if spec.terminal:
         from kubirun import console as console_module
     # 3. Into the container's cgroup (ourselves: see Cgroup.join_files),
     #    the memory hierarchy last.
-    memory_file = cgroups_join(cgroup_join)
+    memory_file = cgroups_join(kernel, cgroup_join)
     # 4. Join the container's namespaces; the mount namespace last (or,
     #    for a container without one, its chroot).
     for kind, fd in namespaces:
         if kind == "root":
-            os.fchdir(fd)
-            _native.chroot(".")
+            kernel.fchdir(fd)
+            kernel.chroot(".")
         elif kind != "pid":
             explain.say("setns({}, {:clone})", "join the running container's namespace",
                         kind, NAMESPACE_FLAGS[kind])
-            _native.setns(fd, NAMESPACE_FLAGS[kind])
-    os.chdir("/")
+            kernel.setns(fd, NAMESPACE_FLAGS[kind])
+    kernel.chdir("/")
     if memory_file is not None:
-        os.write(memory_file, b"0")
-        os.close(memory_file)
+        kernel.write(memory_file, b"0")
+        kernel.close(memory_file)
     # The container's session keyring, not the caller's (its keys are
     # not the container's to see): the one its init made, found by name.
     if session_keyring:
-        _join_session_keyring(session_keyring)
+        _join_session_keyring(kernel, session_keyring)
     # 5. Terminal, user, capabilities, environment.
     slave = None
     if spec.terminal:
@@ -355,18 +357,18 @@ def _enter_and_exec(spec: process.ProcessSpec, channel: InitChannel,
     # 6. What init does last (kubirun.init, steps 15 to 18; one copy:
     #    kubirun.tail): signals, fds, seccomp, user, then READY (after
     #    the filter, so that its failure reaches `exec -d` too), execve.
-    finish_and_exec(spec, identity, program, env, preserve_fds=preserve_fds,
+    finish_and_exec(kernel, spec, identity, program, env, preserve_fds=preserve_fds,
                     seccomp=seccomp, exec_helper=helper,
                     report_fds=(channel.report_fd(),), say_on_stderr=False,
                     seccomp_conn=lambda: to_runtime,
                     before_exec=lambda _execveat_allowed: channel.tell(READY))
 
 
-def _join_session_keyring(name: str) -> None:
+def _join_session_keyring(kernel, name: str) -> None:
     """Join the keyring ``name`` (made, searchable by its user, by the
     container's init); a kernel without keyrings is not an error."""
     try:
-        _native.join_session_keyring(name)
+        kernel.join_session_keyring(name)
     except OSError as err:
         if err.errno != errno.ENOSYS:
             raise

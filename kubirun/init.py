@@ -79,18 +79,21 @@ def container_init(config: InitConfig) -> "NoReturn":  # noqa: F821
 
     def body() -> None:
         channel.child_side()
-        _setup_and_exec(config)
+        if explain.ON:
+            from kubirun.ns.narrating import NarratingKernel
+
+            kernel = NarratingKernel()
+        else:
+            kernel = Kernel()
+        setup_and_exec(config, kernel)
 
     run_child(channel, body, also=report_after_start)
 
 
-def _setup_and_exec(config: InitConfig) -> None:
-    if explain.ON:
-        from kubirun.ns.narrating import NarratingKernel
-
-        kernel = NarratingKernel()
-    else:
-        kernel = Kernel()
+def setup_and_exec(config: InitConfig, kernel) -> None:
+    """The init's steps, every system call through ``kernel`` (a
+    ``_native.Kernel``; tests/unit/test_init_steps.py passes a recording
+    fake and checks their order); returns only by raising."""
     explain.begin(config.rootfs)
     spec = config.process
     channel = config.channel
@@ -98,32 +101,32 @@ def _setup_and_exec(config: InitConfig) -> None:
     # 1. Die with the runtime while it sets us up: a half-made container
     #    must not outlive a killed `kubirun create`.
     explain.step(1, "prctl(PR_SET_PDEATHSIG, SIGKILL)", "die with the runtime while set up")
-    _native.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    kernel.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
     # 2. Namespaces.  Born in a new user namespace, wait for the runtime to
     #    map our ids, then become its root.  Then join those given by path,
     #    make the new ones (the PID namespace is already ours; the cgroup
     #    one comes at step 12).
     if config.new_user:
-        rootless = os.geteuid() != 0
+        rootless = kernel.geteuid() != 0
         if rootless:
             # The runtime, unprivileged, may write our id maps only while
             # /proc/OUR_PID belongs to us: dumpable for that moment (no
             # container process exists yet to take advantage of it).
-            _native.prctl(_native.PR_SET_DUMPABLE, 1)
+            kernel.prctl(_native.PR_SET_DUMPABLE, 1)
         channel.ask(USERNS)
         if rootless:
-            _native.prctl(_native.PR_SET_DUMPABLE, 0)
-        become_user_namespace_root()
-    namespaces.join(config.join)
+            kernel.prctl(_native.PR_SET_DUMPABLE, 0)
+        become_user_namespace_root(kernel)
+    namespaces.join(kernel, config.join)
     explain.step(2, "unshare({:clone})", "namespaces of its own: mounts, hostname, IPC, network",
                  config.unshare)
-    _native.unshare(config.unshare)
+    kernel.unshare(config.unshare)
 
     # 3. A session keyring of its own (unless --no-new-keyring): keys the
     #    caller's session holds stay out of the container's reach.
     if config.session_keyring:
-        _join_session_keyring(config.session_keyring)
+        _join_session_keyring(kernel, config.session_keyring)
 
     # 4. Nothing we mount from here on reaches the host (sharing its mount
     #    namespace: nothing leaves a private bind of our root).
@@ -162,7 +165,7 @@ def _setup_and_exec(config: InitConfig) -> None:
     cgroup = jsonio.loads(channel.ask(CGROUP))
     explain.step(7, "write(cgroup.procs, \"0\") in each hierarchy but memory's",
                  "into the cgroup the runtime made: its limits hold us and all we start")
-    memory_file = cgroups_join(cgroup["join"])
+    memory_file = cgroups_join(kernel, cgroup["join"])
     if config.cgroup_mounts:
         root_fd = kernel.open(config.rootfs, os.O_PATH | os.O_DIRECTORY)
         mounts.apply(kernel, root_fd, plan_mounts(config.cgroup_mounts, cgroup["binds"]))
@@ -175,9 +178,9 @@ def _setup_and_exec(config: InitConfig) -> None:
         channel.ask(HOOKS)
     # Our PID as the host sees it, for the hooks' state: /proc is still
     # the host's here.
-    config.hook_state["pid"] = int(os.readlink("/proc/self"))
+    config.hook_state["pid"] = int(kernel.readlink("/proc/self"))
     if config.hooks_create_container:
-        os.chdir(config.rootfs)  # their working directory is the container's root, as runc's
+        kernel.chdir(config.rootfs)  # their working directory is the container's root, as runc's
     _run_hooks("createContainer", config.hooks_create_container, config.hook_state,
                config.exec_helper)
 
@@ -212,27 +215,27 @@ def _setup_and_exec(config: InitConfig) -> None:
         rootfs.remount_root_readonly(kernel)
 
     if config.personality is not None:
-        _native.set_personality(config.personality)
+        kernel.set_personality(config.personality)
 
     # 11. Name the host, bring up loopback.
     explain.step(11, "sethostname({!r}); lo up: {}", "its own name (uts namespace) and loopback"
                  " (net namespace)", config.hostname, config.new_netns)
     if config.hostname is not None:
-        _native.sethostname(config.hostname)
+        kernel.sethostname(config.hostname)
     if config.domainname is not None:
-        _native.setdomainname(config.domainname)
+        kernel.setdomainname(config.domainname)
     if config.new_netns:
-        loopback.bring_up_loopback()
+        loopback.bring_up_loopback(kernel)
 
     # 12. Into the memory cgroup, then a cgroup namespace rooted where we
     #     are now.
     explain.step(12, "write(memory's cgroup.procs, \"0\"), unshare(CLONE_NEWCGROUP)",
                  "charged to the memory limit from now on; its cgroup becomes its /")
     if memory_file is not None:
-        os.write(memory_file, b"0")
-        os.close(memory_file)
+        kernel.write(memory_file, b"0")
+        kernel.close(memory_file)
     if config.new_cgroupns:
-        _native.unshare(_native.CLONE_NEWCGROUP)
+        kernel.unshare(_native.CLONE_NEWCGROUP)
 
     # 13. What runs, found in the container's PATH, with which environment
     #     (nothing, for a config without a process: `start` refuses it).
@@ -248,10 +251,10 @@ def _setup_and_exec(config: InitConfig) -> None:
     explain.step(14, "open(exec.fifo) blocks until `start`", "created: it waits to be started")
     channel.ask(READY)
     if not config.die_with_runtime:
-        _native.prctl(PR_SET_PDEATHSIG, 0)
+        kernel.prctl(PR_SET_PDEATHSIG, 0)
     channel.tell(WAITING)
     if fifo is not None:
-        _wait_for_start(fifo)
+        _wait_for_start(kernel, fifo)
     if spec.absent:  # released all the same, by hand: there is nothing to run
         os._exit(1)
 
@@ -283,7 +286,7 @@ def _setup_and_exec(config: InitConfig) -> None:
 
     report_fds = (channel.report_fd(),) if _start_report_fd is None else \
         (channel.report_fd(), _start_report_fd)
-    finish_and_exec(spec, identity, program, env, preserve_fds=config.preserve_fds,
+    finish_and_exec(kernel, spec, identity, program, env, preserve_fds=config.preserve_fds,
                     seccomp=config.seccomp, exec_helper=config.exec_helper,
                     report_fds=report_fds, say_on_stderr=True, as_init=spec.init,
                     seccomp_conn=start_connection, before_exec=start_container_hooks,
@@ -302,30 +305,30 @@ def _after_start(step, *args):
         raise
 
 
-def become_user_namespace_root() -> None:
+def become_user_namespace_root(kernel) -> None:
     """Uid and gid 0 of the new user namespace, no supplementary groups
     (its creator has every capability there, so it may)."""
     try:
-        os.setgroups([])
+        kernel.setgroups([])
     except PermissionError:
         pass  # rootless: setgroups is denied in this namespace, and we have none
-    os.setresgid(0, 0, 0)
-    os.setresuid(0, 0, 0)
+    kernel.setresgid(0)
+    kernel.setresuid(0)
 
 
-def _join_session_keyring(name: str) -> None:
+def _join_session_keyring(kernel, name: str) -> None:
     """Join a new session keyring, searchable by its user (runc's
     permissions without a user namespace); a kernel without keyrings is
     not an error."""
     import errno
 
     try:
-        key = _native.join_session_keyring(name)
+        key = kernel.join_session_keyring(name)
     except OSError as err:
         if err.errno == errno.ENOSYS:
             return
         raise
-    _native.add_key_permissions(key, 0x80000)  # KEY_USR_SEARCH
+    kernel.add_key_permissions(key, 0x80000)  # KEY_USR_SEARCH
 
 
 def not_born_in(files: list[tuple[str, bool]], born_in: str | None) -> list[tuple[str, bool]]:
@@ -336,21 +339,21 @@ def not_born_in(files: list[tuple[str, bool]], born_in: str | None) -> list[tupl
     return [(path, memory) for path, memory in files if os.path.dirname(path) != born_in]
 
 
-def cgroups_join(files: list[tuple[str, bool]]) -> int | None:
+def cgroups_join(kernel, files: list[tuple[str, bool]]) -> int | None:
     """Move ourselves into the cgroup (see ``Cgroup.join_files``), except
     the memory hierarchy, whose file is returned open for later."""
     memory_file = None
     for path, charges_memory in files:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        fd = kernel.open(path, os.O_WRONLY)
         if charges_memory:
             memory_file = fd
             continue
         try:
-            os.write(fd, b"0")
+            kernel.write(fd, b"0")
         except OSError as err:
             raise OSError(err.errno, f"cannot join cgroup: {err.strerror}", path) from None
         finally:
-            os.close(fd)
+            kernel.close(fd)
     return memory_file
 
 
@@ -372,17 +375,17 @@ def _die_of(signum: int, _frame: object) -> None:
 _start_report_fd: int | None = None
 
 
-def _wait_for_start(fifo: int) -> None:
+def _wait_for_start(kernel, fifo: int) -> None:
     """Block until `start` opens the fifo for reading, then tell it we are
     going (one byte).  Reopened through /proc/self/fd: the O_PATH fd
     cannot be written to."""
     global _start_report_fd
     previous = {sig: signal.signal(sig, _die_of) for sig in CREATED_FATAL_SIGNALS}
-    fd = os.open(f"/proc/self/fd/{fifo}", os.O_WRONLY | os.O_CLOEXEC)
+    fd = kernel.open(f"/proc/self/fd/{fifo}", os.O_WRONLY)
     for sig, handler in previous.items():
         signal.signal(sig, handler)
-    os.write(fd, b"0")
-    os.close(fifo)
+    kernel.write(fd, b"0")
+    kernel.close(fifo)
     _start_report_fd = fd
 
 

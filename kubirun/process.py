@@ -275,12 +275,12 @@ def resolve_user(user: str | None, root: str = "/") -> Identity:
     return Identity(uid, gid, extra, home)
 
 
-def switch_user(identity: Identity) -> None:
+def switch_user(identity: Identity, kernel) -> None:
     """Drop to the container user: groups first, then gid, then uid.  A
     failure names the call (a seccomp profile may forbid one of them)."""
-    for name, call, arg in (("setgroups", os.setgroups, list(identity.groups)),
-                            ("setgid", os.setgid, identity.gid),
-                            ("setuid", os.setuid, identity.uid)):
+    for name, call, arg in (("setgroups", kernel.setgroups, list(identity.groups)),
+                            ("setgid", kernel.setgid, identity.gid),
+                            ("setuid", kernel.setuid, identity.uid)):
         explain.say("{}({})", "become the container's user", name, arg)
         try:
             call(arg)
@@ -327,7 +327,7 @@ def find_executable(name: str, search_path: str) -> str:
                     errno=errno.ENOENT, syscall="execve", path=name)
 
 
-def exec_program(path: str, args: list[str], env: dict[str, str], helper: int,
+def exec_program(kernel, path: str, args: list[str], env: dict[str, str], helper: int,
                  report_fds: tuple[int, ...] = (), say_on_stderr: bool = False,
                  execveat_allowed: bool = True, as_init: "bool | str" = False) -> None:
     """Become the program, through the exec helper (``_native``: the
@@ -337,8 +337,8 @@ def exec_program(path: str, args: list[str], env: dict[str, str], helper: int,
     explain.say("execveat(memfd kubirun-exec, AT_EMPTY_PATH) -> execve({!r}, {!r})", "become"
                 " the program: the last step, nothing of kubirun remains", path, args)
     try:
-        _native.exec_through_helper(helper, path, args, env, report_fds, say_on_stderr,
-                                    execveat_allowed, as_init)
+        kernel.exec_through_helper(helper, path, args, env, report_fds, say_on_stderr,
+                                   execveat_allowed, as_init)
     except OSError as err:
         raise ExecError(f"cannot run kubirun's exec helper: {err.strerror}", 126,
                         errno=err.errno, syscall="execveat") from err
@@ -382,25 +382,6 @@ def prepare(spec: ProcessSpec, hostname: str) -> tuple[Identity, str, dict[str, 
     return identity, program, env
 
 
-def reset_signal_dispositions() -> None:
-    """Every signal back to its default action, none blocked: what the
-    program gets must not depend on what the runtime's caller ignored
-    (a CI job, ``nohup``, a shell's background job ignores SIGINT and
-    SIGQUIT, and an ignored disposition survives execve: a shell in the
-    container could not even trap it) nor on Python's own SIG_IGNs."""
-    import _signal
-
-    for signum in range(1, _signal.NSIG):
-        if signum in (_signal.SIGKILL, _signal.SIGSTOP):
-            continue
-        try:
-            if _signal.getsignal(signum) is not _signal.SIG_DFL:
-                _signal.signal(signum, _signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass  # the C library's own (32, 33)
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
-
-
 def set_oom_score(spec: ProcessSpec) -> None:
     """``process.oomScoreAdj``, once (lowering it needs privileges)."""
     if spec.oom_score_adj is None:
@@ -412,19 +393,19 @@ def set_oom_score(spec: ProcessSpec) -> None:
     spec.oom_score_adj = None
 
 
-def become(spec: ProcessSpec, identity: Identity) -> None:
+def become(spec: ProcessSpec, identity: Identity, kernel) -> None:
     """Turn this (root) process into the container's process: limits and
     OOM score first (they may need privileges), then capabilities around
     the user switch, no_new_privs, umask and working directory last."""
     if spec.rlimits:
         from kubirun import rlimits
 
-        rlimits.apply(spec.rlimits)
+        rlimits.apply(spec.rlimits, kernel)
     set_oom_score(spec)
     # As runc: the working directory is entered while still root (a
     # directory the runtime may enter but the user may not still works),
     # and only if that is refused, again as the user.
-    entered = enter_workdir(spec.cwd, permission_error_is_fatal=False)
+    entered = enter_workdir(kernel, spec.cwd, permission_error_is_fatal=False)
     caps = None
     if spec.capabilities is not None:
         from kubirun.capabilities import CapabilityPlan, last_cap
@@ -435,31 +416,29 @@ def become(spec: ProcessSpec, identity: Identity) -> None:
             # bound (as docker since 23.0): setuid binaries still work within it.
             sets = {"bounding": sets.get("bounding", [])}
         caps = CapabilityPlan(sets, last_cap())
-        caps.drop_bounding()
-        caps.keep_across_user_switch(True)
-    switch_user(identity)
+        caps.drop_bounding(kernel)
+        caps.keep_across_user_switch(kernel, True)
+    switch_user(identity, kernel)
     if caps is not None:
-        caps.keep_across_user_switch(False)
-        caps.set_thread_sets()
+        caps.keep_across_user_switch(kernel, False)
+        caps.set_thread_sets(kernel)
     if spec.no_new_privileges:
-        from kubirun._native import PR_SET_NO_NEW_PRIVS, prctl
-
         explain.say("prctl(PR_SET_NO_NEW_PRIVS, 1)", "no setuid binary can raise privileges")
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        kernel.prctl(_native.PR_SET_NO_NEW_PRIVS, 1)
     if spec.umask is not None:
-        os.umask(spec.umask)
+        kernel.umask(spec.umask)
     if not entered:
-        enter_workdir(spec.cwd)
+        enter_workdir(kernel, spec.cwd)
 
 
-def enter_workdir(cwd: str, permission_error_is_fatal: bool = True) -> bool:
+def enter_workdir(kernel, cwd: str, permission_error_is_fatal: bool = True) -> bool:
     """``chdir`` and verify that the result is inside the new root: a cwd
     reached through a leaked host fd would be "unreachable" (CVE-2024-21626).
     False (not entered) for EACCES/EPERM unless ``permission_error_is_fatal``."""
     explain.say("chdir({!r}), then getcwd()", "its working directory, checked to be inside the"
                 " root", cwd)
     try:
-        os.chdir(cwd)
+        kernel.chdir(cwd)
     except PermissionError as err:
         if not permission_error_is_fatal:
             return False
@@ -467,16 +446,16 @@ def enter_workdir(cwd: str, permission_error_is_fatal: bool = True) -> bool:
     except OSError as err:
         raise KubirunError(f"cannot enter working directory {cwd!r}: {err.strerror}") from None
     try:
-        here = os.getcwd()
+        here = kernel.getcwd()
     except FileNotFoundError:
         here = ""
     except PermissionError:
         # A seccomp profile may refuse getcwd(2) (runtime-tools' does): the
         # kernel's own link says the same, "(unreachable)/..." outside the root.
-        here = os.readlink("/proc/self/cwd")
+        here = kernel.readlink("/proc/self/cwd")
     if not here.startswith("/"):
         try:  # the kernel's name for it, "(unreachable)/...": where it would have led
-            where = f" ({os.readlink('/proc/self/cwd')})"
+            where = f" ({kernel.readlink('/proc/self/cwd')})"
         except OSError:
             where = ""
         raise ExecError(f"working directory {cwd!r} is outside the container's root{where}", 1)

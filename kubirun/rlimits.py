@@ -13,11 +13,9 @@ RLIMITS = {
 _INFINITY = 0xFFFFFFFFFFFFFFFF  # what the spec's uint64 "unlimited" is
 
 
-def apply(limits: list[tuple[str, int, int]]) -> None:
-    from kubirun import _native
-
+def apply(limits: list[tuple[str, int, int]], kernel) -> None:
     for name, soft, hard in limits:
         try:
-            _native.setrlimit(RLIMITS[name], min(soft, _INFINITY), min(hard, _INFINITY))
+            kernel.setrlimit(RLIMITS[name], min(soft, _INFINITY), min(hard, _INFINITY))
         except OSError as err:
             raise ContainerStartError(f"cannot set {name} to {soft}/{hard}: {err.strerror}") from None

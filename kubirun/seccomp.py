@@ -220,14 +220,15 @@ class Program:
         """Does loading it give a listener fd for a seccomp agent?"""
         return bool(self.flags & _native.SECCOMP_FILTER_FLAG_NEW_LISTENER)
 
-    def load(self) -> int | None:
-        """Install the filter on this process (and so on what it execs);
-        the listener fd (close-on-exec) if it has one."""
+    def load(self, kernel=None) -> int | None:
+        """Install the filter on this process (and so on what it execs),
+        through ``kernel`` (a ``_native.Kernel``; this module's seam when
+        None); the listener fd (close-on-exec) if it has one."""
         explain.say("seccomp(SECCOMP_SET_MODE_FILTER, {:#x}, {} BPF instructions)", "the system"
                     " calls the program may make, checked by the kernel", self.flags,
                     len(self.bpf) // 8)
         try:
-            return _native.seccomp_set_filter(self.bpf, self.flags)
+            return (kernel or _native).seccomp_set_filter(self.bpf, self.flags)
         except OSError as err:
             raise ContainerStartError(f"cannot load the seccomp filter: {describe(err)}") from None
 

@@ -26,7 +26,7 @@ TYPE_CHECKING = False  # typing costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
     from typing import Callable
 
-from kubirun import _native, process
+from kubirun import process
 from kubirun.base import explain
 from kubirun._native import CLOSE_RANGE_CLOEXEC
 from kubirun.base.errors import KubirunError, describe
@@ -36,14 +36,15 @@ def _call(step, *args):
     return step(*args)
 
 
-def finish_and_exec(spec: process.ProcessSpec, identity, program: str, env: dict[str, str], *,
-                    preserve_fds: int, seccomp, exec_helper: int, report_fds: tuple[int, ...],
+def finish_and_exec(kernel, spec: process.ProcessSpec, identity, program: str,
+                    env: dict[str, str], *, preserve_fds: int, seccomp, exec_helper: int, report_fds: tuple[int, ...],
                     say_on_stderr: bool, as_init: bool = False,
                     seccomp_conn: Callable[[], object] | None = None,
                     before_exec: Callable[[bool], None] | None = None,
                     guard: Callable = _call, init_steps: bool = False) -> None:
-    """Become ``program`` as the container's process; returns only by
-    raising.  ``seccomp_conn()`` gives where a filter's listener goes
+    """Become ``program`` as the container's process, every system call
+    through ``kernel`` (a ``_native.Kernel``); returns only by raising.
+    ``seccomp_conn()`` gives where a filter's listener goes
     (kubirun.seccomp_notify.hand_over), ``before_exec(execveat_allowed)``
     is the caller's last step, and ``guard(step, *args)`` runs each step
     that may fail (init: also says the failure on stderr, once ``start``
@@ -52,10 +53,14 @@ def finish_and_exec(spec: process.ProcessSpec, identity, program: str, env: dict
     step = explain.step if init_steps else _unnumbered
     step(15, "close_range({}, ~0, CLOSE_RANGE_CLOEXEC)", "no fd of the runtime survives"
          " execve (the CVE-2024-21626 lesson)", 3 + preserve_fds)
-    process.reset_signal_dispositions()
+    # What the program gets must not depend on what the runtime's caller
+    # ignored (a CI job, ``nohup``, a shell's background job ignores SIGINT
+    # and SIGQUIT, and an ignored disposition survives execve) nor on
+    # Python's own SIG_IGNs, nor on a blocked mask.
+    kernel.reset_signals()
     for fd in range(3, 3 + preserve_fds):
-        os.set_inheritable(fd, True)
-    _native.close_range(3 + preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
+        kernel.set_inheritable(fd)
+    kernel.close_range(3 + preserve_fds, 0xFFFFFFFF, CLOSE_RANGE_CLOEXEC)
 
     step(16, "rlimits, chdir, capabilities, setgroups/setgid/setuid, no_new_privs",
          "who runs: the process's identity and privileges")
@@ -63,17 +68,17 @@ def finish_and_exec(spec: process.ProcessSpec, identity, program: str, env: dict
     early = seccomp is not None and seccomp.must_load_early(spec)
     if early:
         process.set_oom_score(spec)  # a procfs write the profile may not allow
-        guard(load_seccomp, seccomp, conn)
-    process.become(spec, identity)
+        guard(load_seccomp, kernel, seccomp, conn)
+    process.become(spec, identity, kernel)
     if seccomp is not None and not early:
-        guard(load_seccomp, seccomp, conn)
+        guard(load_seccomp, kernel, seccomp, conn)
 
     execveat_allowed = seccomp is None or seccomp.execveat_allowed
     if before_exec is not None:
         before_exec(execveat_allowed)
     step(18, "execveat(kubirun-exec memfd) -> execve({!r})", "become the program (by way of a"
          " sealed copy of the helper: CVE-2019-5736)", program)
-    guard(process.exec_program, program, spec.args, env, exec_helper, report_fds,
+    guard(process.exec_program, kernel, program, spec.args, env, exec_helper, report_fds,
           say_on_stderr, execveat_allowed, as_init)
 
 
@@ -81,10 +86,10 @@ def _unnumbered(_number: int, call: str, why: str, *args: object) -> None:
     explain.say(call, why, *args, depth=2)
 
 
-def load_seccomp(seccomp, conn) -> None:
+def load_seccomp(kernel, seccomp, conn) -> None:
     """Load the filter; its listener (if any) goes to the seccomp agent by
     way of the runtime (kubirun.seccomp_notify says why not from here)."""
-    listener = seccomp.load()
+    listener = seccomp.load(kernel)
     if listener is not None:
         from kubirun.seccomp_notify import hand_over
 

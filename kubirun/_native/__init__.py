@@ -409,5 +409,108 @@ class Kernel:
     def open_pty_peer(self, master: int) -> int:
         return open_pty_peer(master)
 
+    # The rest of the init's and exec's steps, in their order of use.
+
+    def prctl(self, option: int, a2: int = 0, a3: int = 0) -> int:
+        return prctl(option, a2, a3)
+
+    def geteuid(self) -> int:
+        return os.geteuid()
+
+    def setgroups(self, groups: list[int]) -> None:
+        os.setgroups(groups)
+
+    def setresgid(self, gid: int) -> None:
+        os.setresgid(gid, gid, gid)
+
+    def setresuid(self, uid: int) -> None:
+        os.setresuid(uid, uid, uid)
+
+    def setns(self, fd: int, nstype: int) -> None:
+        setns(fd, nstype)
+
+    def unshare(self, flags: int) -> None:
+        unshare(flags)
+
+    def join_session_keyring(self, name: str) -> int:
+        return join_session_keyring(name)
+
+    def add_key_permissions(self, key: int, bits: int) -> None:
+        add_key_permissions(key, bits)
+
+    def write(self, fd: int, data: bytes) -> int:
+        return os.write(fd, data)
+
+    def readlink(self, path: str) -> str:
+        return os.readlink(path)
+
+    def read_from_start(self, fd: int) -> bytes:
+        """All of an open file, read anew from offset 0 (a seq file such as
+        /proc/self/mountinfo shows the present then)."""
+        os.lseek(fd, 0, os.SEEK_SET)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def set_personality(self, persona: int) -> None:
+        set_personality(persona)
+
+    def sethostname(self, name: str) -> None:
+        sethostname(name)
+
+    def setdomainname(self, name: str) -> None:
+        setdomainname(name)
+
+    def link_up(self, ifname: str) -> None:
+        link_up(ifname)
+
+    def reset_signals(self) -> None:
+        """Every signal's disposition back to default, none blocked."""
+        import _signal
+
+        for signum in range(1, _signal.NSIG):
+            if signum in (_signal.SIGKILL, _signal.SIGSTOP):
+                continue
+            try:
+                if _signal.getsignal(signum) is not _signal.SIG_DFL:
+                    _signal.signal(signum, _signal.SIG_DFL)
+            except (OSError, ValueError):
+                pass  # the C library's own (32, 33)
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+    def set_inheritable(self, fd: int) -> None:
+        os.set_inheritable(fd, True)
+
+    def close_range(self, first: int, last: int, flags: int) -> None:
+        close_range(first, last, flags)
+
+    def setrlimit(self, resource: int, soft: int, hard: int) -> None:
+        setrlimit(resource, soft, hard)
+
+    def getcwd(self) -> str:
+        return os.getcwd()
+
+    def setgid(self, gid: int) -> None:
+        os.setgid(gid)
+
+    def setuid(self, uid: int) -> None:
+        os.setuid(uid)
+
+    def capset(self, effective: int, permitted: int, inheritable: int) -> None:
+        capset(effective, permitted, inheritable)
+
+    def umask(self, mask: int) -> int:
+        return os.umask(mask)
+
+    def seccomp_set_filter(self, program: bytes, flags: int) -> int | None:
+        return seccomp_set_filter(program, flags)
+
+    def exec_through_helper(self, helper: int, path: str, args: list[str], env: dict[str, str],
+                            report_fds: tuple[int, ...], say_on_stderr: bool,
+                            execveat_allowed: bool, as_init: "bool | str") -> None:
+        exec_through_helper(helper, path, args, env, report_fds, say_on_stderr,
+                            execveat_allowed, as_init)
+
 
 __all__ = [name for name in dir() if not name.startswith("_")]

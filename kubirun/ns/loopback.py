@@ -3,8 +3,8 @@ Apart from kubirun.ns.net (bridges, veths, leases, published ports), whose
 package the init's start path does not import."""
 from __future__ import annotations
 
-from kubirun import _native
 
 
-def bring_up_loopback() -> None:
-    _native.link_up("lo")
+def bring_up_loopback(kernel) -> None:
+    """Through ``kernel``, a ``_native.Kernel`` (two ioctls: no pyroute2)."""
+    kernel.link_up("lo")

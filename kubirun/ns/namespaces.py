@@ -61,18 +61,23 @@ def open_namespace(path: str, kind: str) -> int:
     return fd
 
 
-def join(namespaces: list[tuple[int, str]]) -> None:
-    """``setns`` into each (CLONE_NEW* flag, path); the kernel checks that
-    the file is a namespace of that type."""
+def join(kernel, namespaces: list[tuple[int, str]]) -> None:
+    """``setns`` into each (CLONE_NEW* flag, path), through ``kernel`` (a
+    ``_native.Kernel``); the kernel checks that the file is a namespace of
+    that type."""
     for flag, path in namespaces:
-        fd = open_namespace(path, hex(flag))
+        try:
+            fd = kernel.open(path, os.O_RDONLY)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot open {flag:#x} namespace: {err.strerror}",
+                          path) from None
         explain.say("setns(open({!r}), {:clone})", "join a namespace that exists already", path, flag)
         try:
-            _native.setns(fd, flag)
+            kernel.setns(fd, flag)
         except OSError as err:
             raise OSError(err.errno, f"setns: {err.strerror}", path) from None
         finally:
-            os.close(fd)
+            kernel.close(fd)
 
 
 def fork_init(pid_namespace: str | None, new: bool, new_user: bool = False,

@@ -78,9 +78,9 @@ def move_into(kernel: Kernel, rootfs: str) -> None:
     without the masked and read-only paths."""
     # Read through one fd, opened now: a procfs covered below would take
     # /proc/self/mountinfo with it.
-    mountinfo = os.open("/proc/self/mountinfo", os.O_RDONLY | os.O_CLOEXEC)
+    mountinfo = kernel.open("/proc/self/mountinfo", os.O_RDONLY)
     try:
-        for mountpoint in _revealing_mounts(rootfs, mountinfo):
+        for mountpoint in _revealing_mounts(kernel, rootfs, mountinfo):
             try:
                 kernel.mount(None, mountpoint, None, MS_SLAVE | MS_REC)  # nothing propagates
             except FileNotFoundError:
@@ -92,33 +92,32 @@ def move_into(kernel: Kernel, rootfs: str) -> None:
                 # locked (a user namespace's copy of the host's mounts)
                 if err.errno not in (errno.EINVAL, errno.EPERM):
                     raise
-                if mountpoint in _revealing_mounts(rootfs, mountinfo):  # still there: cover it
+                if mountpoint in _revealing_mounts(kernel, rootfs, mountinfo):  # still there: cover it
                     kernel.mount("tmpfs", mountpoint, "tmpfs", 0)
     finally:
-        os.close(mountinfo)
+        kernel.close(mountinfo)
     kernel.chdir(rootfs)
     kernel.mount(rootfs, "/", None, MS_MOVE)
     kernel.chroot(".")
     kernel.chdir("/")
 
 
-def _revealing_mounts(rootfs: str, mountinfo: int) -> list[str]:
+def _revealing_mounts(kernel: Kernel, rootfs: str, mountinfo: int) -> list[str]:
     """Mount points of whole procfs and sysfs trees outside ``rootfs``,
     parents first (the order of ``mountinfo``, an open /proc/self/mountinfo)."""
     from kubirun.base.mountinfo import parse_line
 
     rootfs = os.path.realpath(rootfs)  # as mountinfo shows it
     found = []
-    os.lseek(mountinfo, 0, os.SEEK_SET)  # a seq file: read anew from 0
-    with os.fdopen(os.dup(mountinfo)) as f:
-        for line in f:
-            mount = parse_line(line)
-            if mount is None or mount.fstype not in ("proc", "sysfs") or mount.root != "/":
-                continue
-            mountpoint = mount.mountpoint
-            if mountpoint == rootfs or mountpoint.startswith(rootfs.rstrip("/") + "/"):
-                continue
-            found.append(mountpoint)
+    text = kernel.read_from_start(mountinfo).decode(errors="surrogateescape")
+    for line in text.splitlines(True):
+        mount = parse_line(line)
+        if mount is None or mount.fstype not in ("proc", "sysfs") or mount.root != "/":
+            continue
+        mountpoint = mount.mountpoint
+        if mountpoint == rootfs or mountpoint.startswith(rootfs.rstrip("/") + "/"):
+            continue
+        found.append(mountpoint)
     return found
 
 

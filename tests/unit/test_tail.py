@@ -20,28 +20,42 @@ class FakeFilter:
     def must_load_early(self, spec) -> bool:
         return self.early
 
-    def load(self):
+    def load(self, kernel=None):
         self.calls.append("seccomp")
         return None
+
+
+class TailKernel:
+    """The tail's own system calls, recorded (the rest of the seam:
+    tests/unit/recording_kernel.py, test_init_steps.py)."""
+
+    def __init__(self, recorded: list) -> None:
+        self.recorded = recorded
+
+    def reset_signals(self) -> None:
+        self.recorded.append("signals")
+
+    def set_inheritable(self, fd: int) -> None:
+        self.recorded.append(("inherit", fd))
+
+    def close_range(self, first: int, last: int, flags: int) -> None:
+        self.recorded.append(("cloexec from", first))
 
 
 @pytest.fixture
 def calls(monkeypatch) -> list:
     recorded: list = []
-    monkeypatch.setattr(tail.process, "reset_signal_dispositions", lambda: recorded.append("signals"))
-    monkeypatch.setattr(tail.os, "set_inheritable", lambda fd, on: recorded.append(("inherit", fd)))
-    monkeypatch.setattr(tail._native, "close_range",
-                        lambda first, last, flags: recorded.append(("cloexec from", first)))
     monkeypatch.setattr(tail.process, "set_oom_score", lambda spec: recorded.append("oom score"))
-    monkeypatch.setattr(tail.process, "become", lambda spec, identity: recorded.append("become"))
+    monkeypatch.setattr(tail.process, "become",
+                        lambda spec, identity, kernel: recorded.append("become"))
     monkeypatch.setattr(tail.process, "exec_program",
-                        lambda path, args, env, helper, fds, say, execveat, as_init:
+                        lambda kernel, path, args, env, helper, fds, say, execveat, as_init:
                         recorded.append(("execve", path, fds, say, execveat, as_init)))
     return recorded
 
 
 def finish(calls: list, seccomp=None, preserve_fds: int = 0, **kwargs) -> None:
-    tail.finish_and_exec(ProcessSpec(args=["/bin/true"]), None, "/bin/true", {},
+    tail.finish_and_exec(TailKernel(calls), ProcessSpec(args=["/bin/true"]), None, "/bin/true", {},
                          preserve_fds=preserve_fds, seccomp=seccomp, exec_helper=-1,
                          report_fds=(9,), say_on_stderr=False,
                          before_exec=lambda execveat: calls.append("before exec"), **kwargs)
