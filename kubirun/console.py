@@ -8,16 +8,14 @@ relays bytes and window size between the caller's terminal and the master.
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
 import socket
-import struct
 import termios
 import tty
 from kubirun._native import (MS_BIND, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS,
-                             Kernel, open_pty_peer)
+                             Kernel, open_pty_peer, set_window_size, window_size)
 from kubirun.ns.mounts import open_dir_in_root, proc_fd_path
 
 
@@ -64,7 +62,7 @@ def hand_over_master(channel: socket.socket, master: int, size: tuple[int, int] 
     pty and acks), or to an engine's ``--console-socket`` (conmon, the
     containerd shim), which expects just the fd, as runc sends it."""
     if size is not None and any(size):
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+        set_window_size(master, size[0], size[1])
     if wait_for_ack:
         send_master(channel, master)
         return
@@ -107,20 +105,20 @@ def receive_master(channel: socket.socket, size_from: int) -> int | None:
     return None
 
 
-def give_terminal_to(slave: int, uid: int) -> None:
+def give_terminal_to(kernel: Kernel, slave: int, uid: int) -> None:
     """The process's terminal is its user's (its group stays devpts' tty,
     gid 5), as runc leaves it: ``mesg``, ``write`` and programs that check
     who owns their tty (ssh-agent, gpg's pinentry) need that."""
-    os.fchown(slave, uid, -1)
+    kernel.fchown(slave, uid, -1)
 
 
-def become_controlling_terminal(slave: int) -> None:
+def become_controlling_terminal(kernel: Kernel, slave: int) -> None:
     """New session, the pty as its controlling terminal, and stdio on it."""
-    os.setsid()
-    fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+    kernel.setsid()
+    kernel.set_controlling_terminal(slave)
     for target in (0, 1, 2):
-        os.dup2(slave, target)
-    os.close(slave)
+        kernel.dup2(slave, target)
+    kernel.close(slave)
 
 
 # --- in the runtime, the caller's side -----------------------------------
@@ -132,10 +130,10 @@ def caller_terminal(stdin: int = 0, stdout: int = 1) -> int:
 
 def copy_window_size(source_fd: int, master: int) -> None:
     try:
-        size = fcntl.ioctl(source_fd, termios.TIOCGWINSZ, b"\0" * 8)
+        size = window_size(source_fd)
     except OSError:
         return  # the caller has no terminal: the pty keeps its default size
-    fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+    set_window_size(master, *size)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -284,7 +284,7 @@ def _fork(birthplace: int | None, directory: str | None) -> tuple[int, str | Non
         except OSError as err:
             if err.errno not in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
                 raise
-    return os.fork(), None
+    return _native.fork(), None
 
 
 def _wait(child: int, channel: InitChannel, master: int | None, interactive: bool) -> int:
@@ -352,8 +352,8 @@ def enter_and_exec(kernel, spec: process.ProcessSpec, channel: InitChannel,
         console_module.hand_over_master(console, master, spec.console_size, ack)
     identity, program, env = process.prepare(spec, "")
     if slave is not None:
-        console_module.give_terminal_to(slave, identity.uid)
-        console_module.become_controlling_terminal(slave)
+        console_module.give_terminal_to(kernel, slave, identity.uid)
+        console_module.become_controlling_terminal(kernel, slave)
     # 6. What init does last (kubirun.init, steps 15 to 18; one copy:
     #    kubirun.tail): signals, fds, seccomp, user, then READY (after
     #    the filter, so that its failure reaches `exec -d` too), execve.

@@ -88,7 +88,7 @@ def _spawn_through_helper(hook: Hook, stdin_r: int, exec_helper: int,
     """posix_spawn's work by hand, ending in the exec helper's execve."""
     import _signal
 
-    pid = os.fork()
+    pid = _native.fork()
     if pid == 0:
         try:
             os.dup2(stdin_r, 0)

@@ -244,8 +244,8 @@ def setup_and_exec(config: InitConfig, kernel) -> None:
         explain.step(13, "{!r} found in PATH, to run as uid {} gid {}", "what runs and as whom,"
                      " resolved inside the container", program, identity.uid, identity.gid)
     if slave is not None:
-        console.give_terminal_to(slave, identity.uid)
-        console.become_controlling_terminal(slave)
+        console.give_terminal_to(kernel, slave, identity.uid)
+        console.become_controlling_terminal(kernel, slave)
 
     # 14. Created: wait for `start` (it opens the exec fifo).
     explain.step(14, "open(exec.fifo) blocks until `start`", "created: it waits to be started")

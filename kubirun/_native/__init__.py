@@ -209,6 +209,53 @@ TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 
 
+def window_size(fd: int) -> tuple[int, int, int, int]:
+    """A terminal's size: rows, columns, x and y pixels (TIOCGWINSZ).
+    fcntl, struct and termios are imported here, by the terminal's users
+    only: the start path without -t never pays for them."""
+    import fcntl
+    import struct
+    import termios
+
+    return struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+
+
+def set_window_size(fd: int, rows: int, columns: int, xpixel: int = 0, ypixel: int = 0) -> None:
+    """Size a terminal (TIOCSWINSZ): its program gets SIGWINCH."""
+    import fcntl
+    import struct
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, xpixel, ypixel))
+
+
+def set_controlling_terminal(fd: int) -> None:
+    """Make the terminal at ``fd`` the session's controlling one (TIOCSCTTY;
+    the caller leads a session without one)."""
+    import fcntl
+    import termios
+
+    fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
+
+
+NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace file: its CLONE_NEW* type
+
+
+def namespace_type(fd: int) -> int:
+    """The CLONE_NEW* type of the namespace file at ``fd`` (NS_GET_NSTYPE);
+    OSError ENOTTY for a file that is no namespace."""
+    import fcntl
+
+    return fcntl.ioctl(fd, NS_GET_NSTYPE)
+
+
+def fork() -> int:
+    """A plain fork(2), as Python makes it (its at-fork handlers run, as
+    they do in ``fork_with_flags``): here so that every fork of kubirun
+    goes through this module."""
+    return os.fork()
+
+
 def open_pty_peer(master: int) -> int:
     """The slave of pty ``master``, unlocked and opened from the master
     itself (TIOCGPTPEER): no path lookup of /dev/pts/N that an image could
@@ -410,6 +457,18 @@ class Kernel:
         return open_pty_peer(master)
 
     # The rest of the init's and exec's steps, in their order of use.
+
+    def fchown(self, fd: int, uid: int, gid: int) -> None:
+        os.fchown(fd, uid, gid)
+
+    def setsid(self) -> None:
+        os.setsid()
+
+    def set_controlling_terminal(self, fd: int) -> None:
+        set_controlling_terminal(fd)
+
+    def dup2(self, fd: int, target: int) -> None:
+        os.dup2(fd, target)
 
     def prctl(self, option: int, a2: int = 0, a3: int = 0) -> int:
         return prctl(option, a2, a3)

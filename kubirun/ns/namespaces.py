@@ -126,7 +126,7 @@ def fork(flags: int = 0, cgroup_fd: int | None = None) -> int:
                 ", CLONE_INTO_CGROUP" if cgroup_fd is not None else "")
     if cgroup_fd is not None:
         return _native.fork_with_flags(flags, cgroup_fd)
-    return _native.fork_with_flags(flags) if flags else os.fork()
+    return _native.fork_with_flags(flags) if flags else _native.fork()
 
 
 def fork_into_new_pid_namespace(cgroup_fd: int | None = None) -> int:

@@ -106,6 +106,18 @@ class RecordingKernel:
 
     # The init's and exec's other steps.
 
+    def fchown(self, fd, uid, gid):
+        self.calls.append(("fchown", self.fds.get(fd, fd), uid, gid))
+
+    def setsid(self):
+        self.calls.append(("setsid",))
+
+    def set_controlling_terminal(self, fd):
+        self.calls.append(("set_controlling_terminal", self.fds.get(fd, fd)))
+
+    def dup2(self, fd, target):
+        self.calls.append(("dup2", self.fds.get(fd, fd), target))
+
     def prctl(self, option, a2=0, a3=0):
         self.calls.append(("prctl", option, a2, a3))
         return 0

@@ -259,3 +259,16 @@ def test_exec_joins_the_cgroup_then_the_namespaces_mount_last_then_the_same_tail
         ("chdir", "/"), ("setgroups", []), ("setgid", 0), ("setuid", 0),
         ("tell", READY),
         ("execve", "/bin/true", ["/bin/true"])]
+
+
+def test_the_terminal_is_the_users_then_controlling_in_a_new_session_then_stdio():
+    from kubirun import console
+
+    kernel = RecordingKernel()
+    slave = kernel.open("/dev/pts/0", os.O_RDWR)
+    console.give_terminal_to(kernel, slave, 1000)
+    console.become_controlling_terminal(kernel, slave)
+    assert kernel.calls[1:] == [
+        ("fchown", "/dev/pts/0", 1000, -1), ("setsid",), ("set_controlling_terminal", "/dev/pts/0"),
+        ("dup2", "/dev/pts/0", 0), ("dup2", "/dev/pts/0", 1), ("dup2", "/dev/pts/0", 2)]
+    assert not kernel.fds

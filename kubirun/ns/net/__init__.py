@@ -99,19 +99,15 @@ def parse_mode(text: str) -> tuple[str, str | None]:
     return text, None
 
 
-NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace file: its CLONE_NEW* type
-CLONE_NEWNET = 0x40000000
-
-
 def _is_network_namespace(path: str) -> bool:
-    import fcntl
+    from kubirun._native import CLONE_NEWNET, namespace_type
 
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        return fcntl.ioctl(fd, NS_GET_NSTYPE) == CLONE_NEWNET
+        return namespace_type(fd) == CLONE_NEWNET
     except OSError:
         return False  # not a namespace file at all (ENOTTY)
     finally:

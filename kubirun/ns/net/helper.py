@@ -32,7 +32,7 @@ class Helper:
         pid_r, pid_w = os.pipe()  # runtime -> helper: the init's PID
         out_r, out_w = os.pipe()  # helper -> runtime: "ok" or the error
         parent = os.getpid()
-        pid = os.fork()
+        pid = _native.fork()
         if pid == 0:
             code = 1
             try:
