@@ -18,7 +18,7 @@ from tests import runtimes
 
 REPO = Path(__file__).resolve().parent.parent
 KUBIRUN = [sys.executable, "-m", "kubirun"]
-KUBIRUN_SCRIPT = Path(sys.executable).parent / "kubirun"
+KUBIRUN_SCRIPT = runtimes.KUBIRUN  # the installed console script, as users run it
 BUSYBOX_IMAGE = REPO / "rootfs" / "busybox.tar.gz"
 
 
@@ -298,7 +298,7 @@ class RuncRuntime:
             timeout: float = 60) -> subprocess.CompletedProcess:
         bundle = self.workdir / uuid.uuid4().hex[:12]
         bundle.mkdir()
-        subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+        subprocess.run([runtimes.binary("runc"), "spec", "--bundle", str(bundle)], check=True)
         config = json.loads((bundle / "config.json").read_text())
         config["root"] = {"path": str(rootfs), "readonly": False}
         process = config["process"]
@@ -315,7 +315,7 @@ class RuncRuntime:
         config["linux"]["cgroupsPath"] = f"/{RUNC_CGROUP_PARENT}/{bundle.name}"
         (bundle / "config.json").write_text(json.dumps(config))
         try:
-            return subprocess.run(["runc", "--root", str(self.workdir / "state"), "run",
+            return subprocess.run([*runtimes.command("runc", self.workdir / "state"), "run",
                                    "--bundle", str(bundle), bundle.name],
                                   capture_output=True, text=True, timeout=timeout,
                                   stdin=subprocess.DEVNULL)

@@ -31,7 +31,6 @@ from tests import runtimes
 from tests.conftest import TEST_CGROUP_PARENT
 from tests.integration.oci_helpers import (  # noqa: F401
     DEFAULT_ENV,
-    KUBIRUN_BIN,
     TMPFS_TMP,
     Runtime,
     _all_reaped,
@@ -48,7 +47,6 @@ def _pure_v2() -> bool:
 
 
 PURE_V2 = _pure_v2()
-CRUN = runtimes.binary("crun")
 MOUNT = Path("/sys/fs/cgroup")
 MiB = 1 << 20
 SLOW = 10  # timeouts: the VM's CPU is emulated (only failures wait this long)
@@ -103,11 +101,7 @@ def _test_parent_removed():
 @pytest.fixture(params=runtimes.params("crun"))
 def oci(request, tmp_path):
     request.getfixturevalue("_all_reaped")  # dead inits reaped before the session's check
-    if request.param == "crun":
-        runtime = Runtime("crun", CRUN, tmp_path / "crun-state", tmp_path)
-    else:
-        # tests/conftest.py checks this one (KUBIRUN_ROOT) is empty after each test
-        runtime = Runtime("kubirun", KUBIRUN_BIN, tmp_path / "state", tmp_path)
+    runtime = Runtime.for_test(request.param, tmp_path)
     yield runtime
     problems = runtime.cleanup()
     for path in runtime.cgroups:

@@ -9,39 +9,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests import runtimes
 from tests.engines.harness import (
     VIEWS,
     Containerd,
-    CoveredUnified,
     Ctr,
     HostPaths,
     Podman,
     PodmanSetup,
     trace_wrapper,
-    unified_is_mounted,
 )
+from tests.runtimes import CoveredUnified, unified_is_mounted
 from tests.engines.cri import CriClient
 
-KUBIRUN_BINARY = Path(sys.executable).parent / "kubirun"
-
-
-def _runc_binary() -> str | None:
-    return shutil.which("runc") or next(
-        (p for p in ("/usr/sbin/runc", "/usr/bin/runc") if os.access(p, os.X_OK)), None)
-
-
-def _runtime_params() -> list:
-    return [
-        pytest.param("runc", id="runc", marks=pytest.mark.skipif(
-            _runc_binary() is None, reason="runc is not installed")),
-        pytest.param("kubirun", id="kubirun"),
-    ]
+KUBIRUN_BINARY = runtimes.KUBIRUN
 
 
 def _need(*commands: str) -> None:
@@ -65,10 +51,11 @@ def _trace_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("trace")
 
 
-@pytest.fixture(params=_runtime_params())
+@pytest.fixture(params=runtimes.params("runc"))
 def oci_runtime(request, _trace_dir) -> str:
-    """The absolute path of the runtime binary under test."""
-    path = _runc_binary() if request.param == "runc" else str(KUBIRUN_BINARY)
+    """The absolute path of the runtime binary under test (the engine
+    gives it its own --root)."""
+    path = runtimes.binary(request.param)
     if not os.access(path, os.X_OK):
         pytest.fail(f"{request.param} is not executable at {path}")
     trace = os.environ.get("KUBIRUN_ENGINE_TRACE")
@@ -79,7 +66,7 @@ def oci_runtime(request, _trace_dir) -> str:
 
 def _view(name: str) -> CoveredUnified | None:
     """The engine's view of the host: as it is, or with the unified cgroup2
-    mount covered by a tmpfs (see harness.CoveredUnified)."""
+    mount covered by a tmpfs (see tests/runtimes.py: CoveredUnified)."""
     if name == "host":
         return None
     if not unified_is_mounted():

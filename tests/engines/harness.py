@@ -17,9 +17,10 @@ insist on putting elsewhere is named here and undone at the end:
   all name the base (or the containerd socket) on their command line, and are
   waited for, then killed by PID.
 
-Each engine also runs in a second *view* of the host (``CoveredUnified``): a
-private mount namespace where a tmpfs covers the unified cgroup2 mount, as
-engines and nested containers have it; what is mounted there goes with it.
+Each engine also runs in a second *view* of the host (tests/runtimes.py's
+``CoveredUnified``): a private mount namespace where a tmpfs covers the
+unified cgroup2 mount, as engines and nested containers have it; what is
+mounted there goes with it.
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ import tarfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+from tests.runtimes import CoveredUnified  # the engines' second view of the host
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 IMAGE = "localhost/kubirun-busybox:latest"
@@ -277,44 +280,7 @@ class HostPaths:
 
 # --- views of the host --------------------------------------------------------
 
-UNIFIED_MOUNT = CGROUP_ROOT / "unified"
 VIEWS = ("host", "unified-covered")
-
-
-def unified_is_mounted() -> bool:
-    """A hybrid host's cgroup2 mount at /sys/fs/cgroup/unified."""
-    return os.path.ismount(UNIFIED_MOUNT)
-
-
-class CoveredUnified:
-    """A private mount namespace in which a tmpfs covers the unified cgroup2
-    mount (mountinfo then lists both: the runtime must take the topmost).
-    Held by one process of ours (``holder``); engines run in it through
-    ``prefix`` (nsenter), their children stay in it.  Nothing mounted there
-    reaches the host, and all of it goes when its last process does."""
-
-    def __init__(self) -> None:
-        self.holder = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-             f"mount -t tmpfs -o size=64k,mode=0755 kubirun-test-cover {UNIFIED_MOUNT}"
-             " && echo covered && exec sleep 100000"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        if self.holder.stdout.readline().strip() != "covered":
-            self.holder.wait(timeout=10)
-            raise RuntimeError(f"cannot cover {UNIFIED_MOUNT}: {self.holder.stderr.read()}")
-        self.prefix = ["nsenter", "--target", str(self.holder.pid), "--mount", "--"]
-
-    def fs_type(self, path: Path) -> str:
-        """The type of the filesystem at ``path``, as seen in this view."""
-        done = subprocess.run([*self.prefix, "stat", "-f", "-c", "%T", str(path)],
-                              capture_output=True, text=True, timeout=10, check=False)
-        return done.stdout.strip()
-
-    def close(self) -> None:
-        self.holder.kill()
-        self.holder.wait(timeout=10)
-        for stream in (self.holder.stdout, self.holder.stderr):
-            stream.close()
 
 
 # --- the runtime under test ------------------------------------------------------

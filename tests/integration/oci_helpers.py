@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -30,7 +29,7 @@ import pytest
 from tests import runtimes
 from tests.conftest import TEST_CGROUP_PARENT
 
-KUBIRUN_BIN = Path(sys.executable).parent / "kubirun"
+KUBIRUN_BIN = runtimes.KUBIRUN
 RUNC_BIN = runtimes.binary("runc")
 CGROUP_MOUNT = Path("/sys/fs/cgroup")
 TIMEOUT = 30
@@ -109,11 +108,12 @@ def _force_remove_cgroup(path: str) -> None:
 
 
 class Runtime:
-    """One OCI runtime binary with a state root of the test's own."""
+    """One OCI runtime (run as tests/runtimes.py says) with a state root of
+    the test's own: ``Runtime.for_test(name, tmp_path)``."""
 
-    def __init__(self, name: str, binary: str, root: Path, workdir: Path) -> None:
+    def __init__(self, name: str, root: Path, workdir: Path) -> None:
         self.name = name
-        self.binary = str(binary)
+        self.binary = runtimes.binary(name)
         self.root = root
         self.workdir = workdir  # for the files this object makes (create's stdio)
         self.ids: list[str] = []
@@ -121,8 +121,12 @@ class Runtime:
         self.pids: set[int] = set()  # every init pid `state` showed: gone at teardown
         self.bundle_cgroups: dict[Path, str] = {}
 
+    @classmethod
+    def for_test(cls, name: str, tmp_path: Path) -> "Runtime":
+        return cls(name, runtimes.state_root(name, tmp_path), tmp_path)
+
     def argv(self, *args: str) -> list[str]:
-        return [self.binary, "--root", str(self.root), *map(str, args)]
+        return [*runtimes.command(self.name, self.root), *map(str, args)]
 
     def cmd(self, *args, **kw) -> subprocess.CompletedProcess:
         kw.setdefault("text", True)
@@ -247,11 +251,7 @@ def _all_reaped():
 
 @pytest.fixture(params=runtimes.params("runc"))
 def oci(request, tmp_path, _all_reaped) -> Runtime:
-    if request.param == "runc":
-        runtime = Runtime("runc", RUNC_BIN, tmp_path / "runc-state", tmp_path)
-    else:
-        # tests/conftest.py checks this one (KUBIRUN_ROOT) is empty after each test
-        runtime = Runtime("kubirun", KUBIRUN_BIN, tmp_path / "state", tmp_path)
+    runtime = Runtime.for_test(request.param, tmp_path)
     yield runtime
     problems = runtime.cleanup()
     assert not problems, f"{runtime.name} left things behind: {problems}"
