@@ -15,7 +15,8 @@ import socket
 import termios
 import tty
 from kubirun._native import (MS_BIND, RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS,
-                             Kernel, open_pty_peer, set_window_size, window_size)
+                             Kernel, open_pty_peer)
+from kubirun._native.terminal import set_window_size, window_size
 from kubirun.ns.mounts import open_dir_in_root, proc_fd_path
 
 

@@ -37,8 +37,8 @@ def _call(step, *args):
 
 
 def finish_and_exec(kernel, spec: process.ProcessSpec, identity, program: str,
-                    env: dict[str, str], *, preserve_fds: int, seccomp, exec_helper: int, report_fds: tuple[int, ...],
-                    say_on_stderr: bool, as_init: bool = False,
+                    env: dict[str, str], *, preserve_fds: int, seccomp, exec_helper: int,
+                    report_fds: tuple[int, ...], say_on_stderr: bool, as_init: bool = False,
                     seccomp_conn: Callable[[], object] | None = None,
                     before_exec: Callable[[bool], None] | None = None,
                     guard: Callable = _call, init_steps: bool = False) -> None:

@@ -209,35 +209,6 @@ TIOCSPTLCK = 0x40045431
 TIOCGPTPEER = 0x5441
 
 
-def window_size(fd: int) -> tuple[int, int, int, int]:
-    """A terminal's size: rows, columns, x and y pixels (TIOCGWINSZ).
-    fcntl, struct and termios are imported here, by the terminal's users
-    only: the start path without -t never pays for them."""
-    import fcntl
-    import struct
-    import termios
-
-    return struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
-
-
-def set_window_size(fd: int, rows: int, columns: int, xpixel: int = 0, ypixel: int = 0) -> None:
-    """Size a terminal (TIOCSWINSZ): its program gets SIGWINCH."""
-    import fcntl
-    import struct
-    import termios
-
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, xpixel, ypixel))
-
-
-def set_controlling_terminal(fd: int) -> None:
-    """Make the terminal at ``fd`` the session's controlling one (TIOCSCTTY;
-    the caller leads a session without one)."""
-    import fcntl
-    import termios
-
-    fcntl.ioctl(fd, termios.TIOCSCTTY, 0)
-
-
 NS_GET_NSTYPE = 0xB703  # ioctl(2) on a namespace file: its CLONE_NEW* type
 
 
@@ -465,6 +436,9 @@ class Kernel:
         os.setsid()
 
     def set_controlling_terminal(self, fd: int) -> None:
+        # imported already: by kubirun.console, before the root switch
+        from kubirun._native.terminal import set_controlling_terminal
+
         set_controlling_terminal(fd)
 
     def dup2(self, fd: int, target: int) -> None:

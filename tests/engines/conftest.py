@@ -27,8 +27,6 @@ from tests.engines.harness import (
 from tests.runtimes import CoveredUnified, unified_is_mounted
 from tests.engines.cri import CriClient
 
-KUBIRUN_BINARY = runtimes.KUBIRUN
-
 
 def _need(*commands: str) -> None:
     missing = [c for c in commands if shutil.which(c) is None]
@@ -144,10 +142,9 @@ def cri_containerd(request, tmp_path_factory, busybox_tarball, engine_host_paths
     _need("containerd", "ctr", "containerd-shim-runc-v2")
     pytest.importorskip("grpc", reason="grpcio is not installed (make test-deps installs it)")
     view = _view(request.param)
-    runtimes = {"kubirun": str(KUBIRUN_BINARY)}
-    if _runc_binary():
-        runtimes["runc"] = _runc_binary()
-    daemon = Containerd(tmp_path_factory.mktemp("cri"), view, cri_runtimes=runtimes)
+    handlers = {name: runtimes.binary(name) for name in ("kubirun", "runc")
+                if runtimes.binary(name) is not None}
+    daemon = Containerd(tmp_path_factory.mktemp("cri"), view, cri_runtimes=handlers)
     try:
         daemon.start()
         daemon.import_image(busybox_tarball)
