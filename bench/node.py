@@ -8,13 +8,16 @@ liveness probe and (unless --http-only) a 1 s ``exec`` readiness probe.
                          loop), as % of one core, and per probe
     fork server CPU      what exec probes cost there (it forks each exec; its
                          reaped children's CPU included)
-    RSS                  the supervisor's VmRSS at the end, and VmHWM
+    RSS                  the supervisor's VmRSS at the end, and VmHWM; the fork
+                         server's; all kubirun processes' (supervisor, fork
+                         server, socket helpers if any) together
     exec vs runc exec    wall and CPU per ``true`` exec'd: kubirun.api's
                          ``Container.exec`` (warm fork server) against
                          ``runc exec`` into a runc container of the same root
 
-Network "none": each pod with an httpGet probe has a small socket-making
-helper in its namespace (kubirun.node.netns); their RSS is reported apart.
+Network "none": the probes' sockets are made in each pod's namespace by the
+fork server (``Container.socket``); "helpers" counts the per-pod socket
+helpers older versions ran there (their RSS reported apart).
 Network "bridge" (run it under ``unshare --net``: the bridge is made in the
 current namespace): probes go to the pods' addresses, no helpers.
 
@@ -123,6 +126,9 @@ async def _scenario(args, root: str) -> dict:
             hwm_mib=round(_status_kib("VmHWM") / 1024, 1),
             helpers=len(_helpers()),
             helpers_rss_mib=round(sum(_status_kib("VmRSS", p) for p in _helpers()) / 1024, 1),
+            fork_server_rss_mib=round(_status_kib("VmRSS", server) / 1024, 1),
+            kubirun_rss_mib=round(sum(_status_kib("VmRSS", p) for p in
+                                      ["self", server, *_helpers()]) / 1024, 1),
             restarts=sum(p["status"]["containerStatuses"][0]["restartCount"]
                          for p in node.list()),
             unhealthy=sum(1 for name in node.pods for e in node.events(name)

@@ -14,6 +14,9 @@ containers), and asks it over a unix socket:
     exec    a process in a container (detached: the server is its parent)
     watch   "tell me when PID 1 of this container (or this exec'd
             process) exits, and how"
+    socket  a socket made in a container's network namespace (its init's
+            pidfd passed in), handed back with SCM_RIGHTS: for probes into
+            a pod of network "none", which no socket of the caller's reaches
 
 The server is single-threaded: one request at a time, each on a socket
 pair of its own that the caller sends over the control socket, so
@@ -36,6 +39,7 @@ from kubirun.base import jsonio
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 8
 FINISHED_KEPT = 4096
+CLONE_NEWNET = 0x40000000
 
 
 # --- the wire: one JSON object per datagram, fds alongside --------------------
@@ -75,6 +79,7 @@ class Server:
         # (a container's is also in its exit.json): the newest FINISHED_KEPT.
         self.finished: dict[int, dict] = {}
         self.done = False
+        self._own_netns: int | None = None  # opened at the first socket request
 
     def run(self) -> None:
         while not self.done:
@@ -227,6 +232,36 @@ class Server:
                 pid = int(f.read())
             self._adopt(pid, "exec", message.get("root"), message["id"])
             console.reply(request, {"ok": True, "pid": pid, "warnings": warnings})
+        return False
+
+    def _op_socket(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
+        """A socket in the network namespace of the process whose pidfd
+        came with the request.  setns there and back in this (single-
+        threaded) process: two syscalls, where a forked child per socket
+        would cost a fork and an exit.  A pidfd cannot name a process that
+        has since ended (ESRCH), so a reused PID never gets it.  The
+        container reaches none of this process: only its network namespace
+        is entered, and nothing runs there but socket(2)."""
+        from kubirun import _native
+
+        if len(fds) != 1:
+            raise ValueError("socket: expected one pidfd")
+        family, kind = int(message.get("family", socket.AF_INET)), int(message.get("type",
+                                                                             socket.SOCK_STREAM))
+        if self._own_netns is None:
+            self._own_netns = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        _native.setns(fds[0], CLONE_NEWNET)
+        try:
+            made = socket.socket(family, kind | socket.SOCK_CLOEXEC)
+        finally:
+            try:
+                _native.setns(self._own_netns, CLONE_NEWNET)
+            except OSError:
+                # Not back home: every later socket would be in the wrong
+                # namespace.  End; the owner starts a new server.
+                os._exit(70)
+        with made:
+            send(request, {"ok": True}, [made.fileno()])
         return False
 
     def _op_watch(self, request: socket.socket, message: dict, fds: list[int]) -> bool:

@@ -183,13 +183,13 @@ class _PodWorker:
     def _reach(self, pid: int) -> None:
         """How probes reach the pod: on its bridge address from here (as
         kubelet probes the pod's IP), on the host's loopback for
-        hostNetwork, else on the loopback of its own namespace, through a
-        helper there (netns.Dialer)."""
+        hostNetwork, else on the loopback of its own namespace, on sockets
+        the fork server makes there (netns.Dialer)."""
         self.pod_ip = None if self.pod.spec.host_network else self.sandbox.ip_address
         if self.pod_ip or self.pod.spec.host_network:
             self.dialer, self.probe_host = Dialer(None), self.pod_ip or "127.0.0.1"
         else:
-            self.dialer, self.probe_host = Dialer(pid), "127.0.0.1"
+            self.dialer, self.probe_host = Dialer(self.sandbox), "127.0.0.1"
 
     def _make_sandbox(self) -> None:
         spec = self.pod.spec
@@ -674,6 +674,8 @@ class Node:
                     pump.detach()
             if worker.dialer is not None:
                 await worker.dialer.close()
+            if worker.sandbox is not None:
+                worker.sandbox.close()  # the pod goes on; our handle's fds go
         self.pods.clear()
         for queue in self._watchers:
             queue.put_nowait(None)

@@ -92,6 +92,34 @@ def test_a_later_runtime_reads_the_exit_status(tmp_path, make_bundle):
         again.delete()
 
 
+def test_a_socket_made_in_the_containers_network_namespace_reaches_its_loopback(
+        runtime, make_bundle):
+    import socket
+
+    box = runtime.create("listener", make_bundle(["sh", "-c", "echo hello | nc -l -p 7000"]))
+    box.start()
+    deadline = time.monotonic() + 20
+    while True:
+        sock = box.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(5)
+            sock.connect(("127.0.0.1", 7000))
+            assert sock.recv(100) == b"hello\n"
+            break
+        except ConnectionRefusedError:
+            assert time.monotonic() < deadline, "nothing listened on the container's loopback"
+            time.sleep(0.05)
+        finally:
+            sock.close()
+    # the namespace is the container's, not ours
+    with open(f"/proc/{box.state()['pid']}/ns/net") as ns:
+        theirs = os.fstat(ns.fileno()).st_ino
+    assert theirs != os.stat("/proc/self/ns/net").st_ino
+    assert os.stat(f"/proc/{runtime._server.pid}/ns/net").st_ino != theirs  # it came back
+    assert box.wait(timeout=20).code == 0
+    box.delete()
+
+
 def test_wait_with_a_timeout(runtime, make_bundle):
     box = runtime.create("sleeper", make_bundle(["sleep", "30"]))
     box.start()

@@ -59,6 +59,23 @@ async def _until(node, name, predicate, timeout=30.0):
         await asyncio.sleep(0.05)
 
 
+def _children_besides(node) -> list[str]:
+    """Our child processes other than the node's fork server (their
+    command lines)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if ppid == os.getpid() and int(pid) != node.runtime._server.pid:
+            found.append(cmdline)
+    return found
+
+
 def _container_status(pod, name=None, init=False):
     statuses = pod["status"]["initContainerStatuses" if init else "containerStatuses"]
     return statuses[0] if name is None else next(s for s in statuses if s["name"] == name)
@@ -228,6 +245,7 @@ def test_an_http_liveness_probe_reaches_the_pods_own_network_and_restarts_on_err
             "app", script, ports=[{"name": "http", "containerPort": 8080}],
             livenessProbe=probe), terminationGracePeriodSeconds=1))
         await _until(node, "http", lambda p: _container_status(p)["restartCount"] >= 1)
+        assert _children_besides(node) == []  # the probe's sockets came from the fork server
         unhealthy = [e["message"] for e in node.events("http") if e["reason"] == "Unhealthy"]
         assert "Liveness probe failed: HTTP probe failed with statuscode: 404" in unhealthy
         await node.delete("http", grace=0)
