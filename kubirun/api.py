@@ -28,7 +28,9 @@ close-on-exec and closed by ``wait``/``delete``).  Containers are forked by
 a fork server (``kubirun.forkserver``), started on first use, which reaps
 them and records how PID 1 ended in the container's state directory: a
 ``Runtime`` started later (a restarted orchestrator) reads it with
-``runtime.load(id).exit_status``.
+``runtime.load(id).exit_status``.  An orchestrator killed (``kill -9``)
+leaves its fork server running while its containers do, to reap and
+record them: their exit statuses survive it.
 """
 from __future__ import annotations
 
@@ -173,10 +175,16 @@ class _ForkServer:
                       else f"signal {os.WTERMSIG(status)}")
         return False
 
-    def close(self) -> None:
-        self.control.close()  # the server ends at end-of-file
+    def close(self, keep_reaping: bool = False) -> None:
+        if not keep_reaping:
+            try:
+                with self.lock:
+                    self.wire.send(self.control, {"op": "bye"})  # it ends now
+            except OSError:
+                pass  # it is gone already
+        self.control.close()
         try:
-            os.waitpid(self.pid, 0)
+            os.waitpid(self.pid, os.WNOHANG if keep_reaping else 0)
         except ChildProcessError:
             pass
 
@@ -395,11 +403,16 @@ class Runtime:
         for message in answer.get("warnings") or []:
             self.log.warning(message)
 
-    def close(self) -> None:
-        """Stop the fork server (the containers stay)."""
+    def close(self, keep_reaping: bool = False) -> None:
+        """Stop the fork server (the containers stay; how they end later is
+        not recorded).  ``keep_reaping``: leave it running until the
+        containers it made have exited, recording how each ended (as it
+        does when its owner dies), then it ends: for a process about to
+        exit (``kubirun node serve`` stopping), whose parent then reaps it;
+        a process that lives on would keep it as a zombie child."""
         with self._lock:
             if self._server is not None:
-                self._server.close()
+                self._server.close(keep_reaping)
                 self._server = None
 
     def __enter__(self) -> "Runtime":
@@ -460,6 +473,9 @@ class _Waitable:
             loop.remove_reader(sock.fileno())
         sock.setblocking(True)
         return True, self._answer(sock)
+
+
+RECORD_WAIT = 5.0  # at most, for an exited PID 1's reaper to record it
 
 
 class Container(_Waitable):
@@ -618,34 +634,74 @@ class Container(_Waitable):
         if recorded is not None:
             return recorded
         watched, result = self._wait_watch(timeout)
-        if not watched:
-            self._wait_pidfd(timeout)
-        return result or self._recorded_or_unknown()
-
-    async def wait_async(self) -> ExitStatus:
-        recorded = self.exit_status
-        if recorded is not None:
-            return recorded
-        watched, result = await self._wait_watch_async()
-        if not watched:
-            import asyncio
-
-            await asyncio.get_running_loop().run_in_executor(None, self._wait_pidfd, None)
-        return result or self._recorded_or_unknown()
-
-    def _wait_pidfd(self, timeout: float | None) -> None:
-        """For a container this runtime did not fork: wait on its pidfd."""
-        try:
-            pidfd = self.pidfd()
-        except (ProcessLookupError, KubirunError):
-            return
+        if watched:
+            return result or self._recorded_or_unknown()
+        pidfd = self._pidfd_or_none()
+        if pidfd is None:
+            return self._recorded_or_unknown()
         try:
             poller = select.poll()
             poller.register(pidfd, select.POLLIN)
             if not poller.poll(None if timeout is None else max(0, int(timeout * 1000))):
                 raise TimeoutError(f"container {self.id} still runs after {timeout} s")
+            import time
+
+            deadline = time.monotonic() + RECORD_WAIT
+            while not self._settled(pidfd) and time.monotonic() < deadline:
+                time.sleep(0.01)
         finally:
             os.close(pidfd)
+        return self._recorded_or_unknown()
+
+    async def wait_async(self) -> ExitStatus:
+        """``wait`` in asyncio: the fork server's answer, or (a container
+        another runtime made) its pidfd, on the running loop."""
+        recorded = self.exit_status
+        if recorded is not None:
+            return recorded
+        watched, result = await self._wait_watch_async()
+        if watched:
+            return result or self._recorded_or_unknown()
+        pidfd = self._pidfd_or_none()
+        if pidfd is None:
+            return self._recorded_or_unknown()
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        try:
+            exited = loop.create_future()
+            loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
+            try:
+                await exited
+            finally:
+                loop.remove_reader(pidfd)
+            deadline = loop.time() + RECORD_WAIT
+            while not self._settled(pidfd) and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            os.close(pidfd)
+        return self._recorded_or_unknown()
+
+    def _pidfd_or_none(self) -> int | None:
+        try:
+            return self.pidfd()
+        except (ProcessLookupError, KubirunError):
+            return None
+
+    def _settled(self, pidfd: int) -> bool:
+        """Whether PID 1, exited, has its record or has been reaped without
+        one.  Its reaper (a fork server, perhaps one whose owner died)
+        records it before reaping it: while it is a zombie, the record is
+        on its way."""
+        from kubirun import _native
+
+        if self.exit_status is not None:
+            return True
+        try:
+            _native.pidfd_send_signal(pidfd, 0)  # a zombie still takes signal 0
+        except OSError:
+            return True  # reaped
+        return False
 
     def _recorded_or_unknown(self) -> ExitStatus:
         recorded = self.exit_status

@@ -23,9 +23,18 @@ pair of its own that the caller sends over the control socket, so
 requests from many threads never mix.  It reaps every child it has (pidfds
 in its event loop: no SIGCHLD handler) and records each container's exit
 status in its state directory (``exit.json``, see ``kubirun.exitstatus``)
-before telling the watchers: a restarted orchestrator reads it there.  It
-ends when the control socket closes, i.e. when its owner is gone; the
-containers stay, as they do when the CLI that created them exits.
+before it reaps it (the init stays a zombie until its record is written, so
+whoever waits on its pidfd finds the record once the PID is gone) and
+before telling the watchers: a restarted orchestrator reads it there.
+
+It ends when its owner says ``bye`` (``Runtime.close``): the containers
+stay, as they do when the CLI that created them exits.  When the owner dies
+instead (the control socket closes without it: ``kill -9`` of a node
+supervisor, or ``Runtime.close(keep_reaping=True)``), the server outlives it only while it still has container
+inits as children, reaping and recording them as they exit, and then ends
+(the host's init, or a subreaper, reaps it in turn).  It takes no new
+requests then: nothing can reach it, a new owner starts a new server, and
+a container's exit status still reaches the new owner through exit.json.
 """
 from __future__ import annotations
 
@@ -79,6 +88,7 @@ class Server:
         # (a container's is also in its exit.json): the newest FINISHED_KEPT.
         self.finished: dict[int, dict] = {}
         self.done = False
+        self.owned = True  # until the owner says bye or dies
         self._own_netns: int | None = None  # opened at the first socket request
 
     def run(self) -> None:
@@ -89,8 +99,15 @@ class Server:
     # control: new request sockets, or the owner gone
     def _on_control(self, control: socket.socket) -> None:
         message, fds = receive(control)
-        if message is None:
-            self.done = True  # the owner closed it, or died
+        if message is None or message.get("op") == "bye":
+            for fd in fds:
+                os.close(fd)
+            self.selector.unregister(control)
+            control.close()
+            self.owned = False
+            # "bye": the owner closed us.  End of file alone: it died; its
+            # containers' exit statuses are still to be recorded.
+            self.done = message is not None or not self._containers()
             return
         for fd in fds:
             request = socket.socket(fileno=fd)
@@ -288,11 +305,15 @@ class Server:
 
         self.selector.unregister(pidfd)
         os.close(pidfd)
-        _, status = os.waitpid(pid, 0)
+        # How it ended, while it is still a zombie; recorded; then reaped.
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        status = (info.si_status << 8 if info.si_code == os.CLD_EXITED
+                  else info.si_status & 0x7f)
         kind, root, container_id = self.children.pop(pid)
         result = exitstatus.from_wait_status(status)
         if kind == "container":
             result = exitstatus.record(root, container_id, result)
+        os.waitpid(pid, 0)
         self.finished[pid] = result
         while len(self.finished) > FINISHED_KEPT:
             del self.finished[next(iter(self.finished))]
@@ -302,6 +323,11 @@ class Server:
             except OSError:
                 pass  # that caller is gone
             watcher.close()
+        if not self.owned and not self._containers():
+            self.done = True  # its owner is gone, and so are the last of its containers
+
+    def _containers(self) -> bool:
+        return any(kind == "container" for kind, _, _ in self.children.values())
 
 
 class _Console:

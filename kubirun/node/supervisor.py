@@ -560,22 +560,14 @@ class _PodWorker:
 
 
 async def _wait_adopted(container: Container):
-    """Wait for a container another supervisor's fork server made: on its
-    pidfd, in the event loop.  How it ended: recorded only if that fork
-    server still lived to reap it; else None (ContainerStatusUnknown)."""
+    """Wait for a container another supervisor's fork server made (its
+    pidfd, on the loop).  How it ended: recorded by that fork server, which
+    outlives a killed supervisor while it has containers; None if nothing
+    recorded it (ContainerStatusUnknown)."""
     try:
-        pidfd = container.pidfd()
-    except (ProcessLookupError, KubirunError):
-        return container.exit_status
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(pidfd, lambda: exited.done() or exited.set_result(None))
-    try:
-        await exited
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
-    return container.exit_status
+        return await container.wait_async()
+    except KubirunError:
+        return None
 
 
 def _resources(spec: manifest.Container) -> dict | None:
@@ -662,7 +654,10 @@ class Node:
 
     async def detach(self) -> None:
         """Stop supervising, leaving every pod running (a supervisor
-        started later adopts them, as after ``kill -9``)."""
+        started later adopts them, as after ``kill -9``).  The fork server
+        goes on reaping their containers and recording their exit statuses
+        until they have all ended: call this in a process about to exit
+        (``Runtime.close(keep_reaping=True)``)."""
         for worker in self.pods.values():
             worker.save()
             tasks = [t for t in [worker.main, *worker.tasks.values()] if t is not None]
@@ -679,7 +674,7 @@ class Node:
         self.pods.clear()
         for queue in self._watchers:
             queue.put_nowait(None)
-        self.runtime.close()
+        self.runtime.close(keep_reaping=True)
 
     async def _run(self, worker: _PodWorker, adopt: bool = False) -> None:
         try:

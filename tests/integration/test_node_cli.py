@@ -176,3 +176,68 @@ def test_logs_follow_until_the_container_ends_and_tail(node, tmp_path):
     assert kubirun(*options, "node", "logs", "count", "--tail", "1").stdout == "3\n"
     wrong = kubirun(*options, "node", "logs", "count", "-c", "nope")
     assert wrong.stderr == "kubirun: container nope is not valid for pod count\n"
+
+
+def _children_of(pid: int) -> dict[int, tuple[str, str]]:
+    """pid: (state, command line) of ``pid``'s children."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        if int(fields[1]) == pid:
+            found[int(entry)] = (fields[0], cmdline)
+    return found
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "term"])
+def test_a_container_that_exits_while_no_supervisor_runs_keeps_its_exit_code(node, tmp_path,
+                                                                             stop):
+    options, _, daemons = node
+    signals = tmp_path / "signals"
+    signals.mkdir()
+    manifest = tmp_path / "late.json"
+    manifest.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "late"},
+        "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+            "name": "app", "image": str(BUSYBOX_IMAGE),
+            "command": ["sh", "-c", "while [ ! -e /signals/go ]; do sleep 0.1; done;"
+                        " rm /signals/go; exit 3"],
+            "volumeMounts": [{"name": "signals", "mountPath": "/signals"}]}],
+            "volumes": [{"name": "signals", "hostPath": {"path": str(signals)}}]}}))
+    assert kubirun(*options, "node", "apply", "-f", str(manifest)).returncode == 0
+    _until(options, lambda r: r.get("late", [""] * 3)[1:3] == ["1/1", "Running"])
+    status = json.loads(kubirun(*options, "node", "get", "pod", "late", "-o", "json").stdout)
+    container_id = status["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+    servers = [pid for pid, (_, cmd) in _children_of(daemons[0].pid).items()
+               if "kubirun.forkserver" in cmd]
+    assert len(servers) == 1
+    daemons[0].send_signal(stop)  # killed, or stopped leaving its pods running
+    daemons[0].wait()
+    (signals / "go").touch()  # the container exits 3 now, with no supervisor
+    exit_file = tmp_path / "node-state" / "node" / "containers" / container_id / "exit.json"
+    deadline = time.monotonic() + 30
+    while (signals / "go").exists() or not exit_file.exists():
+        assert time.monotonic() < deadline, "the container's exit was not recorded"
+        time.sleep(0.1)
+    # its reaper, the killed supervisor's fork server, left no zombie behind
+    assert all(state != "Z" for state, _ in _children_of(servers[0]).values())
+    daemons.append(_serve(tmp_path, tmp_path / "node-state"))
+    _until(options, lambda r: r.get("late", [""] * 4)[1:4] == ["1/1", "Running", "1"])
+    status = json.loads(kubirun(*options, "node", "get", "pod", "late", "-o", "json").stdout)
+    app = status["status"]["containerStatuses"][0]
+    assert app["lastState"]["terminated"]["exitCode"] == 3
+    assert app["lastState"]["terminated"]["reason"] == "Error"
+    assert app["restartCount"] == 1
+    # the old fork server ends with the last container it made (the pod's
+    # sandbox), and is reaped in turn: no zombie
+    assert kubirun(*options, "node", "delete", "pod", "late", "--grace-period", "0"
+                   ).returncode == 0
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{servers[0]}"):
+        assert time.monotonic() < deadline, "the old fork server is still there"
+        time.sleep(0.1)
