@@ -134,9 +134,10 @@ class Server:
             _respond(writer, 200, {"exitCode": code, "output": output})
         elif parts == ["watch"] and method == "GET":
             _head(writer, 200, "application/json")
-            async for event in node.watch():
-                writer.write(json.dumps(event).encode() + b"\n")
-                await writer.drain()
+            with node.watch() as events:  # forgotten when the client goes
+                async for event in events:
+                    writer.write(json.dumps(event).encode() + b"\n")
+                    await writer.drain()
         elif parts and parts[0] in ("pods", "watch"):
             raise _Error(405, f"{method} {url.path}: not a method of this API")
         else:

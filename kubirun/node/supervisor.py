@@ -4,7 +4,7 @@ asyncio event loop, without threads.
     node = Node(root="/run/kubirun/node")
     await node.apply(manifest_dict)        # the pod starts in the background
     node.status("web")                      # the Pod object, status as Kubernetes shows it
-    async for event in node.watch(): ...    # its events
+    async for event in node.watch(): ...    # its events (or `for` in another thread)
     await node.delete("web")                # stopped, removed, nothing left
 
 A pod is a sandbox (``Runtime.sandbox``: its network, IPC and UTS
@@ -27,13 +27,13 @@ import os
 import shutil
 import signal
 import uuid
-from typing import AsyncIterator
+import weakref
 
 from kubirun.api import Container, KubirunError, Runtime, Stdio
 from kubirun.node import checks, logs, manifest, prober, status
 from kubirun.node.backoff import Backoff
 from kubirun.node.clock import Clock
-from kubirun.node.events import Events
+from kubirun.node.events import Events, Watch
 from kubirun.node.netns import Dialer
 
 MINIMUM_GRACE = 2.0  # kubelet's minimumGracePeriodInSeconds: what the stop signal gets at least
@@ -604,7 +604,7 @@ class Node:
         self.runtime = Runtime(root=os.path.join(self.root, "containers"), store=store,
                                cgroup_parent=cgroup_parent, log=self.log)
         self.pods: dict[str, _PodWorker] = {}
-        self._watchers: list[asyncio.Queue] = []
+        self._watchers: weakref.WeakSet[Watch] = weakref.WeakSet()  # an abandoned one drops
 
     # --- the API ---------------------------------------------------------------------
 
@@ -672,8 +672,8 @@ class Node:
             if worker.sandbox is not None:
                 worker.sandbox.close()  # the pod goes on; our handle's fds go
         self.pods.clear()
-        for queue in self._watchers:
-            queue.put_nowait(None)
+        for watch in list(self._watchers):
+            watch.put(None)
         self.runtime.close(keep_reaping=True)
 
     async def _run(self, worker: _PodWorker, adopt: bool = False) -> None:
@@ -719,26 +719,22 @@ class Node:
         for error in results:
             if isinstance(error, BaseException):
                 self.log.warning("node: closing: %s", error)
-        for queue in self._watchers:
-            queue.put_nowait(None)
+        for watch in list(self._watchers):
+            watch.put(None)
         self.runtime.close()
 
-    async def watch(self) -> AsyncIterator[dict]:
-        """Events as they happen (``{"pod": NAME, **event}``), forever."""
-        queue: asyncio.Queue = asyncio.Queue()
-        self._watchers.append(queue)
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    return
-                yield item
-        finally:
-            self._watchers.remove(queue)
+    def watch(self) -> Watch:
+        """Events as they happen (``{"pod": NAME, **event}``) until the node
+        closes or detaches: ``async for event in node.watch()`` in the
+        node's loop, or ``for event in node.watch()`` in another thread
+        (``with node.watch() as events:`` to stop early)."""
+        watch = Watch(self._watchers.discard)
+        self._watchers.add(watch)
+        return watch
 
     def _publish(self, pod: str, event: dict) -> None:
-        for queue in self._watchers:
-            queue.put_nowait({"pod": pod, **event})
+        for watch in list(self._watchers):
+            watch.put({"pod": pod, **event})
 
     def logs(self, name: str, container: str | None = None, previous: bool = False,
              tail: int | None = None) -> list[str]:

@@ -417,3 +417,35 @@ def test_pre_stop_runs_before_the_stop_signal(tmp_path):
 
     _run(tmp_path, scenario)
     assert (out / "order").read_text().split() == ["prestop", "term"]
+
+
+def test_watch_is_also_a_plain_iterator_for_another_thread(tmp_path):
+    import threading
+
+    seen = []
+
+    async def scenario(node):
+        events = node.watch()
+        thread = threading.Thread(target=lambda: seen.extend(events))
+        thread.start()
+        await node.apply(_pod("watched", _container("app", "exit 0"), restartPolicy="Never"))
+        await _until(node, "watched", lambda p: p["status"]["phase"] == "Succeeded")
+        await node.delete("watched", grace=0)
+        return thread
+
+    thread = _run(tmp_path, scenario)  # closing the node ends the iteration
+    thread.join(10)
+    assert not thread.is_alive()
+    reasons = [e["reason"] for e in seen if e["pod"] == "watched"]
+    assert reasons[0] == "Scheduled" and "Started" in reasons and reasons[-1] == "Deleted"
+
+
+def test_watch_refuses_a_blocking_for_inside_the_event_loop(tmp_path):
+    from kubirun.api import KubirunError
+
+    async def scenario(node):
+        with node.watch() as events:
+            with pytest.raises(KubirunError, match="async for"):
+                next(iter(events))
+
+    _run(tmp_path, scenario)
