@@ -17,6 +17,7 @@ numbers are checked in milliseconds; the supervisor drives them:
     events      Pulled, Created, Started, Killing, Unhealthy, BackOff...
     checks      httpGet / tcpSocket / exec probes and hooks, asynchronous
     netns       sockets made in a pod's network namespace (network "none")
+    grpcprobe   the grpc probe: health/v1 Check over a small HTTP/2 client
     logs        CRI-format container logs, fed from FIFOs
     supervisor  ``Node``: pods in one asyncio loop; records on disk, adopted
                 by the next supervisor after a kill

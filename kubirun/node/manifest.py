@@ -447,9 +447,8 @@ def _check_container(pod: Pod, container: Container, where: str, init: bool,
                 except KubirunError:
                     raise KubirunError(f"{probe_where}: port {action.port!r}: the container"
                                        " declares no port of that name") from None
-        if probe.grpc is not None:
-            raise KubirunError(f"{probe_where}.grpc: not supported by kubirun yet (exec, httpGet"
-                               " and tcpSocket are)")
+        if probe.grpc is not None and not 0 < probe.grpc.port < 65536:
+            raise KubirunError(f"{probe_where}.grpc.port: expected a port number (1-65535)")
         if probe.http_get is not None and probe.http_get.scheme not in ("HTTP", "HTTPS"):
             raise KubirunError(f"{probe_where}.httpGet.scheme: expected HTTP or HTTPS")
 

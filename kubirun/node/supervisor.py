@@ -428,6 +428,12 @@ class _PodWorker:
             action = probe.tcp_socket
             return await checks.tcp(self.dialer, action.host or self.probe_host,
                                     spec.port_number(action.port), timeout)
+        grpc = getattr(probe, "grpc", None)  # probes have it, hooks do not
+        if grpc is not None:
+            from kubirun.node import grpcprobe
+
+            return await grpcprobe.check(self.dialer, self.probe_host, grpc.port,
+                                         grpc.service or "", timeout)
         return prober.FAILURE, "no handler"
 
     async def _hook(self, handler: manifest.LifecycleHandler, spec: manifest.Container,

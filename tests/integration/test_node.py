@@ -449,3 +449,68 @@ def test_watch_refuses_a_blocking_for_inside_the_event_loop(tmp_path):
                 next(iter(events))
 
     _run(tmp_path, scenario)
+
+
+class _HealthServer:
+    """A gRPC health/v1 server (grpcio) on the host's loopback whose answer
+    the test sets: ``status`` 1 SERVING, 2 NOT_SERVING."""
+
+    def __init__(self) -> None:
+        from concurrent import futures
+
+        import grpc
+
+        self.status = 1
+        self.services: list[bytes] = []
+
+        def check(request: bytes, context) -> bytes:
+            self.services.append(request)
+            return bytes([0x08, self.status])
+
+        handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+            "Check": grpc.unary_unary_rpc_method_handler(check)})
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
+                                  handlers=[handler])
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop(None).wait()
+
+
+def test_the_grpc_check_reads_serving_and_not_serving():
+    from kubirun.node import grpcprobe, prober
+    from kubirun.node.netns import Dialer
+
+    health = _HealthServer()
+    try:
+        serving = asyncio.run(grpcprobe.check(Dialer(None), "127.0.0.1", health.port, "web", 5))
+        health.status = 2
+        not_serving = asyncio.run(grpcprobe.check(Dialer(None), "127.0.0.1", health.port, "", 5))
+    finally:
+        health.stop()
+    assert serving == (prober.SUCCESS, "")
+    assert not_serving == (prober.FAILURE, 'service unhealthy (responded with "NOT_SERVING")')
+    assert health.services == [b"\x0a\x03web", b""]  # HealthCheckRequest{service}
+
+
+def test_a_grpc_readiness_probe_follows_the_health_service(tmp_path):
+    health = _HealthServer()
+
+    async def scenario(node):
+        probe = {"grpc": {"port": health.port}, "periodSeconds": 1, "failureThreshold": 1}
+        await node.apply(_pod("rpc", _container("app", "sleep 100", readinessProbe=probe),
+                              hostNetwork=True, terminationGracePeriodSeconds=1))
+        await _until(node, "rpc", lambda p: _container_status(p)["ready"])
+        health.status = 2
+        await _until(node, "rpc", lambda p: not _container_status(p)["ready"])
+        unhealthy = [e["message"] for e in node.events("rpc") if e["reason"] == "Unhealthy"]
+        assert 'Readiness probe failed: service unhealthy (responded with "NOT_SERVING")' \
+            in unhealthy
+        assert _container_status(node.status("rpc"))["restartCount"] == 0
+        await node.delete("rpc", grace=0)
+
+    try:
+        _run(tmp_path, scenario)
+    finally:
+        health.stop()
