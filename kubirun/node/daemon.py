@@ -23,7 +23,6 @@ import signal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from kubirun.api import KubirunError
-from kubirun.node import logs
 from kubirun.node.supervisor import Node
 
 MAX_BODY = 4 * 1024 * 1024
@@ -158,21 +157,42 @@ class Server:
         worker = self.node.pods.get(name)
         if worker is None:
             return
-        instance = self.node._tracker(worker, container).restart_count
-        sent = len(self.node.logs(name, container))
-        while worker is not None and self.node.pods.get(name) is worker:
-            await writer.drain()
-            await asyncio.sleep(0.2)
-            tracker = self.node._tracker(worker, container)
-            # ended is judged first: an instance's output is all in its log
-            # before it counts as ended (the supervisor drains it first)
-            ended = tracker.restart_count != instance or "terminated" in tracker.state or \
-                tracker.state.get("waiting", {}).get("reason") == "CrashLoopBackOff"
-            current = logs.read(os.path.join(worker.directory, "logs", tracker.name), instance)
-            writer.write("".join(line + "\n" for line in current[sent:]).encode())
-            sent = len(current)
-            if ended:
-                break  # that instance ended: kubectl logs -f ends with it
+        tracker = self.node._tracker(worker, container)
+        instance = tracker.restart_count
+        # Followed from where the read above ended: each line the log is
+        # written is handed over as written (no await since that read, so
+        # none is missed or sent twice, rotations included).
+        pending: list[str] = []
+        wake = asyncio.Event()
+
+        def listener(number: int, line: str) -> None:
+            if number == instance:
+                pending.append(line)
+                wake.set()
+
+        listeners = worker.log_listeners.setdefault(tracker.name, [])
+        listeners.append(listener)
+        try:
+            while self.node.pods.get(name) is worker:
+                await writer.drain()
+                try:
+                    # the end of the instance is not a line: looked at each 0.2 s
+                    await asyncio.wait_for(wake.wait(), 0.2)
+                except asyncio.TimeoutError:
+                    pass
+                wake.clear()
+                tracker = self.node._tracker(worker, container)
+                # ended is judged first: an instance's output is all in its log
+                # before it counts as ended (the supervisor drains it first)
+                ended = tracker.restart_count != instance or "terminated" in tracker.state or \
+                    tracker.state.get("waiting", {}).get("reason") == "CrashLoopBackOff"
+                writer.write("".join(line + "\n" for line in pending).encode())
+                pending.clear()
+                if ended:
+                    break  # that instance ended: kubectl logs -f ends with it
+        finally:
+            listeners.remove(listener)
+        await writer.drain()
 
 
 async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, bytes]:

@@ -66,10 +66,16 @@ class Fifo:
 class LogFile:
     """The log of one container instance (both streams)."""
 
-    def __init__(self, directory: str, instance: int, max_size: int = MAX_SIZE) -> None:
+    def __init__(self, directory: str, instance: int, max_size: int = MAX_SIZE,
+                 listeners: list | None = None) -> None:
+        """``listeners``: called with (instance, CRI line) for each line
+        written (``logs -f`` followers: no file read again, no line missed
+        across rotations)."""
         os.makedirs(directory, mode=0o750, exist_ok=True)
         self.path = os.path.join(directory, f"{instance}.log")
+        self.instance = instance
         self.max_size = max_size
+        self.listeners = listeners if listeners is not None else []
         self._file = open(self.path, "ab", buffering=0)
         for old in os.listdir(directory):  # keep this instance's and the previous one's
             number = old.split(".", 1)[0]
@@ -77,8 +83,12 @@ class LogFile:
                 os.unlink(os.path.join(directory, old))
 
     def write(self, stream: str, line: bytes, full: bool) -> None:
-        self._file.write(f"{cri_timestamp()} {stream} {'F' if full else 'P'} ".encode()
-                         + line + b"\n")
+        record = f"{cri_timestamp()} {stream} {'F' if full else 'P'} ".encode() + line
+        self._file.write(record + b"\n")
+        if self.listeners:
+            text = record.decode("utf-8", errors="replace")
+            for listener in list(self.listeners):
+                listener(self.instance, text)
         if self._file.tell() >= self.max_size:
             self._file.close()
             os.replace(self.path, self.path + ".1")

@@ -79,6 +79,8 @@ class _PodWorker:
         self.pod_ip: str | None = None
         self.probe_host = "127.0.0.1"
         self.instances: dict[str, _Instance] = {}
+        # per container: who follows its log (logs -f), told each line written
+        self.log_listeners: dict[str, list] = {}
         self.tasks: dict[str, asyncio.Task] = {}
         self.transitions: dict = {}
         self.sidecars = frozenset(c.name for c in pod.spec.init_containers if c.sidecar)
@@ -352,7 +354,7 @@ class _PodWorker:
         log (``readers``: our ends of its FIFOs; else opened by path)."""
         instance = _Instance(container, number)
         log = logs.LogFile(os.path.join(self.directory, "logs", name), number,
-                           self.node.log_max_size)
+                           self.node.log_max_size, self.log_listeners.setdefault(name, []))
         if readers is None:
             readers = [logs.Fifo(self._fifo_path(name, number, stream), create=False).reader()
                        for stream in ("stdout", "stderr")]

@@ -514,3 +514,47 @@ def test_a_grpc_readiness_probe_follows_the_health_service(tmp_path):
         _run(tmp_path, scenario)
     finally:
         health.stop()
+
+
+def test_logs_follow_misses_no_line_across_rotations(tmp_path):
+    from kubirun.node.daemon import Server
+    from kubirun.node.supervisor import Node
+
+    root = tmp_path / "node"
+    socket_path = str(tmp_path / "node.sock")
+
+    async def main():
+        # a log rotated every few lines: 300 lines, each written once
+        node = Node(str(root), store=str(tmp_path / "store"), log_max_size=300,
+                    cgroup_parent=f"{TEST_CGROUP_PARENT}/node")
+        server = Server(node, socket_path)
+        await server.start()
+        try:
+            go = tmp_path / "go"
+            go.mkdir()
+            await node.apply(_pod("many", _container(
+                "app", "while [ ! -e /go/now ]; do sleep 0.05; done; seq 1 300",
+                volumeMounts=[{"name": "go", "mountPath": "/go"}]),
+                volumes=[{"name": "go", "hostPath": {"path": str(go)}}], restartPolicy="Never"))
+            await _until(node, "many", lambda p: "running" in _container_status(p)["state"])
+            reader, writer = await asyncio.open_unix_connection(socket_path)
+            writer.write(b"GET /pods/many/log?follow=true HTTP/1.1\r\nHost: node\r\n\r\n")
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            (go / "now").touch()
+            body = await asyncio.wait_for(reader.read(), 30)
+            writer.close()
+            await node.delete("many", grace=0)
+            return body
+        finally:
+            await server.close()
+            await node.close()
+
+    try:
+        body = asyncio.run(main())
+    finally:
+        remove_cgroup_parent(f"{TEST_CGROUP_PARENT}/node")
+    # the API's lines are CRI lines: TIMESTAMP stdout F TEXT
+    assert [line.split(" ", 3)[3] for line in body.decode().splitlines()] == \
+        [str(i) for i in range(1, 301)]
