@@ -451,38 +451,73 @@ def test_watch_refuses_a_blocking_for_inside_the_event_loop(tmp_path):
     _run(tmp_path, scenario)
 
 
+_HEALTH_SERVER = """
+import sys
+from concurrent import futures
+
+import grpc
+
+status_file, services_file = sys.argv[1], sys.argv[2]
+
+
+def check(request, context):
+    with open(services_file, "ab") as f:
+        f.write(request.hex().encode() + b"\\n")
+    with open(status_file, "rb") as f:
+        return bytes([0x08, int(f.read())])
+
+
+handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
+    "Check": grpc.unary_unary_rpc_method_handler(check)})
+server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=[handler])
+print(server.add_insecure_port("127.0.0.1:0"), flush=True)
+server.start()
+sys.stdin.read()  # until the test closes it
+server.stop(None)
+"""
+
+
 class _HealthServer:
     """A gRPC health/v1 server (grpcio) on the host's loopback whose answer
-    the test sets: ``status`` 1 SERVING, 2 NOT_SERVING."""
+    the test sets: ``status`` 1 SERVING, 2 NOT_SERVING.  In a process of
+    its own: grpcio's threads and fork handlers in the test process would
+    hang later tests that fork (its prefork handler waits on them)."""
 
-    def __init__(self) -> None:
-        from concurrent import futures
+    def __init__(self, directory) -> None:
+        import subprocess
+        import sys
 
-        import grpc
-
+        self.status_file = directory / "status"
+        self.services_file = directory / "services"
         self.status = 1
-        self.services: list[bytes] = []
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _HEALTH_SERVER, str(self.status_file),
+             str(self.services_file)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.port = int(self.process.stdout.readline())
 
-        def check(request: bytes, context) -> bytes:
-            self.services.append(request)
-            return bytes([0x08, self.status])
+    @property
+    def status(self) -> int:
+        return int(self.status_file.read_text())
 
-        handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
-            "Check": grpc.unary_unary_rpc_method_handler(check)})
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
-                                  handlers=[handler])
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+    @status.setter
+    def status(self, value: int) -> None:
+        self.status_file.write_text(str(value))
+
+    @property
+    def services(self) -> list[bytes]:
+        return [bytes.fromhex(line) for line in self.services_file.read_text().splitlines()]
 
     def stop(self) -> None:
-        self.server.stop(None).wait()
+        self.process.stdin.close()
+        self.process.stdout.close()
+        self.process.wait(timeout=30)
 
 
-def test_the_grpc_check_reads_serving_and_not_serving():
+def test_the_grpc_check_reads_serving_and_not_serving(tmp_path):
     from kubirun.node import grpcprobe, prober
     from kubirun.node.netns import Dialer
 
-    health = _HealthServer()
+    health = _HealthServer(tmp_path)
     try:
         serving = asyncio.run(grpcprobe.check(Dialer(None), "127.0.0.1", health.port, "web", 5))
         health.status = 2
@@ -495,7 +530,7 @@ def test_the_grpc_check_reads_serving_and_not_serving():
 
 
 def test_a_grpc_readiness_probe_follows_the_health_service(tmp_path):
-    health = _HealthServer()
+    health = _HealthServer(tmp_path)
 
     async def scenario(node):
         probe = {"grpc": {"port": health.port}, "periodSeconds": 1, "failureThreshold": 1}
