@@ -59,10 +59,9 @@ async def _until(node, name, predicate, timeout=30.0):
         await asyncio.sleep(0.05)
 
 
-def _children_besides(node) -> list[str]:
-    """Our child processes other than the node's fork server (their
-    command lines)."""
-    found = []
+def _children() -> dict[int, str]:
+    """Our child processes: pid: command line."""
+    found = {}
     for pid in os.listdir("/proc"):
         try:
             with open(f"/proc/{pid}/stat") as f:
@@ -71,8 +70,8 @@ def _children_besides(node) -> list[str]:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, ValueError):
             continue
-        if ppid == os.getpid() and int(pid) != node.runtime._server.pid:
-            found.append(cmdline)
+        if ppid == os.getpid():
+            found[int(pid)] = cmdline
     return found
 
 
@@ -236,6 +235,8 @@ def test_readiness_toggles_ready_without_restarts(tmp_path):
 def test_an_http_liveness_probe_reaches_the_pods_own_network_and_restarts_on_errors(tmp_path):
     # network "none": the server listens on the pod's loopback, which only
     # the probe's sockets (made in the pod's namespace) can reach
+    before = _children()  # (the suite's own, from other tests' fixtures)
+
     async def scenario(node):
         probe = {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 1,
                  "failureThreshold": 2}
@@ -245,7 +246,10 @@ def test_an_http_liveness_probe_reaches_the_pods_own_network_and_restarts_on_err
             "app", script, ports=[{"name": "http", "containerPort": 8080}],
             livenessProbe=probe), terminationGracePeriodSeconds=1))
         await _until(node, "http", lambda p: _container_status(p)["restartCount"] >= 1)
-        assert _children_besides(node) == []  # the probe's sockets came from the fork server
+        # no helper process: the probe's sockets came from the fork server
+        new = {pid: cmd for pid, cmd in _children().items()
+               if pid not in before and pid != node.runtime._server.pid}
+        assert new == {}
         unhealthy = [e["message"] for e in node.events("http") if e["reason"] == "Unhealthy"]
         assert "Liveness probe failed: HTTP probe failed with statuscode: 404" in unhealthy
         await node.delete("http", grace=0)
