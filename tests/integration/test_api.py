@@ -98,6 +98,8 @@ def test_a_socket_made_in_the_containers_network_namespace_reaches_its_loopback(
 
     box = runtime.create("listener", make_bundle(["sh", "-c", "echo hello | nc -l -p 7000"]))
     box.start()
+    with open(f"/proc/{box.state()['pid']}/ns/net") as ns:  # before it ends, after the talk
+        theirs = os.fstat(ns.fileno()).st_ino
     deadline = time.monotonic() + 20
     while True:
         sock = box.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -112,8 +114,6 @@ def test_a_socket_made_in_the_containers_network_namespace_reaches_its_loopback(
         finally:
             sock.close()
     # the namespace is the container's, not ours
-    with open(f"/proc/{box.state()['pid']}/ns/net") as ns:
-        theirs = os.fstat(ns.fileno()).st_ino
     assert theirs != os.stat("/proc/self/ns/net").st_ino
     assert os.stat(f"/proc/{runtime._server.pid}/ns/net").st_ino != theirs  # it came back
     assert box.wait(timeout=20).code == 0
