@@ -13,15 +13,11 @@ decides when to probe and what the result is:
     after a liveness    the worker holds (no probes) until a new container
     or startup failure  runs: the kubelet is restarting this one
 
-Checks (``Result`` plus the output kubelet puts in the ``Unhealthy`` event):
-``tcp_check``, ``http_check`` (200-399 is success, at most 10 KiB of body
-read, redirects to the same host followed) and exec checks, which the
-supervisor runs through ``kubirun.api`` (a callable here).
+The checks themselves (exec, httpGet, tcpSocket: a result plus the output
+kubelet puts in the ``Unhealthy`` event) are in ``kubirun.node.checks``,
+grpc's in ``kubirun.node.grpcprobe``.
 """
 from __future__ import annotations
-
-import socket
-from typing import Callable
 
 from kubirun.node.clock import Clock
 
@@ -131,58 +127,3 @@ class Worker:
         if self.probe.type in (LIVENESS, STARTUP) and result == FAILURE:
             self._on_hold, self._run = True, 0  # until the restarted container runs
         return changed
-
-
-# --- checks ---------------------------------------------------------------------
-
-def tcp_check(host: str, port: int, timeout: float) -> tuple[str, str]:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return SUCCESS, ""
-    except OSError as err:
-        return FAILURE, f"dial tcp {host}:{port}: {err.strerror or err}"
-
-
-def http_check(host: str, port: int, path: str = "/", timeout: float = 1.0,
-               headers: dict[str, str] | None = None, scheme: str = "HTTP") -> tuple[str, str]:
-    """kubelet's httpGet: a GET, 200-399 is success; redirects to the same
-    host are followed (elsewhere: success, as kubelet says)."""
-    import http.client
-    from urllib.parse import urljoin, urlsplit
-
-    connection_class = http.client.HTTPSConnection if scheme == "HTTPS" else \
-        http.client.HTTPConnection
-    target = path or "/"
-    for _ in range(MAX_REDIRECTS + 1):
-        connection = connection_class(host, port, timeout=timeout)
-        try:
-            connection.request("GET", target, headers={"User-Agent": "kube-probe/kubirun",
-                                                       **(headers or {})})
-            response = connection.getresponse()
-            body = response.read(MAX_BODY).decode(errors="replace")
-            status = response.status
-            location = response.getheader("Location")
-        except (OSError, http.client.HTTPException) as err:
-            return FAILURE, f"Get \"{scheme.lower()}://{host}:{port}{target}\": {err}"
-        finally:
-            connection.close()
-        if 300 <= status < 400 and location:
-            url = urlsplit(urljoin(f"{scheme.lower()}://{host}:{port}{target}", location))
-            if url.hostname != host or (url.port or port) != port:
-                return SUCCESS, f"Probe terminated redirects, Response body: {body}"
-            target = url.path + (f"?{url.query}" if url.query else "")
-            continue
-        if 200 <= status < 400:
-            return SUCCESS, body
-        return FAILURE, f"HTTP probe failed with statuscode: {status}"
-    return FAILURE, "stopped after 10 redirects"
-
-
-def exec_check(run: Callable[[list[str], float], int | None], command: list[str],
-               timeout: float) -> tuple[str, str]:
-    """``run(command, timeout)``: its exit code, or None if it timed out
-    (the supervisor execs it in the container through kubirun.api)."""
-    code = run(command, timeout)
-    if code is None:
-        return FAILURE, f"command {command!r} timed out"
-    return (SUCCESS, "") if code == 0 else (FAILURE, f"command {command!r} exited {code}")

@@ -109,18 +109,26 @@ def containerd(request, tmp_path_factory, busybox_tarball, engine_host_paths) ->
     """The private containerd daemon of the session, image imported; once
     per view of the host."""
     _need("containerd", "ctr", "containerd-shim-runc-v2")
-    view = _view(request.param)
     # Unix socket paths are limited to 108 bytes: keep the base short.
-    daemon = Containerd(tmp_path_factory.mktemp("ctrd"), view)
+    yield from _running_containerd(request.param, tmp_path_factory.mktemp("ctrd"),
+                                   busybox_tarball, "containerd")
+
+
+def _running_containerd(view_name, base: Path, image: Path, what: str,
+                        **options) -> Iterator[Containerd]:
+    """A started daemon in view ``view_name`` with ``image`` imported, for
+    the fixture's lifetime; whatever it leaves behind fails the session."""
+    view = _view(view_name)
+    daemon = Containerd(base, view, **options)
     try:
         daemon.start()
-        daemon.import_image(busybox_tarball)
+        daemon.import_image(image)
         yield daemon
     finally:
         problems = daemon.teardown()
         if view is not None:
             view.close()
-        assert not problems, f"containerd clean-up: {problems}"
+        assert not problems, f"{what} clean-up: {problems}"
 
 
 @pytest.fixture
@@ -141,19 +149,10 @@ def cri_containerd(request, tmp_path_factory, busybox_tarball, engine_host_paths
     once per view of the host."""
     _need("containerd", "ctr", "containerd-shim-runc-v2")
     pytest.importorskip("grpc", reason="grpcio is not installed (make test-deps installs it)")
-    view = _view(request.param)
     handlers = {name: runtimes.binary(name) for name in ("kubirun", "runc")
                 if runtimes.binary(name) is not None}
-    daemon = Containerd(tmp_path_factory.mktemp("cri"), view, cri_runtimes=handlers)
-    try:
-        daemon.start()
-        daemon.import_image(busybox_tarball)
-        yield daemon
-    finally:
-        problems = daemon.teardown()
-        if view is not None:
-            view.close()
-        assert not problems, f"containerd (CRI) clean-up: {problems}"
+    yield from _running_containerd(request.param, tmp_path_factory.mktemp("cri"),
+                                   busybox_tarball, "containerd (CRI)", cri_runtimes=handlers)
 
 
 @pytest.fixture

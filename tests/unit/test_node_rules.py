@@ -1,10 +1,7 @@
 """kubelet's rules in kubirun.node, on a clock moved by hand: the back-off
-ladder, restart policies, probe thresholds, and the checks (on loopback)."""
+ladder, restart policies, probe thresholds (the checks themselves:
+test_node_checks.py)."""
 from __future__ import annotations
-
-import http.server
-import socket
-import threading
 
 import pytest
 
@@ -150,55 +147,3 @@ def test_startup_gates_liveness_and_readiness_and_stops_once_it_succeeded():
 def test_bad_probes_say_where(raw, says):
     with pytest.raises(prober.ProbeError, match=says):
         prober.Probe(raw, prober.LIVENESS, "spec.containers[0].livenessProbe")
-
-
-# --- checks, on loopback -------------------------------------------------------------
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - http.server's name
-        if self.path == "/moved":
-            self.send_response(302)
-            self.send_header("Location", "/ok")
-            self.end_headers()
-            return
-        status = 200 if self.path == "/ok" else 500
-        self.send_response(status)
-        self.end_headers()
-        self.wfile.write(b"x" * 20000)
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def http_server():
-    server = http.server.HTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-    thread.join()
-
-
-def test_http_check(http_server):
-    assert prober.http_check("127.0.0.1", http_server, "/ok")[0] == prober.SUCCESS
-    assert prober.http_check("127.0.0.1", http_server, "/moved")[0] == prober.SUCCESS
-    result, output = prober.http_check("127.0.0.1", http_server, "/broken")
-    assert result == prober.FAILURE and "statuscode: 500" in output
-
-
-def test_tcp_check(http_server):
-    assert prober.tcp_check("127.0.0.1", http_server, 1)[0] == prober.SUCCESS
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()
-    assert prober.tcp_check("127.0.0.1", port, 1)[0] == prober.FAILURE
-
-
-def test_exec_check():
-    assert prober.exec_check(lambda command, timeout: 0, ["true"], 1)[0] == prober.SUCCESS
-    assert prober.exec_check(lambda command, timeout: 1, ["false"], 1)[0] == prober.FAILURE
-    result, output = prober.exec_check(lambda command, timeout: None, ["sleep", "9"], 1)
-    assert result == prober.FAILURE and "timed out" in output
