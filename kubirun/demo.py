@@ -112,10 +112,14 @@ def namespaces(image: str | None = None) -> int:
 
 # The memory part: the limit as the container sees it, an allocation past
 # it (tail holds all its input in memory), then the cgroup's OOM counter.
+# The allocation runs with the highest OOM score (raising one's own needs
+# no privilege), so that the killer picks it, never the shell that then
+# reads the counter.
 _MEMORY_SCRIPT = (
     "cg=/sys/fs/cgroup; if [ -e $cg/memory.max ]; then f=memory.max; else cg=$cg/memory;"
     " f=memory.limit_in_bytes; fi; echo \"limit $(cat $cg/$f)  ($f)\";"
-    " head -c 67108864 /dev/zero | tail > /dev/null; status=$?;"
+    " (echo 1000 > /proc/self/oom_score_adj; head -c 67108864 /dev/zero | tail > /dev/null);"
+    " status=$?;"
     " if [ -e $cg/memory.events ]; then e=memory.events; else e=memory.oom_control; fi;"
     " echo \"$(grep '^oom_kill ' $cg/$e)  ($e)\"; exit $status")
 # The CPU part: a busy loop under 0.2 CPU, the cgroup's throttling counters
