@@ -244,6 +244,11 @@ def _fork_and_wait(container, state: dict, spec: process.ProcessSpec, options: E
         from kubirun.base import log
 
         log.debug(f"container {container.id}: exec {spec.args[0]!r} ready, pid {child}")
+        if options.detach:
+            # As runc: a detached exec returns once the program runs (the
+            # report fd closes at its execve), so the pid file names the
+            # program and not our helper, and a failed execve is an error.
+            channel.expect(b"", "running")
         if options.pid_file:
             from kubirun.children import write_pid_file
 

@@ -148,6 +148,16 @@ def test_exec_detached_with_pid_file(oci, bundle, tmp_path):
     oci.pids.add(pid)  # it must die with the container
 
 
+def test_detached_exec_of_a_missing_program_fails(oci, bundle, tmp_path):
+    """runc reports a detached exec's failed execve too: it returns only once
+    the program runs (which is also why its pid file names the program)."""
+    cid = running(oci, bundle)
+    pid_file = tmp_path / "exec.pid"
+    result = oci.cmd("exec", "-d", "--pid-file", str(pid_file), cid, "/no/such/program")
+    assert result.returncode != 0
+    assert "no such" in result.stderr.lower() or "not found" in result.stderr.lower(), result.stderr
+
+
 def test_exec_in_a_stopped_container_fails(oci, bundle):
     cid = oci.new_id()
     oci.start_created(cid, bundle(args=["true"]), until="stopped")
