@@ -230,7 +230,8 @@ class Container:
             reached("create.created")
 
         creation.complete(run, spec, cgroup, hook_state=lambda: self._hook_state(state, "creating"),
-                          persist=lambda: self.dir.write(state), record_created=record_created)
+                          persist=lambda: self.dir.write(state), record_created=record_created,
+                          meanwhile=_import_for_wait if options.foreground else None)
         if options.pid_file:
             write_pid_file(options.pid_file, run.pid)
         reached("create.done")
@@ -759,6 +760,14 @@ def _raise_start_failure(container_id: str, received: bytes) -> None:
         from kubirun.channel import parse_error
 
         raise parse_error(report[1:])
+
+
+def _import_for_wait() -> None:
+    """What a foreground run's ``start_and_wait`` imports, imported while
+    its init pivots root and finishes (the runtime would be idle)."""
+    import select  # noqa: F401
+
+    from kubirun import signals  # noqa: F401
 
 
 def _release_init(fifo: str, state: dict, agent: tuple[str, dict] | None = None) -> None:

@@ -417,9 +417,12 @@ def cgroup_answer(spec: Spec, cgroup, joined: bool = False, born_in: str | None 
     return jsonio.dumps({"join": join, "binds": cgroup_binds(cgroup)}).encode()
 
 
-def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_created) -> None:
+def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_created,
+             meanwhile=None) -> None:
     """Step 4: run the hooks when the init stops for them; once it is
     ready, record it as ``created`` and let it wait for ``start``.
+    ``meanwhile()`` runs while the init finishes its set-up (we would only
+    wait for it otherwise): what the caller needs next, imported then.
 
     The init keeps its PDEATHSIG until the state file says ``created``
     with its PID (so a runtime killed before that takes the half-made
@@ -435,6 +438,8 @@ def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_creat
         channel.go(cgroup_answer(spec, cgroup, joined=True))
     else:
         channel.go(cgroup_answer(spec, cgroup, born_in=run.born_in))  # made (set_up_cgroup) while it mounted
+    if meanwhile is not None:
+        meanwhile()
     if has_runtime_hooks(spec):
         from kubirun.hooks import run_hooks
 

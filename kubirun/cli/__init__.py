@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
-from kubirun.cli.dispatch import die_of_sigpipe, dispatch
+from kubirun.cli.lifetime import short_lived
+
+short_lived()  # before anything else is imported: see kubirun.cli.lifetime
+
+from kubirun.cli.dispatch import die_of_sigpipe, dispatch  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

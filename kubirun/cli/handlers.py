@@ -116,7 +116,9 @@ def _run_bundle(container_id: str, bundle: str, detach: bool, keep: bool, pid_fi
         return container.start_and_wait(interactive=True)
     finally:
         if not keep:
-            container.delete(force=True)
+            # Our own container, made by this very run: nothing of a killed
+            # runtime's to look for under its name (kubirun.reclaim).
+            container.delete(force=True, leftovers=False)
 
 
 # --- the OCI lifecycle -------------------------------------------------------
@@ -374,10 +376,11 @@ def resume(container_id: str) -> int:
 
 
 def events(container_id: str, stats: bool, interval: str) -> int:
+    from kubirun.cli.lifetime import long_lived
     from kubirun.events import stream
-
     from kubirun.state import default_root
 
+    long_lived()
     return stream(container_id, once=stats, interval=parse_duration(interval), root=default_root())
 
 

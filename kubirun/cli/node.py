@@ -31,6 +31,9 @@ def serve(socket_path: str | None, network: str | None, store: str | None,
     from kubirun.node.supervisor import Node
     from kubirun.state import default_root
 
+    from kubirun.cli.lifetime import long_lived
+
+    long_lived()
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
     node = Node(os.path.join(default_root(), "node"), store=store, network=network or "none",

@@ -243,7 +243,13 @@ class LoopbackProxy:
 
     def start(self) -> None:
         import _signal as signal
+        import gc
         import threading
+
+        # The command line runs without the garbage collector (it lives
+        # milliseconds); a proxy serves connections for as long as the
+        # container runs, and their threads and errors make cycles.
+        gc.enable()
 
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
         try:
