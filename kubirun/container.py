@@ -27,8 +27,8 @@ from kubirun.base.errors import ContainerStartError, KubirunError
 from kubirun.base.killpoint import reached
 from kubirun.children import reap, write_pid_file  # noqa: F401 (kubirun.container.reap)
 from kubirun.spec import Spec, SpecError
-from kubirun.state import (Corrupt, NotFound, StateDir, default_root, list_ids, proc_stat_fields,
-                           process_start_time)
+from kubirun.state import (Corrupt, NotFound, StateDir, default_root, derive_status, list_ids,
+                           oci_state, proc_stat_fields, process_start_time)
 
 DEFAULT_CGROUP_PARENT = "/kubirun"
 
@@ -70,37 +70,11 @@ class Container:
         return self.dir.read()
 
     def status(self, state: dict | None = None) -> str:
-        state = state or self.load()
-        pid = state.get("pid") or 0
-        if state.get("status") == "creating":
-            creator = state.get("creator") or [0, 0]
-            alive = creator[0] and process_start_time(creator[0]) == creator[1]
-            return "creating" if alive else "stopped"
-        if not pid or process_start_time(pid) != state.get("pid_start"):
-            return "stopped"
-        if state.get("cgroup") and not _surely_thawed(state) and self._cgroup(state).is_frozen():
-            return "paused"
-        if os.path.exists(self.dir.fifo):
-            return "created"
-        return "running"
+        return derive_status(self.dir, state or self.load())
 
     def state(self) -> dict:
         """The OCI state (runtime.md#state)."""
-        state = self.load()
-        status = self.status(state)
-        result = {
-            "ociVersion": state["ociVersion"],
-            "id": self.id,
-            "status": status,
-            "pid": state.get("pid", 0) if status != "stopped" else 0,
-            "bundle": state["bundle"],
-            "rootfs": state.get("rootfs", ""),
-            "created": state.get("created", ""),
-            "owner": "",
-        }
-        if state.get("annotations"):
-            result["annotations"] = state["annotations"]
-        return result
+        return oci_state(self.dir, self.load())
 
     def _hook_state(self, state: dict, status: str) -> dict:
         hook_state = {"ociVersion": state["ociVersion"], "id": self.id, "status": status,
@@ -638,19 +612,6 @@ def _own_pid_namespace(state: dict) -> bool:
     with its init (and takes every process of the container with it)."""
     namespaces = state.get("namespaces") or {}
     return "pid" in namespaces and namespaces["pid"] is None
-
-
-def _surely_thawed(state: dict) -> bool:
-    """One read instead of loading the cgroup driver (which parses
-    mountinfo): what `state` and `kill` of a running container need."""
-    path = state.get("freezer_file")
-    if not path:
-        return False
-    try:
-        with open(path, "rb") as f:
-            return f.read().strip() in (b"THAWED", b"0")
-    except OSError:
-        return False
 
 
 def _seccomp_agent(spec: Spec) -> dict | None:

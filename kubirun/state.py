@@ -242,6 +242,60 @@ def remove_stale(path: str) -> None:
     _remove_tree(path)
 
 
+def derive_status(directory: StateDir, state: dict) -> str:
+    """The container's status from the kernel, not from the file (see the
+    module's docstring): creating, created, running, paused or stopped."""
+    pid = state.get("pid") or 0
+    if state.get("status") == "creating":
+        creator = state.get("creator") or [0, 0]
+        alive = creator[0] and process_start_time(creator[0]) == creator[1]
+        return "creating" if alive else "stopped"
+    if not pid or process_start_time(pid) != state.get("pid_start"):
+        return "stopped"
+    if state.get("cgroup") and not surely_thawed(state) and _is_frozen(state):
+        return "paused"
+    if os.path.exists(directory.fifo):
+        return "created"
+    return "running"
+
+
+def surely_thawed(state: dict) -> bool:
+    """One read instead of loading the cgroup driver (which parses
+    mountinfo): what `state` and `kill` of a running container need."""
+    path = state.get("freezer_file")
+    if not path:
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read().strip() in (b"THAWED", b"0")
+    except OSError:
+        return False
+
+
+def _is_frozen(state: dict) -> bool:
+    from kubirun.cgroups import open_cgroup
+
+    return open_cgroup(state["cgroup"]["path"], state["cgroup"]).is_frozen()
+
+
+def oci_state(directory: StateDir, state: dict) -> dict:
+    """The OCI state (runtime-spec runtime.md#state) of a container."""
+    status = derive_status(directory, state)
+    result = {
+        "ociVersion": state["ociVersion"],
+        "id": directory.id,
+        "status": status,
+        "pid": state.get("pid", 0) if status != "stopped" else 0,
+        "bundle": state["bundle"],
+        "rootfs": state.get("rootfs", ""),
+        "created": state.get("created", ""),
+        "owner": "",
+    }
+    if state.get("annotations"):
+        result["annotations"] = state["annotations"]
+    return result
+
+
 def list_ids(root: str) -> list[str]:
     try:
         names = os.listdir(root)

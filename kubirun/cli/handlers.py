@@ -160,10 +160,13 @@ def start(container_id: str) -> int:
 
 
 def state(container_id: str) -> int:
+    # Not through kubirun.container (its imports double the command's
+    # time): engines call `state` for every task, all the time.
     from kubirun.base import jsonio
-    from kubirun.container import Container
+    from kubirun.state import StateDir, default_root, oci_state
 
-    print(jsonio.dumps(Container(container_id).state(), indent=2))
+    directory = StateDir(default_root(), container_id)
+    print(jsonio.dumps(oci_state(directory, directory.read()), indent=2))
     return 0
 
 
@@ -293,15 +296,15 @@ def ps(container_id: str, format: str, ps_args: tuple) -> int:
 
 
 def list_(format: str, quiet: bool) -> int:
-    from kubirun.container import list_containers
-
     from kubirun.base import log
-    from kubirun.state import Corrupt
+    from kubirun.state import Corrupt, StateDir, default_root, list_ids, oci_state
 
+    root = default_root()
     states = []
-    for container in list_containers():
+    for container_id in list_ids(root):
         try:
-            states.append(container.state())
+            directory = StateDir(root, container_id)
+            states.append(oci_state(directory, directory.read()))
         except Corrupt as err:
             log.warning(str(err))  # the others are still listed
         except KubirunError:
