@@ -21,14 +21,15 @@ from __future__ import annotations
 import os
 import time
 
-from kubirun import _native
 from kubirun.base import log
 from kubirun.base.errors import ContainerStartError, KubirunError
 from kubirun.base.killpoint import reached
 from kubirun.children import reap, write_pid_file  # noqa: F401 (kubirun.container.reap)
-from kubirun.spec import Spec, SpecError
 from kubirun.state import (Corrupt, NotFound, StateDir, default_root, derive_status, list_ids,
                            oci_state, proc_stat_fields, process_start_time)
+
+# kubirun.spec (the ``Spec`` of the annotations) and kubirun._native are
+# imported where they are used: kill, delete, start and state need neither.
 
 DEFAULT_CGROUP_PARENT = "/kubirun"
 
@@ -294,6 +295,8 @@ class Container:
         from kubirun.signals import SignalForwarder
 
         pid = self._init_pid
+        from kubirun import _native
+
         pidfd = _native.pidfd_open(pid)
         try:
             with SignalForwarder(pidfd):
@@ -646,6 +649,8 @@ def _open_init(state: dict) -> int | None:
     pid = state.get("pid") or 0
     if not pid:
         return None
+    from kubirun import _native
+
     try:
         pidfd = _native.pidfd_open(pid)
     except ProcessLookupError:
@@ -660,6 +665,8 @@ def _signal_init(state: dict, signal: int) -> None:
     pidfd = _open_init(state)
     if pidfd is None:
         return
+    from kubirun import _native
+
     try:
         _native.pidfd_send_signal(pidfd, signal)
     except ProcessLookupError:
