@@ -423,7 +423,20 @@ def serve(control_fd: int) -> None:
     for target in (0, 1, 2):
         os.dup2(null, target)
     os.close(null)
+    _warm_up()
     Server(control).run()
+
+
+def _warm_up() -> None:
+    """Import what every request needs before the first one comes, and
+    leave those modules out of the garbage collector's passes (gc.freeze):
+    a full collection then walks what requests made, not all of kubirun."""
+    import gc
+
+    from kubirun import container, creation, exec_into, init, spec  # noqa: F401
+    from kubirun.cgroups import hybrid, v1, v2  # noqa: F401
+
+    gc.freeze()
 
 
 if __name__ == "__main__":
