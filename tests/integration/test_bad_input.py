@@ -131,6 +131,26 @@ def test_a_bad_run_flag_is_one_line(busybox_dir, args, says):
     assert len(lines) == 1 and says in lines[0], lines
 
 
+@pytest.mark.parametrize("args, says", [
+    (["run", "--no-such-flag", "busybox.tar.gz"], "no such option '--no-such-flag'"),
+    (["state"], "missing argument 'container_id'"),
+    (["kill"], "missing argument 'container_id'"),
+    (["delete", "a", "b", "c"], "unexpected extra arguments"),
+    (["list", "--format"], "requires an argument"),
+    (["node", "get", "--no-such-flag"], "no such option '--no-such-flag'"),
+])
+def test_a_bad_command_line_is_one_line_naming_the_help(args, says):
+    """Not a usage block: one line, as every other error (engines show the
+    last line of stderr), saying what is wrong and where the help is."""
+    result = kubirun(*args)
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("kubirun: ") and says in lines[0].lower(), lines
+    assert "--help'" in lines[0], lines
+
+
 def test_a_state_root_that_is_a_file_is_named(monkeypatch, busybox_dir):
     monkeypatch.setenv("KUBIRUN_ROOT", "/etc/passwd")
     for args in (["list"], ["run", str(busybox_dir), "--", "true"]):
