@@ -40,9 +40,14 @@ import select
 import socket
 import sys
 import threading
+from typing import TYPE_CHECKING
+
 from kubirun.base.errors import KubirunError
 from kubirun.events import Event, Events, ExitEvent, OOMEvent, StatsEvent
 from kubirun.exitstatus import ExitStatus
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 __all__ = ["Container", "Event", "ExitEvent", "ExitStatus", "KubirunError", "OOMEvent", "Process",
            "Runtime", "StatsEvent", "Stdio"]
@@ -163,6 +168,74 @@ class _ForkServer:
         answer["fds"] = received
         return mine, answer
 
+    async def request_async(self, message: dict, fds: list[int],
+                            undo: "Callable[[dict], None]") -> dict:
+        """``request`` on the running loop: the request sent and its answer
+        awaited there (non-blocking sockets, loop readers), so that many are
+        in flight at once without a thread each; the server serves them in
+        turn.  ``fds`` are closed once sent (or on failure).
+
+        Cancelled once sent, we hang up (``shutdown``): the server then
+        makes nothing, or removes what it made, since its answer cannot be
+        delivered; an answer that came before the hang-up is read here and
+        handed to ``undo`` (which removes what it names), then
+        CancelledError goes on."""
+        import asyncio
+
+        from kubirun.base import jsonio
+
+        loop = asyncio.get_running_loop()
+        data = jsonio.dumps(message).encode()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            mine.setblocking(False)
+            try:
+                # No lock: a SOCK_SEQPACKET datagram (fds with it) is atomic,
+                # and a sending thread's lock must not stall the loop.
+                await _send_async(loop, self.control, _REQUEST, [theirs.fileno()])
+            finally:
+                theirs.close()
+            try:
+                await _send_async(loop, mine, data, fds)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+                fds = []
+            try:
+                answer, received = await _receive_async(loop, mine)
+            except BaseException:
+                self._hang_up(mine, undo)
+                raise
+        finally:
+            for fd in fds:
+                os.close(fd)
+            mine.close()
+        try:
+            answer = _checked(answer)
+        except BaseException:
+            for fd in received:
+                os.close(fd)
+            raise
+        answer["fds"] = received
+        return answer
+
+    def _hang_up(self, mine: socket.socket, undo: "Callable[[dict], None]") -> None:
+        """Give up on a sent request: from the ``shutdown`` on, the
+        server's answer is refused (and it undoes what it made); one
+        already here is read and undone by us."""
+        try:
+            mine.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return  # the server is gone: it made nothing it could tell of
+        try:
+            answer, received = self.wire.receive(mine)
+        except OSError:
+            return  # no answer came: the server never tells, and undoes
+        for fd in received:
+            os.close(fd)
+        if answer is not None and answer.get("ok"):
+            undo(answer)
+
     def alive(self) -> bool:
         try:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
@@ -187,6 +260,65 @@ class _ForkServer:
             os.waitpid(self.pid, os.WNOHANG if keep_reaping else 0)
         except ChildProcessError:
             pass
+
+
+_REQUEST = b'{"op": "request"}'
+IN_FLIGHT = 32  # async requests of one loop at the fork server at once (it serves one at a time)
+
+
+async def _ready(loop, fd: int, write: bool = False) -> None:
+    """Until ``fd`` is readable (or writable): a callback on the loop."""
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    if write:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        if write:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def _send_async(loop, sock: socket.socket, data: bytes, fds: list[int]) -> None:
+    """One datagram (``fds`` with it), without blocking the loop: when the
+    socket is full, wait until it takes more.  MSG_DONTWAIT, since the
+    control socket is shared with threads that send on it blocking."""
+    import array
+
+    ancillary = ([(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                 if fds else [])
+    while True:
+        try:
+            sock.sendmsg([data], ancillary, socket.MSG_DONTWAIT)
+            return
+        except BlockingIOError:
+            pass
+        # A loop takes one writer per fd, and several coroutines may wait on
+        # this socket: each waits on a duplicate of its own.
+        fd = os.dup(sock.fileno())
+        try:
+            await _ready(loop, fd, write=True)
+        finally:
+            os.close(fd)
+
+
+async def _receive_async(loop, sock: socket.socket) -> tuple[dict | None, list[int]]:
+    """``forkserver.receive`` of a non-blocking socket, awaited on the loop."""
+    from kubirun import forkserver
+
+    while True:
+        try:
+            return forkserver.receive(sock)
+        except BlockingIOError:
+            await _ready(loop, sock.fileno())
 
 
 def _checked(answer: dict | None) -> dict:
@@ -217,6 +349,9 @@ class Runtime:
         self.log = log or logging.getLogger("kubirun")
         self._server: _ForkServer | None = None
         self._lock = threading.Lock()
+        import weakref
+
+        self._gates: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # loop: Semaphore
 
     def _fork_server(self) -> _ForkServer:
         """Ours, started now if there is none or the last one died (its
@@ -237,13 +372,27 @@ class Runtime:
                no_new_keyring: bool = False) -> "Container":
         """Create container ``container_id`` from ``bundle`` (its config.json,
         or ``config`` for it): created, waiting for ``start``."""
+        message = self._create_message(container_id, bundle, config, no_pivot, no_new_keyring)
+        answer, ends = self._request_with_stdio(message, stdio)
+        return Container(self, container_id, answer["pid"], ends)
+
+    async def create_async(self, container_id: str, bundle: str | os.PathLike, *,
+                           config: dict | None = None, stdio: Stdio | None = None,
+                           no_pivot: bool = False, no_new_keyring: bool = False) -> "Container":
+        """``create`` in asyncio: the fork server's work awaited on the
+        running loop, which goes on meanwhile.  Cancelled, it leaves
+        nothing: no container, process, cgroup or state directory."""
+        message = self._create_message(container_id, bundle, config, no_pivot, no_new_keyring)
+        answer, ends = await self._request_with_stdio_async(message, stdio)
+        return Container(self, container_id, answer["pid"], ends)
+
+    def _create_message(self, container_id: str, bundle: str | os.PathLike,
+                        config: dict | None, no_pivot: bool, no_new_keyring: bool) -> dict:
         if self.cgroup_parent is not None:
             config = self._with_cgroup(container_id, bundle, config)
-        answer, ends = self._request_with_stdio(
-            {"op": "create", "id": container_id, "root": self.root,
-             "bundle": os.path.abspath(bundle), "config": config,
-             "no_pivot": no_pivot, "no_new_keyring": no_new_keyring}, stdio)
-        return Container(self, container_id, answer["pid"], ends)
+        return {"op": "create", "id": container_id, "root": self.root,
+                "bundle": os.path.abspath(bundle), "config": config,
+                "no_pivot": no_pivot, "no_new_keyring": no_new_keyring}
 
     def run_image(self, image: str, command: list[str] | None = None, *, name: str | None = None,
                   entrypoint: list[str] | None = None, env: dict[str, str] | None = None,
@@ -270,6 +419,33 @@ class Runtime:
         The container's root (an overlay of the image's layers) and its
         directory in the store go with its ``delete``; after a killed
         orchestrator, with ``kubirun delete --force NAME`` or ``kubirun gc``."""
+        container = self._run(self._run_image_message(image, command, name, entrypoint, env,
+                                                      workdir, user, hostname, network, ports,
+                                                      mounts, read_only, resources, sandbox), stdio)
+        if start:
+            self._start_or_delete(container)
+        return container
+
+    async def run_image_async(self, image: str, command: list[str] | None = None, *,
+                              name: str | None = None, entrypoint: list[str] | None = None,
+                              env: dict[str, str] | None = None, workdir: str | None = None,
+                              user: str | None = None, hostname: str | None = None,
+                              network: str = "none", ports: "list[tuple[int, int]] | tuple" = (),
+                              mounts: "list[dict] | tuple" = (), read_only: bool = False,
+                              resources: dict | None = None, sandbox: "Container | None" = None,
+                              stdio: Stdio | None = None, start: bool = True) -> "Container":
+        """``run_image`` in asyncio (as ``create_async``; the start as
+        ``Container.start_async``).  Cancelled, it leaves nothing."""
+        container = await self._run_async(
+            self._run_image_message(image, command, name, entrypoint, env, workdir, user,
+                                    hostname, network, ports, mounts, read_only, resources,
+                                    sandbox), stdio)
+        if start:
+            await self._start_or_delete_async(container)
+        return container
+
+    def _run_image_message(self, image, command, name, entrypoint, env, workdir, user, hostname,
+                           network, ports, mounts, read_only, resources, sandbox) -> dict:
         from kubirun.base.ids import new_id, validate_id
 
         container_id = validate_id(name) if name is not None else new_id()
@@ -289,7 +465,7 @@ class Runtime:
         if network not in ("none", "host", "bridge"):
             raise KubirunError(f"run_image {container_id}: network: expected none, host or bridge,"
                                f" got {network!r}")
-        container = self._run({
+        return {
             "op": "run_image", "id": container_id, "root": self.root, "store": self.store,
             "image": image, "command": None if command is None else [str(a) for a in command],
             "entrypoint": None if entrypoint is None else [str(a) for a in entrypoint],
@@ -297,10 +473,7 @@ class Runtime:
             "user": user, "hostname": hostname, "network": network,
             "ports": [[int(h), int(c)] for h, c in ports], "mounts": mounts,
             "read_only": bool(read_only), "resources": resources, "join": join,
-            "cgroups_path": self._cgroups_path(container_id)}, stdio)
-        if start:
-            self._start_or_delete(container)
-        return container
+            "cgroups_path": self._cgroups_path(container_id)}
 
     def sandbox(self, name: str, *, network: str = "none", hostname: str | None = None,
                 ports: "list[tuple[int, int]] | tuple" = ()) -> "Container":
@@ -309,22 +482,40 @@ class Runtime:
         sandbox=it)``), as Kubernetes' pause container.  It needs no image:
         an empty root, and kubirun's exec helper as a PID 1 that reaps and
         exits 0 at SIGTERM.  ``delete(force=True)`` removes it and its network."""
+        container = self._run(self._sandbox_message(name, network, hostname, ports), None)
+        self._start_or_delete(container)
+        return container
+
+    async def sandbox_async(self, name: str, *, network: str = "none",
+                            hostname: str | None = None,
+                            ports: "list[tuple[int, int]] | tuple" = ()) -> "Container":
+        """``sandbox`` in asyncio (as ``run_image_async``)."""
+        container = await self._run_async(self._sandbox_message(name, network, hostname, ports),
+                                          None)
+        await self._start_or_delete_async(container)
+        return container
+
+    def _sandbox_message(self, name: str, network: str, hostname: str | None,
+                         ports: "list[tuple[int, int]] | tuple") -> dict:
         from kubirun.base.ids import validate_id
 
         container_id = validate_id(name)
         if network not in ("none", "host", "bridge"):
             raise KubirunError(f"sandbox {container_id}: network: expected none, host or bridge,"
                                f" got {network!r}")
-        container = self._run({
-            "op": "run_image", "id": container_id, "root": self.root, "store": self.store,
-            "image": None, "pause": True, "command": ["pause"], "hostname": hostname,
-            "network": network, "ports": [[int(h), int(c)] for h, c in ports],
-            "cgroups_path": self._cgroups_path(container_id)}, None)
-        self._start_or_delete(container)
-        return container
+        return {"op": "run_image", "id": container_id, "root": self.root, "store": self.store,
+                "image": None, "pause": True, "command": ["pause"], "hostname": hostname,
+                "network": network, "ports": [[int(h), int(c)] for h, c in ports],
+                "cgroups_path": self._cgroups_path(container_id)}
 
     def _run(self, message: dict, stdio: Stdio | None) -> "Container":
         answer, ends = self._request_with_stdio(message, stdio)
+        container = Container(self, message["id"], answer["pid"], ends)
+        container._image_config = answer.get("image_config")
+        return container
+
+    async def _run_async(self, message: dict, stdio: Stdio | None) -> "Container":
+        answer, ends = await self._request_with_stdio_async(message, stdio)
         container = Container(self, message["id"], answer["pid"], ends)
         container._image_config = answer.get("image_config")
         return container
@@ -335,6 +526,18 @@ class Runtime:
             container.start()
         except BaseException:
             container.delete(force=True)
+            raise
+
+    @staticmethod
+    async def _start_or_delete_async(container: "Container") -> None:
+        import asyncio
+
+        try:
+            await container.start_async()
+        except BaseException:
+            # Shielded: cancelled again meanwhile, the removal still ends
+            # (a start in the executor holds the container's lock until done).
+            await asyncio.shield(container.delete_async(force=True))
             raise
 
     def _cgroups_path(self, container_id: str) -> str | None:
@@ -362,6 +565,63 @@ class Runtime:
         # The pty's master (a terminal asked for): ours, one read-write file.
         pty = open(answer["fds"][0], "r+b", buffering=0) if answer["fds"] else None
         return answer, ends + [pty]
+
+    async def _request_with_stdio_async(self, message: dict,
+                                        stdio: Stdio | None) -> tuple[dict, list]:
+        """``_request_with_stdio`` awaited on the running loop.  At most
+        IN_FLIGHT requests of one loop are at the server at once: it serves
+        one at a time, and the others wait here holding no fd."""
+        stdio = stdio or Stdio()
+        if stdio.terminal:
+            message["terminal"] = True
+        async with self._gate():
+            server = self._fork_server()  # its first start: posix_spawn, about 1 ms
+            fds, ends = stdio.open()
+            try:
+                answer = await server.request_async(message, fds,
+                                                    lambda answer: self._undo(message, answer))
+            except BaseException:
+                for end in ends:
+                    if end is not None:
+                        end.close()
+                raise
+        self._say(answer)
+        pty = open(answer["fds"][0], "r+b", buffering=0) if answer["fds"] else None
+        return answer, ends + [pty]
+
+    def _gate(self):
+        """This loop's semaphore of requests in flight."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            gate = self._gates.get(loop)
+            if gate is None:
+                gate = self._gates[loop] = asyncio.Semaphore(IN_FLIGHT)
+            return gate
+
+    def _undo(self, message: dict, answer: dict) -> None:
+        """What a cancelled request made, its answer read as it was given
+        up: removed (a container, with its cgroup, state and root) or
+        ended (an exec'd process).  Synchronous: a short cleanup while the
+        CancelledError goes on, never left to a later loop turn that may not come."""
+        if message["op"] == "exec":
+            from kubirun import _native
+
+            try:
+                # The server's child, reaped by it only after it exits:
+                # until then the pidfd names this process alone.
+                pidfd = _native.pidfd_open(answer["pid"])
+            except ProcessLookupError:
+                return
+            try:
+                _native.pidfd_send_signal(pidfd, 9)
+            except ProcessLookupError:
+                pass
+            finally:
+                os.close(pidfd)
+            return
+        Container(self, message["id"], answer["pid"], []).delete(force=True)
 
     def _with_cgroup(self, container_id: str, bundle: str | os.PathLike,
                      config: dict | None) -> dict:
@@ -422,6 +682,21 @@ class Runtime:
         self.close()
 
 
+async def _in_executor(work: "Callable[[], None]") -> None:
+    """``work`` in the running loop's default executor, and awaited.
+    Shielded: a cancelled caller does not wait, but the work (which holds
+    the container's lock) completes all the same; its error, if any, is
+    then retrieved and dropped."""
+    import asyncio
+
+    future = asyncio.get_running_loop().run_in_executor(None, work)
+    try:
+        await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        raise
+
+
 class _Waitable:
     """A process the fork server is the parent of: wait for its exit."""
 
@@ -463,15 +738,11 @@ class _Waitable:
             return False, None
         import asyncio
 
-        sock.setblocking(False)
-        loop = asyncio.get_running_loop()
-        readable = loop.create_future()
-        loop.add_reader(sock.fileno(), lambda: readable.done() or readable.set_result(None))
         try:
-            await readable
-        finally:
-            loop.remove_reader(sock.fileno())
-        sock.setblocking(True)
+            await _ready(asyncio.get_running_loop(), sock.fileno())
+        except BaseException:
+            sock.close()  # cancelled: the server's answer goes nowhere
+            raise
         return True, self._answer(sock)
 
 
@@ -501,6 +772,14 @@ class Container(_Waitable):
 
     def start(self) -> None:
         self._lifecycle.start()
+
+    async def start_async(self) -> None:
+        """``start`` in asyncio.  Not a fork server's request: the start is
+        done here (the container's lock, its state, releasing the init and
+        waiting until it has exec'd, poststart hooks), so it runs in the
+        loop's default executor (a few threads shared by all containers,
+        never one each).  Cancelled, the start still completes."""
+        await _in_executor(self.start)
 
     def state(self) -> dict:
         """The OCI state: id, status, pid, bundle..."""
@@ -714,6 +993,19 @@ class Container(_Waitable):
              stdio: Stdio | None = None) -> "Process":
         """Start ``args`` in the container (from its own process: user, env,
         capabilities... as ``kubirun exec``); a handle to wait for it."""
+        answer, ends = self.runtime._request_with_stdio(self._exec_message(args, env, cwd), stdio)
+        return Process(self.runtime, answer["pid"], ends)
+
+    async def exec_async(self, args: list[str], *, env: list[str] | None = None,
+                         cwd: str | None = None, stdio: Stdio | None = None) -> "Process":
+        """``exec`` in asyncio: the fork server's work awaited on the loop
+        (the container's state is read first, synchronously: one small
+        file).  Cancelled, the process is not left running."""
+        answer, ends = await self.runtime._request_with_stdio_async(
+            self._exec_message(args, env, cwd), stdio)
+        return Process(self.runtime, answer["pid"], ends)
+
+    def _exec_message(self, args: list[str], env: list[str] | None, cwd: str | None) -> dict:
         state = self._lifecycle.load()
         message = {"op": "exec", "id": self.id, "root": self.runtime.root}
         if state.get("process"):
@@ -730,8 +1022,7 @@ class Container(_Waitable):
             message.update(args=list(args), env=None if env is None else list(env), cwd=cwd)
         else:
             raise KubirunError(f"container {self.id} has no process to exec from")
-        answer, ends = self.runtime._request_with_stdio(message, stdio)
-        return Process(self.runtime, answer["pid"], ends)
+        return message
 
     def delete(self, force: bool = False) -> None:
         """Remove the container (``force``: kill it first) with what it
@@ -746,6 +1037,13 @@ class Container(_Waitable):
 
                 reclaim.leftovers_of(self.id, self.runtime.root, self.runtime.store)
         self.close()
+
+    async def delete_async(self, force: bool = False) -> None:
+        """``delete`` in asyncio: done here as ``start_async`` is (in the
+        loop's default executor: the container's lock, killing and waiting
+        for its init with ``force``, removing its cgroup, root and state).
+        Cancelled, the delete still completes."""
+        await _in_executor(lambda: self.delete(force))
 
     def close(self) -> None:
         """Close what this handle holds (our pipe ends, the pidfd

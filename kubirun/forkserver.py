@@ -20,7 +20,13 @@ containers), and asks it over a unix socket:
 
 The server is single-threaded: one request at a time, each on a socket
 pair of its own that the caller sends over the control socket, so
-requests from many threads never mix.  It reaps every child it has (pidfds
+requests from many threads (and many coroutines: ``Runtime.create_async``
+has several requests queued here at once) never mix; they are served in
+turn.  A caller that hangs up on its request (a cancelled
+``create_async``) gets nothing made: a request whose caller is gone before
+it is served is dropped, and a container (or exec'd process) made for a
+caller who hung up meanwhile, which no answer can reach, is removed (or
+killed) at once, as if never made.  It reaps every child it has (pidfds
 in its event loop: no SIGCHLD handler) and records each container's exit
 status in its state directory (``exit.json``, see ``kubirun.exitstatus``)
 before it reaps it (the init stays a zombie until its record is written, so
@@ -38,6 +44,7 @@ a container's exit status still reaches the new owner through exit.json.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import socket
@@ -83,6 +90,7 @@ class Server:
         self.selector = selectors.DefaultSelector()
         self.selector.register(control, selectors.EVENT_READ, self._on_control)
         self.children: dict[int, tuple[str, str | None, str]] = {}  # pid: (kind, root, id)
+        self.pidfds: dict[int, int] = {}  # pid: its pidfd, in the selector
         self.watchers: dict[int, list[socket.socket]] = {}  # pid: sockets told at its exit
         # How recent children ended, for a watch that comes after the reaping
         # (a container's is also in its exit.json): the newest FINISHED_KEPT.
@@ -116,7 +124,11 @@ class Server:
     def _on_request(self, request: socket.socket) -> None:
         self.selector.unregister(request)
         message, fds = receive(request)
-        if message is None:
+        if message is None or _hung_up(request):
+            # Its caller is gone already (a cancelled create_async): nothing
+            # is made for no one.
+            for fd in fds:
+                _close_quietly(fd)
             request.close()
             return
         keep_open = False
@@ -126,7 +138,10 @@ class Server:
                 raise ValueError(f"unknown request {message.get('op')!r}")
             keep_open = handler(request, message, fds)
         except BaseException as err:  # noqa: BLE001 - the caller gets it, the server goes on
-            send(request, _error_reply(err))
+            try:
+                send(request, _error_reply(err))
+            except OSError:
+                pass  # the caller hung up: no one to tell
         finally:
             for fd in fds:
                 _close_quietly(fd)
@@ -157,7 +172,8 @@ class Server:
                 container._channel.close()  # what it says after `start` goes to start's fifo
                 container._init_pid = None  # ours to reap, not the Container object's
                 self._adopt(pid, "container", message.get("root"), message["id"])
-                console.reply(request, {"ok": True, "pid": pid, "warnings": warnings})
+                with self._unmade_unless_told(pid, message.get("root"), message["id"]):
+                    console.reply(request, {"ok": True, "pid": pid, "warnings": warnings})
         return False
 
     def _op_run_image(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
@@ -211,8 +227,9 @@ class Server:
             container._channel.close()
             container._init_pid = None
             self._adopt(pid, "container", message["root"], message["id"])
-            console.reply(request, {"ok": True, "pid": pid, "warnings": warnings,
-                                    "image_config": created.image_config})
+            with self._unmade_unless_told(pid, message["root"], message["id"], message["store"]):
+                console.reply(request, {"ok": True, "pid": pid, "warnings": warnings,
+                                        "image_config": created.image_config})
         return False
 
     def _op_exec(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
@@ -248,7 +265,13 @@ class Server:
             with open(pid_file) as f:
                 pid = int(f.read())
             self._adopt(pid, "exec", message.get("root"), message["id"])
-            console.reply(request, {"ok": True, "pid": pid, "warnings": warnings})
+            try:
+                console.reply(request, {"ok": True, "pid": pid, "warnings": warnings})
+            except BaseException:
+                # No one has heard of it (its caller hung up, or its terminal
+                # never came): ended; the loop reaps it as any other.
+                os.kill(pid, 9)  # our child, not yet reaped: its PID is its own
+                raise
         return False
 
     def _op_socket(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
@@ -298,13 +321,48 @@ class Server:
 
         self.children[pid] = (kind, root, container_id)
         pidfd = _native.pidfd_open(pid)
+        self.pidfds[pid] = pidfd
         self.selector.register(pidfd, selectors.EVENT_READ, lambda fd, pid=pid: self._on_exit(fd, pid))
+
+    def _disown(self, pid: int) -> None:
+        """Forget child ``pid``: whoever disowns it reaps it."""
+        pidfd = self.pidfds.pop(pid)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        self.children.pop(pid, None)
+
+    @contextlib.contextmanager
+    def _unmade_unless_told(self, pid: int, root: str | None, container_id: str,
+                            store: str | None = None):
+        """The container just made (init ``pid``) is removed if its answer
+        cannot be delivered: its caller hung up meanwhile (a cancelled
+        ``create_async``; the caller's ``shutdown`` makes our send fail, so
+        an answer is either read or refused, never lost), or its terminal
+        never came.  Nothing of it stays: init, cgroup, state, root, network."""
+        try:
+            yield
+        except BaseException:
+            from kubirun import reclaim
+            from kubirun.container import Container
+
+            self._disown(pid)
+            container = Container(container_id, root)
+            container._init_pid = pid  # reaped by its delete (no exit record: no one asked)
+            try:
+                container.delete(force=True, leftovers=False)
+            finally:
+                if container._init_pid is not None:  # the delete failed before reaping it
+                    _kill_and_reap(pid)
+                if store is not None:
+                    reclaim.leftovers_of(container_id, root, store)
+            raise
 
     def _on_exit(self, pidfd: int, pid: int) -> None:
         from kubirun import exitstatus
 
         self.selector.unregister(pidfd)
         os.close(pidfd)
+        self.pidfds.pop(pid, None)
         # How it ended, while it is still a zombie; recorded; then reaped.
         info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
         status = (info.si_status << 8 if info.si_code == os.CLD_EXITED
@@ -405,6 +463,24 @@ class _as_stdio:
         for target, fd in enumerate(self.saved):
             os.dup2(fd, target)
             os.close(fd)
+
+
+def _hung_up(request: socket.socket) -> bool:
+    """Whether the caller has closed (or shut down) its end of ``request``."""
+    import select
+
+    poller = select.poll()
+    poller.register(request, select.POLLHUP)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
+
+
+def _kill_and_reap(pid: int) -> None:
+    """SIGKILL our child ``pid`` and reap it."""
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
 
 
 def _close_quietly(fd: int) -> None:
