@@ -13,8 +13,13 @@ private propagation) where that mount is unmounted, so every runtime of the
 comparison sees the same pure v1 host; the host's own mounts are untouched.
 
 Runs alternate, one of each per round, the order rotated (as in
-start_latency.py).  Then 100 containers started at once, from 10 threads
-and from asyncio: wall time, and the median cycle per container.
+start_latency.py).  Then 100 containers started at once, from 10 threads,
+from asyncio with the awaited calls (``create_async``, ``start_async``,
+``delete_async``) and, for comparison, from asyncio with the blocking ones
+(the loop held during each create, start and delete): wall time, the
+median cycle per container and (asyncio) the longest the loop was held;
+three rounds of each, alternating, medians reported.  The fork server
+serves one create at a time whichever way they come.
 
 Why: the library is for orchestrators, whose cost per container is this
 cycle; the goal is at or under crun's CLI cycle (crun is C, no interpreter
@@ -45,6 +50,7 @@ from start_latency import (BenchError, argument_parser, ensure_image, kubirun_co
 
 CGROUP_PARENT = "/kubirun-bench-lib"
 CONCURRENT, THREADS = 100, 10
+ROUNDS = 3  # of each way of starting CONCURRENT at once, alternating
 
 
 def _config(bundle: Path, name: str) -> dict:
@@ -94,22 +100,50 @@ def concurrent_threads(runtime, bundle: Path) -> tuple[float, list[float]]:
     return time.perf_counter() - start, cycles
 
 
-def concurrent_asyncio(runtime, bundle: Path) -> tuple[float, list[float]]:
+def concurrent_asyncio(runtime, bundle: Path, awaited: bool,
+                       round_: int) -> tuple[float, list[float], float]:
+    """CONCURRENT cycles gathered on one loop: with the awaited calls
+    (``create_async``, ``start_async``, ``delete_async``), or with the
+    blocking ones (``awaited`` False: how an orchestrator had to do it
+    before, the loop held during each create, start and delete).  Also
+    the longest the loop was held: the largest gap between the turns of a
+    task that asks for one every millisecond."""
+    held = [0.0]
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            held[0] = max(held[0], now - last)
+            last = now
+
     async def one(n: int) -> float:
-        name = f"as{n}"
+        name = f"as{round_}-{'a' if awaited else 'b'}{n}"
         start = time.perf_counter()
-        box = runtime.create(name, bundle, config=_config(bundle, name))
-        box.start()
-        await box.wait_async()
-        box.delete()
+        if awaited:
+            box = await runtime.create_async(name, bundle, config=_config(bundle, name))
+            await box.start_async()
+            await box.wait_async()
+            await box.delete_async()
+        else:
+            box = runtime.create(name, bundle, config=_config(bundle, name))
+            box.start()
+            await box.wait_async()
+            box.delete()
         return time.perf_counter() - start
 
     async def main() -> list[float]:
-        return await asyncio.gather(*(one(n) for n in range(CONCURRENT)))
+        tick = asyncio.get_running_loop().create_task(ticker())
+        await asyncio.sleep(0.01)
+        try:
+            return await asyncio.gather(*(one(n) for n in range(CONCURRENT)))
+        finally:
+            tick.cancel()
 
     start = time.perf_counter()
     cycles = asyncio.run(main())
-    return time.perf_counter() - start, list(cycles)
+    return time.perf_counter() - start, list(cycles), held[0]
 
 
 def summary(samples: list[float]) -> dict:
@@ -156,8 +190,7 @@ def benchmark(args) -> dict:
                     took = timed(candidates[name])
                     if r >= args.warmup:
                         samples[name].append(took)
-            threads_wall, threads_cycles = concurrent_threads(runtime, bundle)
-            asyncio_wall, asyncio_cycles = concurrent_asyncio(runtime, bundle)
+            concurrent = concurrent_rounds(runtime, bundle)
     finally:
         _remove_cgroup_parent()
         remove_tmp(tmp)
@@ -168,11 +201,33 @@ def benchmark(args) -> dict:
                 row[f"vs_{ref}"] = row["median_ms"] / results[ref]["median_ms"]
     return {"runs": args.runs, "warmup": args.warmup, "results": results,
             "unified_hidden": bool(os.environ.get(HIDDEN)),
-            "concurrent": {
-                "threads": {"containers": CONCURRENT, "threads": THREADS,
-                            "wall_ms": threads_wall * 1e3, **summary(threads_cycles)},
-                "asyncio": {"containers": CONCURRENT, "wall_ms": asyncio_wall * 1e3,
-                            **summary(asyncio_cycles)}}}
+            "concurrent": concurrent}
+
+
+def concurrent_rounds(runtime, bundle: Path) -> dict:
+    """ROUNDS of each way of starting CONCURRENT containers at once,
+    alternating (the host is shared and noisy): per way, the median over
+    the rounds of the wall time, of each round's median cycle, and of the
+    longest the loop was held."""
+    ways = {
+        "10 threads": lambda r: concurrent_threads(runtime, bundle) + (None,),
+        "asyncio, awaited calls": lambda r: concurrent_asyncio(runtime, bundle, True, r),
+        "asyncio, blocking calls": lambda r: concurrent_asyncio(runtime, bundle, False, r),
+    }
+    rounds: dict[str, list[tuple[float, list[float], float | None]]] = {way: [] for way in ways}
+    names = list(ways)
+    for r in range(ROUNDS):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            rounds[name].append(ways[name](r))
+    report = {}
+    for name, results in rounds.items():
+        row = {"containers": CONCURRENT, "rounds": len(results),
+               "wall_ms": statistics.median(wall for wall, _, _ in results) * 1e3,
+               "median_ms": statistics.median(statistics.median(c) for _, c, _ in results) * 1e3}
+        if results[0][2] is not None:
+            row["loop_held_ms"] = statistics.median(held for _, _, held in results) * 1e3
+        report[name] = row
+    return report
 
 
 def _remove_cgroup_parent() -> None:
@@ -198,8 +253,11 @@ def format_report(report: dict) -> str:
         lines.append(f"{name:<14}{row['median_ms']:8.2f}{row['p10_ms']:8.2f}{row['p90_ms']:8.2f}"
                      f"{ratio[0]:>8}{ratio[1]:>8}")
     for how, row in report["concurrent"].items():
+        held = (f", loop held up to {row['loop_held_ms']:.0f} ms"
+                if "loop_held_ms" in row else "")
         lines.append(f"{row['containers']} at once from {how}: {row['wall_ms']:.0f} ms wall,"
-                     f" median cycle {row['median_ms']:.1f} ms")
+                     f" median cycle {row['median_ms']:.1f} ms{held}"
+                     f" (medians of {row['rounds']} rounds)")
     return "\n".join(lines)
 
 
