@@ -21,10 +21,31 @@ network, IPC and UTS namespaces image containers join.  Each container's
 stdio is its own (``Stdio``: /dev/null, inherited, pipes, files appended,
 or a pty whose master the caller gets).
 
-Safe from any thread and from asyncio (``await box.wait_async()``): no call
-installs a signal handler, forks the caller, or changes its umask, working
-directory, environment, dumpable flag or fds (every fd it opens is
-close-on-exec and closed by ``wait``/``delete``).  Containers are forked by
+Safe from any thread and from asyncio: no call installs a signal handler,
+forks the caller, or changes its umask, working directory, environment,
+dumpable flag or fds (every fd it opens is close-on-exec and closed by
+``wait``/``delete``).
+
+In asyncio, await the ``_async`` twins; the plain calls block the loop
+while they work (a create, 10-20 ms)::
+
+    box = await runtime.create_async("web", "/bundles/web")   # also run_image_async,
+    await box.start_async()                                   # sandbox_async, exec_async
+    status = await box.wait_async()
+    await box.delete_async()
+
+``create_async``, ``run_image_async``, ``sandbox_async`` and ``exec_async``
+send their request to the fork server and await its answer on the running
+loop (no thread): many are in flight at once, but the server makes one
+container at a time, so 100 creates take about as long as 100 in a row;
+what changes is that the loop goes on meanwhile.  Before the request, a
+short synchronous part: the stdio fds opened, and (``exec_async``,
+``run_image_async`` with a sandbox) the container's state read.
+``start_async`` and ``delete_async`` are done in this process (lock,
+state, cgroups, the init released or killed), in the loop's default
+executor.  Cancelling an awaited create (or exec) leaves nothing: the
+server drops the request, or removes what it made for a caller who hung
+up; cancelled ``start_async``/``delete_async`` still complete.  Containers are forked by
 a fork server (``kubirun.forkserver``), started on first use, which reaps
 them and records how PID 1 ended in the container's state directory: a
 ``Runtime`` started later (a restarted orchestrator) reads it with
