@@ -154,6 +154,22 @@ def test_an_awaited_exec_in_a_stopped_container_raises_a_kubirun_error(runtime, 
     assert runtime.list() == []
 
 
+def test_an_awaited_start_of_a_started_container_raises_a_kubirun_error(runtime, make_bundle):
+    from kubirun.api import KubirunError
+
+    async def main() -> None:
+        box = await runtime.create_async("twice", make_bundle(["sleep", "30"]))
+        await box.start_async()
+        try:
+            with pytest.raises(KubirunError, match="not created"):
+                await box.start_async()
+        finally:
+            await box.delete_async(force=True)
+
+    asyncio.run(main())
+    assert runtime.list() == []
+
+
 def test_an_awaited_exec_gives_its_output_and_exit_status(runtime, make_bundle):
     from kubirun.api import Stdio
 

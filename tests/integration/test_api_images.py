@@ -270,3 +270,35 @@ def test_a_bad_image_container_is_one_error_and_leaves_nothing(runtime, busybox_
     assert os.listdir(tmp_path / "store" / "containers") == [] \
         if (tmp_path / "store" / "containers").exists() else True
     assert _mounts_under(tmp_path / "store") == []
+
+
+def test_an_image_container_from_asyncio_runs_and_its_delete_empties_the_store(runtime,
+                                                                               busybox_tarball,
+                                                                               tmp_path):
+    import asyncio
+
+    from kubirun.api import Stdio
+
+    async def main() -> tuple[bytes, int]:
+        box = await runtime.run_image_async(str(busybox_tarball), ["sh", "-c", "echo hi"],
+                                            stdio=Stdio(stdout=Stdio.PIPE))
+        status = await box.wait_async()
+        output = box.stdout.read()
+        await box.delete_async()
+        return output, status.code
+
+    assert asyncio.run(main()) == (b"hi\n", 0)
+    assert os.listdir(tmp_path / "store" / "containers") == []
+    assert _mounts_under(tmp_path / "store") == []
+
+
+def test_an_awaited_run_of_a_missing_image_raises_a_kubirun_error_and_leaves_nothing(runtime,
+                                                                                     tmp_path):
+    import asyncio
+
+    from kubirun.api import KubirunError
+
+    with pytest.raises(KubirunError):
+        asyncio.run(runtime.run_image_async(str(tmp_path / "missing.tar"), ["true"]))
+    assert runtime.list() == []
+    assert os.listdir(tmp_path / "store" / "containers") == []
