@@ -265,16 +265,17 @@ UNIFIED = "/sys/fs/cgroup/unified"
 HIDDEN = "KUBIRUN_BENCH_UNIFIED_HIDDEN"  # set in the re-run whose namespace has no UNIFIED
 
 
-def hide_unified_for_crun(argv: list[str]) -> None:
-    """On a hybrid host with crun: re-exec in a private mount namespace
-    (never returns), or, being that re-run, unmount the v2 mount there."""
+def hide_unified_for_crun(argv: list[str], script: str = __file__) -> None:
+    """On a hybrid host with crun: re-exec SCRIPT (this benchmark unless
+    another one names itself) with ARGV in a private mount namespace (never
+    returns), or, being that re-run, unmount the v2 mount there."""
     if os.environ.get(HIDDEN):
         subprocess.run(["umount", UNIFIED], check=True)
         return
     if shutil.which("crun") and os.path.ismount(UNIFIED) and shutil.which("unshare"):
         os.environ[HIDDEN] = "1"
         os.execvp("unshare", ["unshare", "-m", "--propagation", "private", sys.executable,
-                              os.path.abspath(__file__), *argv])
+                              os.path.abspath(script), *argv])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,10 +29,11 @@ from oci_run import CGROUP_PARENT, REFS, Bundle, cleaned_up, cgroup_mounts
 from start_latency import ensure_image, kubirun_command, unpack_rootfs
 
 
-def peak_file(container_id: str) -> Path | None:
-    """The container's memory peak file in this host's memory hierarchy."""
+def peak_file(container_id: str, parent: str = CGROUP_PARENT) -> Path | None:
+    """The container's memory peak file in this host's memory hierarchy
+    (its cgroup PARENT/CONTAINER_ID)."""
     for mount in cgroup_mounts():
-        base = Path(mount) / CGROUP_PARENT.strip("/") / container_id
+        base = Path(mount) / parent.strip("/") / container_id
         for name in ("memory.max_usage_in_bytes", "memory.peak"):
             if (base / name).exists():
                 return base / name
@@ -63,7 +64,7 @@ def charged_once(runtime: str, command: str, bundle: Bundle, tmp: Path, n: int) 
             if json.loads(state.stdout or "{}").get("status") == "stopped":
                 break
             time.sleep(0.02)
-        path = peak_file(container_id)
+        path = peak_file(container_id, bundle.cgroup_parent)
         return int(path.read_text()) if path else "no memory peak file for the container"
     finally:
         subprocess.run([command, *root, "delete", "--force", container_id], timeout=30)

@@ -62,9 +62,12 @@ PROFILE_REFERENCE_RUNS = 10  # untraced runs of kubirun (and python) with --prof
 
 class Bundle:
     """The one bundle every runtime runs; ``use_cgroup(id)`` points its
-    cgroupsPath at /kubirun-bench-oci/ID before a run."""
+    cgroupsPath at CGROUP_PARENT/ID (/kubirun-bench-oci/ID unless another
+    benchmark gives its own parent) before a run."""
 
-    def __init__(self, rootfs: Path, tmp: Path, kubirun: str) -> None:
+    def __init__(self, rootfs: Path, tmp: Path, kubirun: str,
+                 cgroup_parent: str = CGROUP_PARENT) -> None:
+        self.cgroup_parent = cgroup_parent
         spec_from = "runc" if shutil.which("runc") else kubirun
         self.path = make_bundle(spec_from, rootfs, tmp, readonly=None)
         self.config_path = self.path / "config.json"
@@ -73,13 +76,13 @@ class Bundle:
         self.argv = self.config["process"]["args"]
 
     def use_cgroup(self, container_id: str) -> None:
-        self.config["linux"]["cgroupsPath"] = f"{CGROUP_PARENT}/{container_id}"
+        self.config["linux"]["cgroupsPath"] = f"{self.cgroup_parent}/{container_id}"
         self.config_path.write_text(json.dumps(self.config, indent=2))
 
     def describe(self) -> dict:
         return {"spec_from": self.spec_from, "root": self.config["root"],
                 "args": self.argv, "terminal": self.config["process"]["terminal"],
-                "cgroupsPath": f"{CGROUP_PARENT}/<id>"}
+                "cgroupsPath": f"{self.cgroup_parent}/<id>"}
 
 
 def runtime_candidate(name: str, command: str, bundle: Bundle, tmp: Path) -> Candidate:
