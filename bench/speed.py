@@ -25,7 +25,8 @@ Rows (``--only`` takes their names; kill and delete are measured together):
                 unpacked.  Goal <= 1.2x runc.
     concurrent  20 ``run -d`` at once (wall of the batch), then 20 ``kill ID
                 KILL`` at once followed by 20 ``delete --force ID`` at once
-                (wall of both).  Goal <= runc, each.
+                (wall of both).  Goal <= runc, each.  --batch-runs rounds
+                (default 5): each is 20 containers per runtime.
     memory      memory charged to the container's memory cgroup by create +
                 start of /bin/true (memory_charged.py's measurement).  Goal
                 <= 0.5 MiB.
@@ -51,7 +52,7 @@ runtime (``delete --force``), a process left in one of those cgroups is
 killed by PID, the cgroups are removed with rmdir, and the directory is
 removed.  What a runtime left behind is reported under ``left_behind``.
 
-Usage: python3 bench/speed.py [--runs N] [--warmup K] [--only ROW,...]
+Usage: python3 bench/speed.py [--runs N] [--warmup K] [--batch-runs N] [--only ROW,...]
        [--image IMAGE.tar.gz] [--keep-unified] [--json]
 (as root; stdlib only.)
 """
@@ -275,15 +276,15 @@ def ratio_goal(what: str, results: dict, key: str, ref: str, limit: float,
     if ref not in results:
         return {"goal": goal, "met": None,
                 "text": f"n/a ({ref}: {unavailable.get(ref, 'not measured')})"}
-    unit = "KiB" if key == "maxrss_kb" else "ms"
+    unit, digits = ("KiB", 0) if key == "maxrss_kb" else ("ms", 1)
     mine, theirs = results["kubirun"][key]["median"], results[ref][key]["median"]
     ratio = mine / theirs
     allowed = limit * theirs
     if ratio <= limit:
-        text = f"MET ({ratio:.2f}x: {mine:.1f} vs {theirs:.1f} {unit})"
+        text = f"MET ({ratio:.2f}x: {mine:.{digits}f} vs {theirs:.{digits}f} {unit})"
     else:  # by how much: what kubirun must lose, absolute and as a share of it
-        text = (f"SHORT by {mine - allowed:.1f} {unit}, {(mine - allowed) / mine:.0%} of"
-                f" kubirun's ({ratio:.2f}x: {mine:.1f} vs {theirs:.1f} {unit})")
+        text = (f"SHORT by {mine - allowed:.{digits}f} {unit}, {(mine - allowed) / mine:.0%} of"
+                f" kubirun's ({ratio:.2f}x: {mine:.{digits}f} vs {theirs:.{digits}f} {unit})")
     return {"goal": goal, "ratio": ratio, "met": ratio <= limit, "text": text}
 
 
@@ -348,8 +349,9 @@ class Bench:
                 self.unavailable[name] = reason
                 self.runner.output(self.runtimes.pop(name).argv("delete", "--force", f"{name}-0"))
 
-    def timed(self, steps: dict[str, Step]) -> dict[str, dict[str, list[Sample]]]:
-        return alternate(steps, self.args.warmup, self.args.runs, self.counter)
+    def timed(self, steps: dict[str, Step],
+              runs: int | None = None) -> dict[str, dict[str, list[Sample]]]:
+        return alternate(steps, self.args.warmup, runs or self.args.runs, self.counter)
 
     # -- rows --
 
@@ -541,7 +543,7 @@ class Bench:
     def row_concurrent(self) -> dict:
         steps = {name: (lambda n, rt=rt: self.concurrent_cycle(rt, n))
                  for name, rt in self.runtimes.items()}
-        samples = self.timed(steps)
+        samples = self.timed(steps, self.args.batch_runs)
         results = {name: {"start": figures(s["start"]), "teardown": figures(s["teardown"])}
                    for name, s in samples.items()}
         goals = []
@@ -550,7 +552,7 @@ class Bench:
             goals.append(ratio_goal(f"{CONCURRENT} {'run -d' if phase == 'start' else 'kill + delete'}",
                                     flat, "wall_ms", "runc", 1.0, self.unavailable))
         return {"title": f"{CONCURRENT} concurrent run -d, then {CONCURRENT} kills + deletes",
-                "results": results, "goals": goals}
+                "runs": self.args.batch_runs, "results": results, "goals": goals}
 
     def row_memory(self) -> dict:
         names = list(self.runtimes)
@@ -690,6 +692,10 @@ def summary_table(report: dict) -> str:
         line("`run --bundle B ID` of `/bin/true`", r["results"], "wall_ms", g[0:2])
         line("CPU per `run` (user+sys)", r["results"], "cpu_ms", g[2:4])
         line("peak RSS of `run`", r["results"], "maxrss_kb", g[4:5], "{:.0f} KiB")
+        py = r["results"].get("python -I -S")
+        if py:
+            lines.append(f"| reference: `python -I -S -c pass` | {py['wall_ms']['median']:.1f} ms"
+                         " | | | | | |")
     for row, path in (("exec", "`exec ID /bin/true`"), ("state", "`state ID`"),
                       ("list", "`list`"), ("kill", "`kill ID KILL`"),
                       ("delete", "`delete ID` (stopped)")):
@@ -724,20 +730,36 @@ def summary_table(report: dict) -> str:
 
 
 def details(report: dict) -> str:
-    """Per row and candidate: median, p10, p90 (wall; CPU where measured)."""
+    """Per row and candidate: median, p10, p90 of the wall time (the
+    memory row: of the KiB charged), of the CPU where measured, and the
+    wall medians' ratios to runc's and crun's."""
     out = []
     for row in report["rows"].values():
-        out.append(row["title"])
-        for name, r in row["results"].items():
-            parts = {"start": r.get("start"), "teardown": r.get("teardown")} \
-                if "start" in r else {"": r}
-            for phase, fig in parts.items():
-                for key, unit in (("wall_ms", "ms"), ("cpu_ms", "ms CPU"),
-                                  ("charged_kib", "KiB")):
-                    if key in fig:
-                        s = fig[key]
-                        out.append(f"  {(name + ' ' + phase).strip():<40} {s['median']:9.2f}"
-                                   f" {s['p10']:9.2f} {s['p90']:9.2f}  {unit} (median p10 p90)")
+        first = next(iter(row["results"].values()))
+        phases = ("start", "teardown") if "start" in first else ("",)
+        key, unit = ("charged_kib", "KiB") if "charged_kib" in first else ("wall_ms", "ms")
+        out.append(f"{row['title']}")
+        out.append(f"  {'':<34}{unit + ': median':>14}{'p10':>8}{'p90':>8}"
+                   + (f"{'CPU ms: median':>16}{'p10':>8}{'p90':>8}" if "cpu_ms" in (
+                       first.get(phases[0]) if phases[0] else first) else "")
+                   + f"{'/runc':>8}{'/crun':>8}")
+        for phase in phases:
+            flat = {name: (r[phase] if phase else r) for name, r in row["results"].items()}
+            for name, fig in flat.items():
+                s = fig[key]
+                line = (f"  {(name + ' ' + phase).strip():<34}{s['median']:14.2f}{s['p10']:8.2f}"
+                        f"{s['p90']:8.2f}")
+                if "cpu_ms" in fig:
+                    c = fig["cpu_ms"]
+                    line += f"{c['median']:16.2f}{c['p10']:8.2f}{c['p90']:8.2f}"
+                for ref in REFS:
+                    theirs = flat.get(ref, {}).get(key, {}).get("median")
+                    line += f"{s['median'] / theirs:7.2f}x" if theirs else f"{'-':>8}"
+                out.append(line)
+        if "maxrss_kb" in first:
+            out.append("  peak RSS (KiB, GNU time): " + ", ".join(
+                f"{name} {r['maxrss_kb']['median']:.0f}" for name, r in row["results"].items()
+                if "maxrss_kb" in r))
     return "\n".join(out)
 
 
@@ -749,6 +771,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="timed rounds of each row (default 20)")
     parser.add_argument("--warmup", type=non_negative_int, default=2,
                         help="untimed rounds before them (default 2)")
+    parser.add_argument("--batch-runs", type=non_negative_int, default=5,
+                        help=f"timed rounds of the concurrent row, {CONCURRENT} containers"
+                             " per runtime each (default 5)")
     parser.add_argument("--only", default=",".join(ROWS),
                         help=f"rows to measure, comma-separated: {','.join(ROWS)} (default all)")
     parser.add_argument("--image", help="the image of the warm row (default"
@@ -757,13 +782,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="measure the hybrid host as it is (crun then unavailable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
+    if args.runs < 1 or args.batch_runs < 1:
+        parser.error("--runs and --batch-runs must be at least 1")
     args.only_rows = [r.strip() for r in args.only.split(",") if r.strip()]
     unknown = [r for r in args.only_rows if r not in ROWS]
     if unknown or not args.only_rows:
         parser.error(f"--only: unknown row {', '.join(unknown) or '(none)'}; rows: {', '.join(ROWS)}")
     return args
+
+
+def _load() -> float:
+    """The 1-minute load average: the figures mean little when it is high."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
 
 
 def _interrupted(signum: int, frame: object) -> None:
@@ -782,6 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         print(msg, file=sys.stderr if args.json else sys.stdout, flush=True)
 
     signal.signal(signal.SIGTERM, _interrupted)
+    load_start = _load()
     tmp = Path(tempfile.mkdtemp(prefix="kubirun-bench-speed-"))
     bench = None
     started = time.monotonic()
@@ -802,19 +834,19 @@ def main(argv: list[str] | None = None) -> int:
         left = bench.clean_up() if bench else (remove_tmp(tmp), remove_cgroups())[1]
         for problem in left:
             print(f"warning: {problem}", file=sys.stderr)
-    with open("/proc/loadavg") as f:
-        load = f.read().split()[0]
+    load = _load()
     report = {"runs": args.runs, "warmup": args.warmup, "rows": rows,
               "unavailable": bench.unavailable,
               "unified_hidden": bool(os.environ.get(HIDDEN)), "cgroup_parent": CGROUP_PARENT,
-              "load_before_end": float(load), "seconds": round(time.monotonic() - started, 1),
+              "load": {"start": load_start, "end": load}, "seconds": round(time.monotonic() - started, 1),
               "stale_bytecode": stale, "left_behind": left,
               "goals_met": all(g["met"] is not False for r in rows.values() for g in r["goals"])}
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"\n{args.runs} alternating rounds per row after {args.warmup} warm-up; medians;"
-          f" load {load} at the end; "
+    print(f"\n{args.runs} alternating rounds per row ({args.batch_runs} of the concurrent row)"
+          f" after {args.warmup} warm-up; medians;"
+          f" load {load_start:.2f} at the start, {load:.2f} at the end; "
           + (f"{UNIFIED} hidden (every runtime sees pure v1)" if report["unified_hidden"]
              else "the host's cgroups as they are"))
     print(details(report))
