@@ -6,7 +6,7 @@ Rows (``--only`` takes their names; kill and delete are measured together):
     run         ``RUNTIME --root S run --bundle B ID`` of /bin/true (the
                 busybox bundle of oci_run.py): wall and CPU (user+sys of the
                 command and its children, from wait4), and the peak RSS
-                (ru_maxrss).  Goals: <= 0.8x runc and <= 2.5x crun, wall and
+                (ru_maxrss as GNU time reports it, in untimed rounds).  Goals: <= 0.8x runc and <= 2.5x crun, wall and
                 CPU; peak RSS <= runc's.  ``python -I -S -c pass`` on
                 kubirun's interpreter runs beside them, for reference.
     exec        ``exec ID /bin/true`` into a running container (each runtime
@@ -20,7 +20,9 @@ Rows (``--only`` takes their names; kill and delete are measured together):
                 command and group of kubirun/cli/table.py, runc's and crun's
                 ``--help`` for reference.  Goal: every one <= 25 ms.
     warm        ``kubirun run --network none IMAGE -- /bin/true``, the image
-                imported into a store of the benchmark's before the timing,
+                (rootfs/debian.tar.gz if built, as in the issue, else the
+                busybox one; --image) imported into a store of the
+                benchmark's before the timing,
                 next to ``runc run`` (and crun) of a bundle on the same root
                 unpacked.  Goal <= 1.2x runc.
     concurrent  20 ``run -d`` at once (wall of the batch), then 20 ``kill ID
@@ -77,7 +79,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from library_start import HIDDEN, UNIFIED, hide_unified_for_crun  # noqa: E402
 from memory_charged import charged_once  # noqa: E402
 from oci_run import Bundle, cgroup_mounts, stale_bytecode, warn_stale  # noqa: E402
-from start_latency import (BenchError, ensure_image, kubirun_command,  # noqa: E402
+from start_latency import (REPO, BenchError, ensure_image, kubirun_command,  # noqa: E402
                            non_negative_int, percentile, remove_tmp, script_interpreter,
                            unpack_rootfs)
 
@@ -88,6 +90,7 @@ CONCURRENT = 20
 HELP_GOAL_MS = 25.0
 MEMORY_GOAL_BYTES = 512 * 1024
 SLEEP = ["/bin/sleep", "100000"]
+DEBIAN = REPO / "rootfs" / "debian.tar.gz"  # the warm row's image, where built (issue 20's)
 GNU_TIME = "/usr/bin/time"  # for the peak RSS of run (see Bench.peak_rss)
 TIMEOUT = 30.0  # seconds a single command may take before the benchmark gives up
 
@@ -312,8 +315,9 @@ class Bench:
         self.counter = [0]
         self.kubirun = kubirun_command()
         self.python = script_interpreter(self.kubirun)
-        self.image = Path(args.image).resolve() if args.image else ensure_image()
         self.busybox = ensure_image()
+        self.image = Path(args.image).resolve() if args.image else \
+            DEBIAN if DEBIAN.exists() else self.busybox
         self.rootfs = unpack_rootfs(self.busybox, tmp)
         self.bundle = Bundle(self.rootfs, tmp, self.kubirun, cgroup_parent=CGROUP_PARENT)
         self.unavailable: dict[str, str] = {}
@@ -496,7 +500,7 @@ class Bench:
         else:
             root = self.tmp / "warm-root"
             root.mkdir()
-            self.runner.measure(["tar", "--numeric-owner", "-xzf", str(self.image), "-C",
+            self.runner.measure(["tar", "--numeric-owner", "-xf", str(self.image), "-C",
                                  str(root)])
         kubirun = self.runtimes["kubirun"]
         image_argv = kubirun.argv("run", "--network", "none", str(self.image), "--", "/bin/true")
@@ -776,14 +780,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " per runtime each (default 5)")
     parser.add_argument("--only", default=",".join(ROWS),
                         help=f"rows to measure, comma-separated: {','.join(ROWS)} (default all)")
-    parser.add_argument("--image", help="the image of the warm row (default"
-                                        " rootfs/busybox.tar.gz; e.g. rootfs/debian.tar.gz)")
+    parser.add_argument("--image", help="the warm row's image, a root filesystem tar (default"
+                                        " rootfs/debian.tar.gz if built, else"
+                                        " rootfs/busybox.tar.gz)")
     parser.add_argument("--keep-unified", action="store_true",
                         help="measure the hybrid host as it is (crun then unavailable)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.batch_runs < 1:
         parser.error("--runs and --batch-runs must be at least 1")
+    if args.image and not os.path.isfile(args.image):
+        parser.error(f"--image {args.image}: no such file")
     args.only_rows = [r.strip() for r in args.only.split(",") if r.strip()]
     unknown = [r for r in args.only_rows if r not in ROWS]
     if unknown or not args.only_rows:
