@@ -307,6 +307,10 @@ def ratios(results: dict, key: str = "wall_ms") -> dict:
 # --- the benchmark ----------------------------------------------------------
 
 class Bench:
+    """The inputs (busybox root and bundle, the runtimes found, each with a
+    state directory in TMP) and one method per row, each returning that
+    row's report: title, per-candidate figures, goals."""
+
     def __init__(self, args: argparse.Namespace, tmp: Path, note: Callable[[str], None]) -> None:
         self.args = args
         self.tmp = tmp
