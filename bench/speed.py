@@ -746,11 +746,12 @@ def details(report: dict) -> str:
         first = next(iter(row["results"].values()))
         phases = ("start", "teardown") if "start" in first else ("",)
         key, unit = ("charged_kib", "KiB") if "charged_kib" in first else ("wall_ms", "ms")
+        refs = [ref for ref in REFS if ref in row["results"]]  # not in the help row
         out.append(f"{row['title']}")
         out.append(f"  {'':<34}{unit + ': median':>14}{'p10':>8}{'p90':>8}"
                    + (f"{'CPU ms: median':>16}{'p10':>8}{'p90':>8}" if "cpu_ms" in (
                        first.get(phases[0]) if phases[0] else first) else "")
-                   + f"{'/runc':>8}{'/crun':>8}")
+                   + "".join(f"{'/' + ref:>8}" for ref in refs))
         for phase in phases:
             flat = {name: (r[phase] if phase else r) for name, r in row["results"].items()}
             for name, fig in flat.items():
@@ -760,9 +761,9 @@ def details(report: dict) -> str:
                 if "cpu_ms" in fig:
                     c = fig["cpu_ms"]
                     line += f"{c['median']:16.2f}{c['p10']:8.2f}{c['p90']:8.2f}"
-                for ref in REFS:
-                    theirs = flat.get(ref, {}).get(key, {}).get("median")
-                    line += f"{s['median'] / theirs:7.2f}x" if theirs else f"{'-':>8}"
+                for ref in refs:
+                    theirs = flat[ref][key]["median"]
+                    line += f"{s['median'] / theirs:7.2f}x"
                 out.append(line)
         if "maxrss_kb" in first:
             out.append("  peak RSS (KiB, GNU time): " + ", ".join(
