@@ -256,10 +256,7 @@ class Container:
             if state.get("seccomp_agent"):
                 self.dir.remove_seccomp_socket()
             log.debug(f"container {self.id}: started")
-        from kubirun.spec import Hook
-
-        hooks = [Hook(h["path"], h["args"], h["env"], h.get("timeout"))
-                 for h in state["hooks"].get("poststart", [])]
+        hooks = _recorded_hooks(state, "poststart")
         if hooks:
             from kubirun.hooks import run_hooks
 
@@ -374,7 +371,10 @@ class Container:
         without a (readable) state, the store's directory of an image run
         of that name, its network leases (``kubirun.reclaim``; not when
         the run that owns the name deletes its own container: ``leftovers``
-        False)."""
+        False, nor after a bundle's container deleted by its record: an
+        image run's store directory and leases are in the record of the
+        container that has them, and engines ``delete --force`` every task)."""
+        recorded_bundle = False
         try:
             try:
                 self.dir.lock()
@@ -393,11 +393,12 @@ class Container:
                     # was damaged: nothing recorded to go by.
                     self._remove_unrecorded()
                     return
+                recorded_bundle = not state.get("remove_on_delete") and not state.get("network")
                 self._delete(state, force)
             finally:
                 self.dir.unlock()
         finally:
-            if force and leftovers:
+            if force and leftovers and not recorded_bundle:
                 from kubirun import reclaim
 
                 reclaim.leftovers_of(self.id, self.dir.root)
@@ -487,10 +488,7 @@ class Container:
         _wait_gone(state, cgroup)
 
     def _destroy(self, state: dict) -> None:
-        from kubirun.spec import Hook
-
-        hooks = [Hook(h["path"], h["args"], h["env"], h.get("timeout"))
-                 for h in state.get("hooks", {}).get("poststop", [])]
+        hooks = _recorded_hooks(state, "poststop")
         if hooks:
             from kubirun.hooks import run_hooks
 
@@ -608,6 +606,18 @@ def list_containers(root: str | None = None) -> list[Container]:
 def _now() -> str:
     now = time.time()
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e9):09d}Z"
+
+
+def _recorded_hooks(state: dict, phase: str) -> list:
+    """The ``phase`` hooks the state recorded at create (kubirun.spec's
+    ``Hook``s; that module, which brings the cffi one, only when there
+    are some: most containers have none, and start and delete stay light)."""
+    recorded = (state.get("hooks") or {}).get(phase) or []
+    if not recorded:
+        return []
+    from kubirun.spec import Hook
+
+    return [Hook(h["path"], h["args"], h["env"], h.get("timeout")) for h in recorded]
 
 
 def _own_pid_namespace(state: dict) -> bool:
