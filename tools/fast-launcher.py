@@ -6,7 +6,9 @@ _distutils_hack).  This launcher skips it and puts on ``sys.path`` exactly
 what ``site`` would have added for kubirun: the checkout (an editable
 install) and the virtualenv's site-packages.  Run by ``make``; pip
 reinstalling the package brings the plain console script back, which works
-too, only slower.
+too, only slower.  The launcher's own directory (the virtualenv's bin/,
+which Python puts first) is replaced, not searched: nothing is imported
+from there, and every first import would list it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import sysconfig
 LAUNCHER = """#!{python} -S
 # kubirun's launcher, written by tools/fast-launcher.py: no `site` at start-up.
 import sys
-sys.path[1:1] = {paths!r}
+sys.path[0:1] = {paths!r}
 from kubirun.cli import main
 main()
 """

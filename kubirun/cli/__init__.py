@@ -2,12 +2,11 @@
 version (``helptext``), then click (which explains a bad command line)."""
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
-from kubirun.cli.lifetime import short_lived
-
-short_lived()  # before anything else is imported: see kubirun.cli.lifetime
+gc.disable()  # before anything else is imported: kubirun.cli.lifetime says why
 
 from kubirun.cli.dispatch import die_of_sigpipe, dispatch  # noqa: E402
 

@@ -97,15 +97,15 @@ _FORMAT = Option(("-f", "--format"), "format", "Output format: table or json.", 
 CREATE = Command("create", "Create a container from an OCI bundle; it waits for `start`.",
                  "kubirun.cli.handlers:create", _CREATE_OPTIONS, (_id(),))
 START = Command("start", "Run the user process of a created container.",
-                "kubirun.cli.handlers:start", (), (_id(),))
+                "kubirun.cli.engine_calls:start", (), (_id(),))
 STATE = Command("state", "Print a container's OCI state as JSON.",
-                "kubirun.cli.handlers:state", (), (_id(),))
+                "kubirun.cli.engine_calls:state", (), (_id(),))
 KILL = Command("kill", "Send SIGNAL (default TERM; a name or a number) to the container's init.",
-               "kubirun.cli.handlers:kill",
+               "kubirun.cli.engine_calls:kill",
                (Option(("-a", "--all"), "all", "Signal every process of the container."),),
                (_id(), Argument("signal", required=False)))
 DELETE = Command("delete", "Delete a container and everything kubirun made for it.",
-                 "kubirun.cli.handlers:delete",
+                 "kubirun.cli.engine_calls:delete",
                  (Option(("-f", "--force"), "force", "Kill it first if it still runs."),),
                  (_id(),))
 EXEC = Command(
@@ -137,7 +137,7 @@ EXEC = Command(
 )
 PS = Command("ps", "Show the container's processes (json: host PIDs).", "kubirun.cli.handlers:ps",
              (_FORMAT,), (_id(), Argument("ps_args", required=False, variadic=True)))
-LIST = Command("list", "List containers.", "kubirun.cli.handlers:list_",
+LIST = Command("list", "List containers.", "kubirun.cli.engine_calls:list_",
                (_FORMAT, Option(("-q", "--quiet"), "quiet", "Only ids.")))
 PAUSE = Command("pause", "Freeze every process of a container.", "kubirun.cli.handlers:pause",
                 (), (_id(),))

@@ -5,7 +5,8 @@ import signal
 
 import pytest
 
-from kubirun.cli.handlers import parse_duration, parse_signal
+from kubirun.cli.engine_calls import parse_signal
+from kubirun.cli.handlers import parse_duration
 from kubirun.base.errors import KubirunError
 from kubirun.resource_flags import parse_size, resources_from_flags
 
