@@ -117,12 +117,18 @@ def load_file(path: str) -> object:
 
 _encode = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
                              False, False, True)
+# json.dumps(value, sort_keys=True, separators=(",", ":")): the canonical
+# form an image id is the digest of.
+_encode_sorted = _json.make_encoder(None, None, _json.encode_basestring_ascii, None, ":", ",",
+                                    True, False, True)
 _encode_str = _json.encode_basestring_ascii
 
 
-def dumps(value: object, indent: int | None = None) -> str:
+def dumps(value: object, indent: int | None = None, sort_keys: bool = False) -> str:
     if indent is None:
-        return "".join(_encode(value, 0))
+        return "".join((_encode_sorted if sort_keys else _encode)(value, 0))
+    if sort_keys:
+        raise ValueError("sort_keys is for the compact form only")
     out: list[str] = []
     _pretty(value, indent, 0, out)
     return "".join(out)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform as _platform
 
 from kubirun.base.errors import ImageError
 from kubirun.image import tarstream
@@ -65,7 +64,7 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 
 
 def host_platform() -> dict:
-    machine = _platform.machine()
+    machine = os.uname().machine  # what platform.machine() reads, without its import
     found = {"os": "linux", "architecture": _ARCH.get(machine, machine)}
     if machine.startswith("armv"):
         found["variant"] = "v" + machine[4]

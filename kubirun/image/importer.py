@@ -15,7 +15,6 @@ config: its diff_id is known once it is unpacked.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 
 from kubirun.base.errors import ImageError
@@ -107,8 +106,7 @@ def _resolve(kind: str, members, label: str, want: dict, ref: str | None,
 def _decompress_to_tmp(store, fd: int, label: str) -> int:
     """A compressed image archive (``docker save | gzip``), decompressed
     into an unlinked file of the store: members need random access."""
-    out, tmp_path = tempfile.mkstemp(dir=store.tmp, prefix="archive-")
-    os.unlink(tmp_path)  # nothing left behind, whatever happens
+    out = _unlinked_file(store.tmp)
     try:
         stream = Decoded(fd, 0, budget=Budget(label=label))
         while True:
@@ -124,8 +122,34 @@ def _decompress_to_tmp(store, fd: int, label: str) -> int:
     return out
 
 
+def _unlinked_file(directory: str) -> int:
+    """A new file in ``directory`` with no name: nothing is left behind,
+    whatever happens."""
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    except OSError:  # a file system without O_TMPFILE
+        path = _new_name(directory, "archive-", lambda p: os.close(
+            os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)))
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+        os.unlink(path)
+        return fd
+
+
+def _new_name(directory: str, prefix: str, make) -> str:
+    """``make(path)`` with a path of ``directory`` no one else uses: what
+    tempfile does, without importing it (it brings shutil, re, bz2 and
+    lzma: a tenth of a cold import's start-up)."""
+    while True:
+        path = os.path.join(directory, prefix + os.urandom(6).hex())
+        try:
+            make(path)
+            return path
+        except FileExistsError:
+            continue
+
+
 def _staging(store) -> str:
-    path = tempfile.mkdtemp(dir=store.tmp, prefix=f"layer-{os.getpid()}-")
+    path = _new_name(store.tmp, f"layer-{os.getpid()}-", lambda p: os.mkdir(p, 0o700))
     os.chmod(path, 0o755)  # a layer without a "./" entry gets a usable root
     reached("import.staging")
     return path
@@ -179,9 +203,10 @@ def _import_rootfs(store, path: str, fd: int, budget: Budget, want: dict,
     config = {"architecture": want["architecture"], "os": want["os"], "config": {},
               "rootfs": {"type": "layers", "diff_ids": [diff_id]}}
     import hashlib
-    import json
 
-    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    from kubirun.base import jsonio
+
+    config_bytes = jsonio.dumps(config, sort_keys=True).encode()
 
     image = {
         "id": "sha256:" + hashlib.sha256(config_bytes).hexdigest(),

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -111,6 +112,19 @@ def test_images_import_ls_rm_prune(tmp_path, base_tar, private_store):
     assert pruned.returncode == 0, pruned.stderr
     assert os.listdir(private_store / "layers") == []
     assert kubirun("images", "ls", "-q").stdout == ""
+
+
+def test_a_cold_import_loads_neither_tempfile_nor_json_nor_platform(busybox_tarball, private_store):
+    """Their imports (tempfile brings shutil, re, bz2, lzma) are start-up
+    time that a cold run pays before it unpacks anything."""
+    result = subprocess.run([sys.executable, "-X", "importtime", str(KUBIRUN_SCRIPT), "images",
+                             "import", str(busybox_tarball)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "kubirun.image.importer" in imported  # it did import
+    assert not imported & {"tempfile", "shutil", "json", "platform", "re"}, imported
+    assert len(os.listdir(private_store / "layers")) == 1
+    assert os.listdir(private_store / "tmp") == []
 
 
 def test_images_rm_of_an_unknown_image(private_store):

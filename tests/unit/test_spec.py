@@ -162,3 +162,11 @@ def test_a_net_sysctl_needs_a_network_namespace(bundle):
     config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
     with pytest.raises(SpecError, match="network namespace"):
         parse(config, str(bundle))
+
+
+def test_jsonio_sorted_compact_form_is_json_dumps_sort_keys():
+    """The form an image id digests: the same bytes json.dumps makes."""
+    value = {"rootfs": {"type": "layers", "diff_ids": ["sha256:00"]}, "os": "linux",
+             "architecture": "amd64", "config": {"Env": ["Z=é", "A=1"], "b": None, "a": 1.5}}
+    assert jsonio.dumps(value, sort_keys=True) == json.dumps(value, sort_keys=True,
+                                                             separators=(",", ":"))
