@@ -437,6 +437,93 @@ def test_gzip_stream_missing_its_tail_is_an_image_error(tmp_path, normal_tar, ro
     corrupt(tmp_path, root, data[:-100])
 
 
+# --- gzip framing: members read by kubirun, their deflate data by zlib ----------------
+
+def _gzip_member(data: bytes, header: bytes | None = None, crc: int | None = None,
+                 size: int | None = None) -> bytes:
+    """One gzip member (RFC 1952) by hand: ``header`` (default: the 10
+    plain bytes), raw deflate data, the CRC-32 and length trailer."""
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    body = deflate.compress(data) + deflate.flush()
+    crc = zlib.crc32(data) if crc is None else crc
+    size = len(data) if size is None else size
+    return (header or b"\x1f\x8b\x08\x00\0\0\0\0\x00\x03") + body + \
+        crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
+
+
+def _a_tar(tmp_path: Path) -> bytes:
+    return make_tar(tmp_path / "plain.tar", [file("./hello", random.Random(3).randbytes(70_000))],
+                    compression="").read_bytes()
+
+
+def _inflate(path: Path, prefetched: bool) -> bytes:
+    """Every byte of ``path`` through Decoded, read inline or by the
+    prefetching thread (which takes the gzip checks over)."""
+    from kubirun.image.compression import Decoded, Prefetched
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        stream = Decoded(fd, hash_plain=True)
+        reader = Prefetched(stream) if prefetched else stream
+        parts = []
+        try:
+            while chunk := reader.read_chunk():
+                parts.append(chunk)
+        finally:
+            if prefetched:
+                reader.close()
+        data = b"".join(parts)
+        assert stream.plain_digest == "sha256:" + __import__("hashlib").sha256(data).hexdigest()
+        return data
+    finally:
+        os.close(fd)
+
+
+def test_gzip_header_with_extra_field_name_comment_and_header_crc(tmp_path, root):
+    plain = _a_tar(tmp_path)
+    head = b"\x1f\x8b\x08" + bytes([2 | 4 | 8 | 16]) + b"\0\0\0\0\x00\x03" + \
+        (6).to_bytes(2, "little") + b"AB\x02\x00xy" + b"rootfs.tar\0" + b"a comment\0"
+    head += (zlib.crc32(head) & 0xFFFF).to_bytes(2, "little")
+    archive = tmp_path / "flags.tar.gz"
+    archive.write_bytes(_gzip_member(plain, head))
+    assert gzip.decompress(archive.read_bytes()) == plain  # what gzip itself reads
+    extract_tar(str(archive), str(root))
+    assert (root / "hello").read_bytes() == random.Random(3).randbytes(70_000)
+
+
+@pytest.mark.parametrize("prefetched", [False, True], ids=["inline", "prefetched"])
+def test_concatenated_gzip_members_and_zero_padding_are_one_stream(tmp_path, prefetched):
+    plain = _a_tar(tmp_path)
+    archive = tmp_path / "members.tar.gz"
+    archive.write_bytes(_gzip_member(plain[:30_000]) + _gzip_member(b"") +
+                        _gzip_member(plain[30_000:]) + b"\0" * 1000)
+    assert _inflate(archive, prefetched) == plain
+
+
+@pytest.mark.parametrize("prefetched", [False, True], ids=["inline", "prefetched"])
+@pytest.mark.parametrize("member, reason", [
+    (lambda d: _gzip_member(d, crc=zlib.crc32(d) ^ 1), "data check"),
+    (lambda d: _gzip_member(d, size=len(d) + 1), "length check"),
+    (lambda d: _gzip_member(d)[:-3], "end of data"),
+    (lambda d: _gzip_member(d) + b"\0\0garbage", "header check"),
+    (lambda d: _gzip_member(d, b"\x1f\x8b\x08\x02\0\0\0\0\x00\x03\x00\x00"), "header crc"),
+    (lambda d: _gzip_member(d, b"\x1f\x8b\x08\x20\0\0\0\0\x00\x03"), "flags"),
+], ids=["crc", "length", "cut-trailer", "garbage-after", "header-crc", "reserved-flag"])
+def test_a_gzip_member_that_does_not_check_out_is_an_error(tmp_path, prefetched, member, reason):
+    from kubirun.image.tarstream import CorruptData
+
+    archive = tmp_path / "bad.tar.gz"
+    archive.write_bytes(_gzip_member(b"first member, fine") + member(_a_tar(tmp_path)))
+    with pytest.raises((CorruptData, EOFError), match=reason):
+        _inflate(archive, prefetched)
+
+
+def test_a_gzip_crc_mismatch_is_an_image_error(tmp_path, root):
+    data = _a_tar(tmp_path)
+    message = corrupt(tmp_path, root, _gzip_member(data, crc=zlib.crc32(data) ^ 0x100))
+    assert "corrupt" in message and "CRC" in message
+
+
 # --- formats the tar reader must understand ----------------------------------------
 
 @pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
