@@ -491,12 +491,19 @@ def test_gzip_header_with_extra_field_name_comment_and_header_crc(tmp_path, root
     assert (root / "hello").read_bytes() == random.Random(3).randbytes(70_000)
 
 
+@pytest.mark.parametrize("read_size", [1 << 20, 7], ids=["1MiB-reads", "7-byte-reads"])
 @pytest.mark.parametrize("prefetched", [False, True], ids=["inline", "prefetched"])
-def test_concatenated_gzip_members_and_zero_padding_are_one_stream(tmp_path, prefetched):
+def test_concatenated_gzip_members_and_zero_padding_are_one_stream(tmp_path, prefetched,
+                                                                   read_size, monkeypatch):
+    """Headers, bodies and trailers cut anywhere between two reads."""
+    from kubirun.image import compression
+
+    monkeypatch.setattr(compression, "_CHUNK", read_size)
     plain = _a_tar(tmp_path)
+    named = b"\x1f\x8b\x08\x08\0\0\0\0\x00\x03" + b"second.tar\0"
     archive = tmp_path / "members.tar.gz"
     archive.write_bytes(_gzip_member(plain[:30_000]) + _gzip_member(b"") +
-                        _gzip_member(plain[30_000:]) + b"\0" * 1000)
+                        _gzip_member(plain[30_000:], named) + b"\0" * 1000)
     assert _inflate(archive, prefetched) == plain
 
 
