@@ -509,7 +509,14 @@ class Container:
         self.dir.remove()
 
     def _remove_cgroup(self, state: dict, wait: bool = True) -> None:
-        if state.get("cgroup"):
+        if state.get("cgroup") and _own_pid_namespace(state):
+            # Nothing to kill (see below): the directories it recorded go,
+            # without loading the cgroup driver (delete runs for every task).
+            from kubirun.cgroups.cgroup import remove_created
+
+            recorded = state["cgroup"]
+            remove_created(recorded["path"], recorded.get("dirs") or [], recorded.get("created") or [])
+        elif state.get("cgroup"):
             cgroup = self._cgroup(state)
             if not _own_pid_namespace(state) and cgroup.pids():
                 # Left over: the children of an init that shared our PID
@@ -659,10 +666,10 @@ def _open_init(state: dict) -> int | None:
     pid = state.get("pid") or 0
     if not pid:
         return None
-    from kubirun import _native
-
     try:
-        pidfd = _native.pidfd_open(pid)
+        # The standard library's pidfd_open (kill is os.kill's kin): `kill`
+        # and `delete` then never load the cffi module.
+        pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
         return None
     if process_start_time(pid) != state.get("pid_start"):
@@ -675,10 +682,10 @@ def _signal_init(state: dict, signal: int) -> None:
     pidfd = _open_init(state)
     if pidfd is None:
         return
-    from kubirun import _native
+    import _signal
 
     try:
-        _native.pidfd_send_signal(pidfd, signal)
+        _signal.pidfd_send_signal(pidfd, signal)
     except ProcessLookupError:
         pass
     finally:

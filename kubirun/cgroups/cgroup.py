@@ -254,24 +254,33 @@ class Cgroup:
         we created that now holds another cgroup (someone else's container)
         is left in place.
         """
-        from . import fs
+        self._created = remove_created(self.path, self.dirs(), self._created)
 
-        leaves = set(self.dirs())
-        deadline = fs.monotonic() + DESTROY_TIMEOUT
-        failures = []
-        remaining = []
-        for d in sorted(self._created, key=lambda p: p.count("/"), reverse=True):
-            if d in leaves:
-                err = fs.remove_tree(d, deadline)
-            else:
-                err = fs.remove_parent(d)
-            if err is not None:
-                remaining.append(d)
-                if err is not fs.IN_USE:
-                    failures.append((d, err))
-        self._created = [d for d in self._created if d in remaining]
-        if failures:
-            d, err = failures[0]
-            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
-            raise CgroupError(f"cgroup {self.path}: cannot remove {d}: {fs.describe(err)}{more}",
-                              path=self.path, file=d, errno=err.errno)
+
+def remove_created(path: str, leaves: list[str], created: list[str]) -> list[str]:
+    """``Cgroup.destroy`` from what a cgroup state records (its ``dirs``,
+    the leaves, and ``created``), without the driver: what ``delete``
+    needs of a container whose processes all died with its init.  Returns
+    what is left of ``created`` (parents in use); raises CgroupError for
+    the first directory that cannot be removed otherwise."""
+    from . import fs
+
+    leaf_set = set(leaves)
+    deadline = fs.monotonic() + DESTROY_TIMEOUT
+    failures = []
+    remaining = []
+    for d in sorted(created, key=lambda p: p.count("/"), reverse=True):
+        if d in leaf_set:
+            err = fs.remove_tree(d, deadline)
+        else:
+            err = fs.remove_parent(d)
+        if err is not None:
+            remaining.append(d)
+            if err is not fs.IN_USE:
+                failures.append((d, err))
+    if failures:
+        d, err = failures[0]
+        more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise CgroupError(f"cgroup {path}: cannot remove {d}: {fs.describe(err)}{more}",
+                          path=path, file=d, errno=err.errno)
+    return [d for d in created if d in remaining]
