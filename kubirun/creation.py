@@ -111,10 +111,11 @@ def limits_requested(spec: Spec) -> bool:
 
 def cgroup_exists(path: str) -> bool:
     """Is there a directory for cgroup ``path`` already, in any hierarchy?"""
-    from kubirun.cgroups import open_cgroup
+    from kubirun.cgroups import detect_layout, normalise_path
+    from kubirun.cgroups.cgroup import exists_anywhere
 
     try:
-        return any(os.path.isdir(directory) for directory in open_cgroup(path).dirs())
+        return exists_anywhere(normalise_path(path), detect_layout())
     except Exception:  # noqa: BLE001 - no cgroups to speak of: nothing exists
         return False
 

@@ -40,6 +40,22 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(parts)
 
 
+def joined_v1_mounts(layout) -> dict[str, str]:
+    """controller -> mount point of the v1 hierarchies a container joins
+    (every controller's, and name=systemd's; no other named hierarchy)."""
+    return {c: m for c, m in layout.v1.items() if not c.startswith("name=") or c == "name=systemd"}
+
+
+def exists_anywhere(path: str, layout) -> bool:
+    """Is there a directory for cgroup ``path`` in any hierarchy its
+    driver would use?  Without loading the driver: ``create`` asks before
+    the fork, and the drivers' imports then overlap the init's set-up."""
+    roots = [] if layout.kind == "v2" else list(joined_v1_mounts(layout).values())
+    if layout.kind in ("v2", "hybrid") and layout.unified:
+        roots.append(layout.unified)
+    return any(os.path.isdir(root + path) for root in roots)
+
+
 class Cgroup:
     """One cgroup, in every hierarchy it lives in.
 

@@ -19,7 +19,7 @@ import time
 from kubirun.base.errors import CgroupError
 
 from . import fs
-from .cgroup import INVALID, Cgroup
+from .cgroup import INVALID, Cgroup, joined_v1_mounts
 from . import resources as oci
 from .convert import (
     ConversionError,
@@ -41,8 +41,7 @@ class V1Cgroup(Cgroup):
     def __init__(self, path: str, layout, state: dict | None = None) -> None:
         super().__init__(path, layout, state)
         # controller -> mount point, for the hierarchies we join
-        self.mounts = {c: m for c, m in layout.v1.items()
-                       if not c.startswith("name=") or c == "name=systemd"}
+        self.mounts = joined_v1_mounts(layout)
 
     # --- layout ----------------------------------------------------------
 
