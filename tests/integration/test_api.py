@@ -173,8 +173,13 @@ def _own_cgroup(bundle: str, name: str) -> dict:
 def _children() -> set[int]:
     found = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found.update(int(pid) for pid in f.read().split())
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                found.update(int(pid) for pid in f.read().split())
+        except FileNotFoundError:
+            # A thread that ended since the listing (an earlier test's
+            # executor thread): its children, if any, passed to the others.
+            continue
     return found
 
 
@@ -416,8 +421,13 @@ def own(name):
 def children():
     found = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found.update(int(pid) for pid in f.read().split())
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                found.update(int(pid) for pid in f.read().split())
+        except FileNotFoundError:
+            # A thread that ended since the listing (an earlier test's
+            # executor thread): its children, if any, passed to the others.
+            continue
     return found
 
 with Runtime(root=root) as rt:

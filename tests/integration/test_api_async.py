@@ -313,8 +313,11 @@ def own(name):
 def children():
     found = set()
     for task in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{task}/children") as f:
-            found.update(int(pid) for pid in f.read().split())
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                found.update(int(pid) for pid in f.read().split())
+        except FileNotFoundError:
+            continue  # a thread that ended since the listing
     return found
 
 with Runtime(root=root) as rt:

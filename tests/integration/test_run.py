@@ -311,8 +311,11 @@ def test_unpacked_tarball_keeps_modes(busybox_tarball):
 def _children(pid: int) -> list[int]:
     kids = []
     for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as f:
-            kids += [int(x) for x in f.read().split()]
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids += [int(x) for x in f.read().split()]
+        except FileNotFoundError:
+            continue  # a thread that ended since the listing
     return kids
 
 
