@@ -177,8 +177,8 @@ def _children() -> set[int]:
             with open(f"/proc/self/task/{task}/children") as f:
                 found.update(int(pid) for pid in f.read().split())
         except FileNotFoundError:
-            # A thread that ended since the listing (an earlier test's
-            # executor thread): its children, if any, passed to the others.
+            # A thread that ended since the listing (Python's join returns
+            # before the OS thread is gone): its children passed to the others.
             continue
     return found
 
@@ -425,8 +425,8 @@ def children():
             with open(f"/proc/self/task/{task}/children") as f:
                 found.update(int(pid) for pid in f.read().split())
         except FileNotFoundError:
-            # A thread that ended since the listing (an earlier test's
-            # executor thread): its children, if any, passed to the others.
+            # A thread that ended since the listing (Python's join returns
+            # before the OS thread is gone): its children passed to the others.
             continue
     return found
 
