@@ -17,38 +17,8 @@ import time
 import pytest
 
 from tests.conftest import REPO, TEST_CGROUP_PARENT
-
-
-@pytest.fixture
-def make_bundle(tmp_path, busybox_dir):
-    """``make_bundle(args)``: a bundle running ``args`` in the busybox root."""
-    count = 0
-
-    def make(args: list[str]) -> str:
-        nonlocal count
-        count += 1
-        directory = tmp_path / f"bundle{count}"
-        directory.mkdir()
-        from kubirun.spec import default_config
-
-        config = default_config()
-        config["root"] = {"path": str(busybox_dir), "readonly": True}
-        config["process"].update(terminal=False, args=args)
-        config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/api-{count}"
-        (directory / "config.json").write_text(json.dumps(config))
-        return str(directory)
-
-    return make
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    from kubirun.api import Runtime
-
-    with Runtime(root=str(tmp_path / "api-root")) as rt:
-        yield rt
-        for container_id in rt.list():
-            rt.load(container_id).delete(force=True)
+from tests.integration.api_helpers import make_bundle, own_cgroup, runtime  # noqa: F401 (fixtures)
+from tests.procs import children
 
 
 def test_a_container_from_create_to_delete_with_its_output_in_pipes(runtime, make_bundle):
@@ -163,26 +133,6 @@ def test_a_bad_bundle_is_one_error_and_nothing_is_left(runtime, tmp_path):
     assert runtime.list() == []
 
 
-def _own_cgroup(bundle: str, name: str) -> dict:
-    """The bundle's config with a cgroup of the container's own."""
-    config = json.loads(open(os.path.join(bundle, "config.json")).read())
-    config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/api-{name}"
-    return config
-
-
-def _children() -> set[int]:
-    found = set()
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as f:
-                found.update(int(pid) for pid in f.read().split())
-        except FileNotFoundError:
-            # A thread that ended since the listing (Python's join returns
-            # before the OS thread is gone): its children passed to the others.
-            continue
-    return found
-
-
 def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
@@ -193,7 +143,7 @@ def test_many_containers_from_threads_with_few_fds(runtime, make_bundle):
     bundle = make_bundle(["hostname"])
     runtime.create("warm-up", bundle).delete(force=True)  # the fork server runs now
     fds_before, threads_before = _open_fds(), threading.active_count()
-    children_before = _children()  # the fork server (and what earlier tests left running)
+    children_before = children()  # the fork server (and what earlier tests left running)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
     errors: list[BaseException] = []
@@ -202,7 +152,7 @@ def test_many_containers_from_threads_with_few_fds(runtime, make_bundle):
         try:
             for n in range(10):
                 name = f"t{worker}-{n}"
-                box = runtime.create(name, bundle, config=_own_cgroup(bundle, name),
+                box = runtime.create(name, bundle, config=own_cgroup(bundle, name),
                                      stdio=Stdio(stdout=Stdio.PIPE))
                 box.start()
                 assert box.stdout.read() == b"kubirun\n"
@@ -225,14 +175,14 @@ def test_many_containers_from_threads_with_few_fds(runtime, make_bundle):
     # garbage collector frees meanwhile may only make these smaller)
     assert _open_fds() <= fds_before
     assert threading.active_count() <= threads_before
-    assert _children() <= children_before  # no init, no exec'd process, no zombie of ours
+    assert children() <= children_before  # no init, no exec'd process, no zombie of ours
 
 
 def test_many_containers_from_asyncio(runtime, make_bundle):
     bundle = make_bundle(["sh", "-c", "exit $((RANDOM % 7))"])
 
     async def one(n: int) -> int:
-        box = runtime.create(f"a{n}", bundle, config=_own_cgroup(bundle, f"a{n}"))
+        box = runtime.create(f"a{n}", bundle, config=own_cgroup(bundle, f"a{n}"))
         box.start()
         status = await box.wait_async()
         box.delete()
@@ -393,7 +343,7 @@ def test_an_oom_kill_is_an_event_and_in_the_exit_status(runtime, make_bundle):
     from kubirun.api import ExitEvent, OOMEvent
 
     bundle = make_bundle(["sh", "-c", "x=a; while true; do x=$x$x; done"])
-    config = _own_cgroup(bundle, "oomed")
+    config = own_cgroup(bundle, "oomed")
     config["linux"]["resources"] = {"memory": {"limit": 16 << 20}}
     box = runtime.create("oomed", bundle, config=config)
     limit = ((box.stats().get("memory") or {}).get("usage") or {}).get("limit")
@@ -410,6 +360,7 @@ def test_an_oom_kill_is_an_event_and_in_the_exit_status(runtime, make_bundle):
 MANY = """
 import asyncio, json, os, resource, sys, threading
 from kubirun.api import Runtime, Stdio
+from tests.procs import children
 
 root, bundle, parent = sys.argv[1], sys.argv[2], sys.argv[3]
 config = json.load(open(os.path.join(bundle, "config.json")))
@@ -417,18 +368,6 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLI
 
 def own(name):
     return dict(config, linux=dict(config["linux"], cgroupsPath=f"{parent}/{name}"))
-
-def children():
-    found = set()
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as f:
-                found.update(int(pid) for pid in f.read().split())
-        except FileNotFoundError:
-            # A thread that ended since the listing (Python's join returns
-            # before the OS thread is gone): its children passed to the others.
-            continue
-    return found
 
 with Runtime(root=root) as rt:
     rt.create("warm", bundle, config=own("warm")).delete(force=True)

@@ -14,56 +14,8 @@ import sys
 import pytest
 
 from tests.conftest import REPO, TEST_CGROUP_PARENT, remove_cgroup_parent
-
-
-@pytest.fixture
-def make_bundle(tmp_path, busybox_dir):
-    """``make_bundle(args, hooks=None)``: a bundle running ``args`` in the
-    busybox root, in a cgroup of its own."""
-    count = 0
-
-    def make(args: list[str], hooks: dict | None = None) -> str:
-        nonlocal count
-        count += 1
-        directory = tmp_path / f"bundle{count}"
-        directory.mkdir()
-        from kubirun.spec import default_config
-
-        config = default_config()
-        config["root"] = {"path": str(busybox_dir), "readonly": True}
-        config["process"].update(terminal=False, args=args)
-        config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/async-{count}"
-        if hooks:
-            config["hooks"] = hooks
-        (directory / "config.json").write_text(json.dumps(config))
-        return str(directory)
-
-    return make
-
-
-@pytest.fixture
-def runtime(tmp_path):
-    from kubirun.api import Runtime
-
-    with Runtime(root=str(tmp_path / "api-root")) as rt:
-        yield rt
-        for container_id in rt.list():
-            rt.load(container_id).delete(force=True)
-
-
-def _own_cgroup(bundle: str, name: str) -> dict:
-    config = json.loads(open(os.path.join(bundle, "config.json")).read())
-    config["linux"]["cgroupsPath"] = f"{TEST_CGROUP_PARENT}/async-{name}"
-    return config
-
-
-def _cgroup_dirs(name: str) -> list[str]:
-    """The directories of cgroup ``TEST_CGROUP_PARENT/async-NAME`` that exist."""
-    relative = f"{TEST_CGROUP_PARENT}/async-{name}".strip("/")
-    hierarchies = [""] if os.path.exists("/sys/fs/cgroup/cgroup.controllers") \
-        else os.listdir("/sys/fs/cgroup")
-    return [path for path in (os.path.join("/sys/fs/cgroup", h, relative) for h in hierarchies)
-            if os.path.isdir(path)]
+from tests.integration.api_helpers import cgroup_dirs, make_bundle, own_cgroup, runtime  # noqa: F401
+from tests.procs import children
 
 
 def _server_children(runtime) -> list[int]:
@@ -74,10 +26,9 @@ def _server_children(runtime) -> list[int]:
     pid = runtime._server.pid
     deadline = time.monotonic() + 10
     while True:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            children = [int(child) for child in f.read().split()]
-        if not children or time.monotonic() > deadline:
-            return children
+        found = sorted(children(pid))
+        if not found or time.monotonic() > deadline:
+            return found
         time.sleep(0.01)
 
 
@@ -110,7 +61,7 @@ def test_the_loop_goes_on_while_20_creates_are_at_the_fork_server(runtime, make_
             async def one(n: int) -> int:
                 before = ticker.ticks
                 box = await runtime.create_async(f"c{n}", bundle,
-                                                 config=_own_cgroup(bundle, f"c{n}"))
+                                                 config=own_cgroup(bundle, f"c{n}"))
                 ticked = ticker.ticks - before
                 await box.start_async()
                 assert (await box.wait_async()).code == 0
@@ -225,7 +176,7 @@ def test_a_create_cancelled_while_the_server_forks_it_leaves_nothing(runtime, ma
     async def main() -> None:
         create = asyncio.ensure_future(runtime.create_async("held", bundle))
         await _until_exists(marker)  # the server is making it: init forked, cgroup made
-        assert runtime.list() == ["held"] and _cgroup_dirs("1")  # (its bundle's cgroup)
+        assert runtime.list() == ["held"] and cgroup_dirs("1")  # (its bundle's cgroup)
         create.cancel()
         with pytest.raises(asyncio.CancelledError):
             await create
@@ -237,7 +188,7 @@ def test_a_create_cancelled_while_the_server_forks_it_leaves_nothing(runtime, ma
 
     asyncio.run(main())
     assert runtime.list() == []
-    assert _cgroup_dirs("1") == []
+    assert cgroup_dirs("1") == []
     assert _server_children(runtime) == []  # no init, no zombie
 
 
@@ -268,7 +219,7 @@ def test_a_create_cancelled_before_the_server_reads_it_makes_nothing(runtime, ma
     asyncio.run(main())
     assert not made.exists()  # the server dropped the request: not even begun
     assert runtime.list() == []
-    assert _cgroup_dirs("2") == []
+    assert cgroup_dirs("2") == []
     assert _server_children(runtime) == []
 
 
@@ -295,13 +246,14 @@ def test_a_create_cancelled_with_its_answer_unread_leaves_nothing(runtime, make_
 
     asyncio.run(main())
     assert runtime.list() == []
-    assert _cgroup_dirs("1") == []
+    assert cgroup_dirs("1") == []
     assert _server_children(runtime) == []
 
 
 MANY_ASYNC = """
 import asyncio, json, os, resource, sys, threading
 from kubirun.api import Runtime, Stdio
+from tests.procs import children
 
 root, bundle, parent = sys.argv[1], sys.argv[2], sys.argv[3]
 config = json.load(open(os.path.join(bundle, "config.json")))
@@ -309,16 +261,6 @@ resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLI
 
 def own(name):
     return dict(config, linux=dict(config["linux"], cgroupsPath=f"{parent}/{name}"))
-
-def children():
-    found = set()
-    for task in os.listdir("/proc/self/task"):
-        try:
-            with open(f"/proc/self/task/{task}/children") as f:
-                found.update(int(pid) for pid in f.read().split())
-        except FileNotFoundError:
-            continue  # a thread that ended since the listing
-    return found
 
 with Runtime(root=root) as rt:
     rt.create("warm", bundle, config=own("warm")).delete(force=True)

@@ -14,6 +14,7 @@ import time
 import pytest
 
 from tests.conftest import KUBIRUN_SCRIPT, _mount_table, kubirun
+from tests.procs import children
 
 
 def test_program_is_pid_1_and_sees_no_host_pids(runtime, busybox_dir):
@@ -308,22 +309,11 @@ def test_unpacked_tarball_keeps_modes(busybox_tarball):
     assert result.stdout.split("\n")[:3] == ["1777 root", "700 root", "755 root"]
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                kids += [int(x) for x in f.read().split()]
-        except FileNotFoundError:
-            continue  # a thread that ended since the listing
-    return kids
-
-
 def _wait_for_child_running(pid: int, comm: str, timeout: float = 20) -> int:
     """The runtime's child once it has exec'd `comm`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for child in _children(pid):
+        for child in children(pid):
             try:
                 with open(f"/proc/{child}/comm") as f:
                     if f.read().strip() == comm:
@@ -337,13 +327,13 @@ def _wait_for_child_running(pid: int, comm: str, timeout: float = 20) -> int:
 def _wait_for_descendant_running(pid: int, comm: str, timeout: float = 20) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found, todo = None, list(_children(pid))
+        found, todo = None, list(children(pid))
         while todo and found is None:
             child = todo.pop()
             try:
                 with open(f"/proc/{child}/comm") as f:
                     found = child if f.read().strip() == comm else None
-                todo.extend(_children(child))
+                todo.extend(children(child))
             except OSError:
                 continue  # gone meanwhile
         if found is not None:
