@@ -180,14 +180,7 @@ class _ForkServer:
             answer, received = self.wire.receive(mine)
         finally:
             mine.close()
-        try:
-            answer = _checked(answer)
-        except BaseException:
-            for fd in received:
-                os.close(fd)
-            raise
-        answer["fds"] = received
-        return mine, answer
+        return mine, _checked(answer, received)
 
     async def request_async(self, message: dict, fds: list[int],
                             undo: "Callable[[dict], None]") -> dict:
@@ -231,14 +224,7 @@ class _ForkServer:
             for fd in fds:
                 os.close(fd)
             mine.close()
-        try:
-            answer = _checked(answer)
-        except BaseException:
-            for fd in received:
-                os.close(fd)
-            raise
-        answer["fds"] = received
-        return answer
+        return _checked(answer, received)
 
     def _hang_up(self, mine: socket.socket, undo: "Callable[[dict], None]") -> None:
         """Give up on a sent request: from the ``shutdown`` on, the
@@ -342,11 +328,19 @@ async def _receive_async(loop, sock: socket.socket) -> tuple[dict | None, list[i
             await _ready(loop, sock.fileno())
 
 
-def _checked(answer: dict | None) -> dict:
-    if answer is None:
-        raise KubirunError("kubirun's fork server is gone")
-    if not answer.get("ok"):
-        raise KubirunError(answer.get("error") or "the fork server refused", answer.get("code", 1))
+def _checked(answer: dict | None, received: list[int]) -> dict:
+    """The server's answer, with ``"fds"``: the fds that came with it (the
+    caller's to close); its refusal as KubirunError, those fds closed."""
+    try:
+        if answer is None:
+            raise KubirunError("kubirun's fork server is gone")
+        if not answer.get("ok"):
+            raise KubirunError(answer.get("error") or "the fork server refused", answer.get("code", 1))
+    except BaseException:
+        for fd in received:
+            os.close(fd)
+        raise
+    answer["fds"] = received
     return answer
 
 

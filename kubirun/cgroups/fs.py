@@ -154,16 +154,11 @@ def remove_tree(path: str, deadline: float) -> OSError | None:
     """Remove a cgroup and every cgroup below it (the container's own),
     deepest first, retrying EBUSY until ``deadline``. The first error, or
     None."""
-    try:
-        # Most often it has no cgroups below: one rmdir, no walk of its
-        # files (a v1 memory cgroup has some forty).
-        os.rmdir(path)
-        return None
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno not in (_errno.EBUSY, _errno.ENOTEMPTY, _errno.EINTR):
-            return e
+    # Most often it has no cgroups below: one rmdir that never waits, no
+    # walk of its files (a v1 memory cgroup has some forty).
+    first = remove_parent(path)
+    if first is None or (first is not IN_USE and first.errno != _errno.EINTR):
+        return first
     try:
         below = [os.path.join(base, d) for base, dirs, _ in os.walk(path, topdown=False) for d in dirs]
     except OSError:
