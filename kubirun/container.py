@@ -25,8 +25,8 @@ from kubirun.base import log
 from kubirun.base.errors import ContainerStartError, KubirunError
 from kubirun.base.killpoint import reached
 from kubirun.children import reap, write_pid_file  # noqa: F401 (kubirun.container.reap)
-from kubirun.state import (Corrupt, NotFound, StateDir, default_root, derive_status, list_ids,
-                           oci_state, proc_stat_fields, process_start_time)
+from kubirun.state import (Corrupt, NotFound, StateDir, default_root, derive_status, oci_state,
+                           proc_stat_fields, process_start_time)
 
 # kubirun.spec (the ``Spec`` of the annotations) and kubirun._native are
 # imported where they are used: kill, delete, start and state need neither.
@@ -291,9 +291,9 @@ class Container:
             raise KubirunError(f"container {self.id}: wait needs the process that created it")
         from kubirun.signals import SignalForwarder
 
-        pid = self._init_pid
         from kubirun import _native
 
+        pid = self._init_pid
         pidfd = _native.pidfd_open(pid)
         try:
             with SignalForwarder(pidfd):
@@ -510,20 +510,20 @@ class Container:
 
     def _remove_cgroup(self, state: dict, wait: bool = True) -> None:
         if state.get("cgroup") and _own_pid_namespace(state):
-            # Nothing to kill (see below): the directories it recorded go,
-            # without loading the cgroup driver (delete runs for every task).
+            # The init's death ended every process of the container (any
+            # other in the cgroup is someone else's: a cgroup that had
+            # processes before, runc's rule too), so nothing is killed: the
+            # directories it recorded go, without loading the cgroup driver
+            # (delete runs for every task).
             from kubirun.cgroups.cgroup import remove_created
 
             recorded = state["cgroup"]
             remove_created(recorded["path"], recorded.get("dirs") or [], recorded.get("created") or [])
         elif state.get("cgroup"):
             cgroup = self._cgroup(state)
-            if not _own_pid_namespace(state) and cgroup.pids():
+            if cgroup.pids():
                 # Left over: the children of an init that shared our PID
-                # namespace (or joined one).  With a PID namespace of its
-                # own, the init's death ended every process of the
-                # container: any other in the cgroup is someone else's
-                # (a cgroup that had processes before: runc's rule too).
+                # namespace (or joined one).
                 cgroup.kill_all(9)
             cgroup.destroy()
         elif state.get("cgroup_path") and not state.get("cgroup_existed"):
@@ -601,11 +601,6 @@ class Container:
             if self.status(state) == "stopped":
                 raise KubirunError(f"cannot update container {self.id}: it is stopped")
             return self._cgroup(state).apply(resources)
-
-
-def list_containers(root: str | None = None) -> list[Container]:
-    root = root or default_root()
-    return [Container(cid, root) for cid in list_ids(root)]
 
 
 # --- helpers ---------------------------------------------------------------

@@ -252,14 +252,14 @@ def derive_status(directory: StateDir, state: dict) -> str:
         return "creating" if alive else "stopped"
     if not pid or process_start_time(pid) != state.get("pid_start"):
         return "stopped"
-    if state.get("cgroup") and not surely_thawed(state) and _is_frozen(state):
+    if state.get("cgroup") and not _surely_thawed(state) and _is_frozen(state):
         return "paused"
     if os.path.exists(directory.fifo):
         return "created"
     return "running"
 
 
-def surely_thawed(state: dict) -> bool:
+def _surely_thawed(state: dict) -> bool:
     """One read instead of loading the cgroup driver (which parses
     mountinfo): what `state` and `kill` of a running container need."""
     path = state.get("freezer_file")
