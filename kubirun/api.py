@@ -61,12 +61,12 @@ import select
 import socket
 import sys
 import threading
-from typing import TYPE_CHECKING
 
 from kubirun.base.errors import KubirunError
 from kubirun.events import Event, Events, ExitEvent, OOMEvent, StatsEvent
 from kubirun.exitstatus import ExitStatus
 
+TYPE_CHECKING = False  # typing costs ~10 ms to import: annotations only
 if TYPE_CHECKING:
     from collections.abc import Callable
 
