@@ -18,7 +18,6 @@ from kubirun.base.errors import CgroupError
 from . import fs
 from .cgroup import INVALID
 from . import resources as oci
-from .stats import v2_hugetlb
 from .v1 import V1Cgroup, write_hugetlb
 from .v2 import (
     ensure_controllers,
@@ -134,5 +133,7 @@ class HybridCgroup(V1Cgroup):
     def stats(self) -> dict:
         s = super().stats()
         if "hugetlb" not in self.mounts:
+            from .stats import v2_hugetlb
+
             s["hugetlb"] = v2_hugetlb(self.unified_dir)
         return s

@@ -28,7 +28,6 @@ from .convert import (
     swappiness_unset,
 )
 from .devices import DeviceRuleError, from_list, from_rules, rules_from_oci
-from .stats import parse_key_values, parse_uint, v1_stats
 
 # Where to find the pids of the cgroup, best first: the freezer's view is the
 # one kill_all and freeze act on.
@@ -255,6 +254,8 @@ class V1Cgroup(Cgroup):
         # every step.
         swap_first = False
         if limit and swap:
+            from .stats import parse_uint
+
             current = parse_uint(fs.read(self.path, d, "memory.limit_in_bytes"))
             swap_first = swap == -1 or current < swap
         if swap_first:
@@ -385,6 +386,8 @@ class V1Cgroup(Cgroup):
     # --- reading -----------------------------------------------------------
 
     def stats(self) -> dict:
+        from .stats import v1_stats
+
         return v1_stats({c: self.dir_of(c) for c in self.mounts})
 
     def oom_kills(self) -> int:
@@ -392,6 +395,8 @@ class V1Cgroup(Cgroup):
         if d is None:
             return 0
         text = fs.read_optional(self.path, d, "memory.oom_control")
+        from .stats import parse_key_values
+
         return parse_key_values(text or "").get("oom_kill", 0)
 
 

@@ -32,7 +32,6 @@ from .convert import (
     swappiness_unset,
 )
 from .devices import DeviceRuleError, rules_from_oci
-from .stats import parse_key_values, parse_uint, v2_stats
 from .v1 import write_hugetlb
 
 # v1 controller names (as resources.needs() gives them) -> v2 names
@@ -97,7 +96,13 @@ def ensure_controllers(cgpath: str, mount: str, needed: dict[str, str], enabled:
 
 
 def _events_frozen(cgpath: str, dirpath: str) -> bool:
-    return parse_key_values(fs.read(cgpath, dirpath, "cgroup.events")).get("frozen") == 1
+    return _says_frozen(fs.read(cgpath, dirpath, "cgroup.events"))
+
+
+def _says_frozen(events: str) -> bool:
+    """Whether cgroup.events has its "frozen 1" line (read here rather than
+    with stats.parse_key_values: create asks, and stats is a large import)."""
+    return any(line.split() == ["frozen", "1"] for line in events.splitlines())
 
 
 def wait_frozen(cgpath: str, dirpath: str, timeout: float | None = None) -> bool:
@@ -148,7 +153,7 @@ def frozen_file_dir(cgpath: str, dirpath: str) -> str | None:
     if freeze is not None and freeze.strip() == "1":
         return os.path.join(dirpath, "cgroup.freeze")
     events = fs.read_optional(cgpath, dirpath, "cgroup.events")
-    if events is not None and parse_key_values(events).get("frozen") == 1:
+    if events is not None and _says_frozen(events):
         return os.path.join(dirpath, "cgroup.events")
     return None
 
@@ -367,6 +372,8 @@ class V2Cgroup(Cgroup):
         d = self.dir
         if mem.get("checkBeforeUpdate") and (limit > 0 or swap > 0):
             # v1 refuses a limit below usage; v2 would OOM-kill instead
+            from .stats import parse_uint
+
             usage = parse_uint(fs.read(self.path, d, "memory.current"))
             if swap > 0 and swap <= usage:
                 raise CgroupError(f"cgroup {self.path}: rejecting memory+swap limit {swap} <= usage {usage}",
@@ -439,8 +446,12 @@ class V2Cgroup(Cgroup):
     # --- reading --------------------------------------------------------------------
 
     def stats(self) -> dict:
+        from .stats import v2_stats
+
         return v2_stats(self.dir)
 
     def oom_kills(self) -> int:
+        from .stats import parse_key_values
+
         text = fs.read_optional(self.path, self.dir, "memory.events")
         return parse_key_values(text or "").get("oom_kill", 0)
