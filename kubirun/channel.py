@@ -17,6 +17,11 @@ program (``execve`` closed its end).  Pipes, not a socketpair: the
                             (the exec helper's too), becomes the raised
                             error's ``errno``
     runtime -> init   b"G"  go on (after C: the cgroup's files and mounts, JSON)
+
+The runtime may say go before the init asks (the cgroup's answer is sent
+as soon as the cgroup is made): it waits in the pipe, and the init's ask
+returns at once.  So two tags can be in the pipe together: the runtime
+reads them one byte at a time.
 """
 from __future__ import annotations
 
@@ -70,8 +75,8 @@ class InitChannel:
     def receive(self) -> bytes:
         """The init's next message: a tag, or b"" at end-of-file.  An error
         report is raised as ``ContainerStartError`` with the init's code."""
-        data = os.read(self._to_runtime_r, 65536)
-        if data.startswith(ERROR):
+        data = os.read(self._to_runtime_r, 1)  # one tag (see above)
+        if data == ERROR:
             while True:
                 more = os.read(self._to_runtime_r, 65536)
                 if not more:
@@ -89,6 +94,15 @@ class InitChannel:
         """Let the init go on; ``payload`` (one write, so under PIPE_BUF = 4 KiB
         it arrives whole) is what ``ask`` returns there."""
         os.write(self._to_init_w, GO + payload)
+
+    def go_ahead(self, payload: bytes = b"") -> None:
+        """``go`` before the init has asked: an init that died meanwhile
+        (its end of the pipe closed) is not an error here, the report it
+        left is (the next ``expect`` raises it)."""
+        try:
+            self.go(payload)
+        except BrokenPipeError:
+            pass
 
     def close(self) -> None:
         for fd in (self._to_runtime_r, self._to_init_w):

@@ -157,7 +157,8 @@ class Container:
         state["cgroup_path"] = creation.cgroup_path(spec, self.id)
         # A cgroup someone made before us (an engine's, a test's) is never
         # ours to remove when this create fails half-way.
-        state["cgroup_existed"] = creation.cgroup_exists(state["cgroup_path"])
+        layout = creation.host_layout()
+        state["cgroup_existed"] = creation.cgroup_exists(state["cgroup_path"], layout)
         if spec.namespace("mount") is None:
             from kubirun.ns import hostmount
 
@@ -169,7 +170,7 @@ class Container:
         self.dir.write(state)
         reached("create.recorded")
 
-        born = creation.birthplace(state["cgroup_path"], spec)
+        born = creation.birthplace(state["cgroup_path"], spec, layout)
         try:
             if born is not None:
                 state["cgroup"] = born.state  # what a failed create removes, until set_up_cgroup's
@@ -183,7 +184,7 @@ class Container:
         log.debug(f"container {self.id}: init forked, pid {run.pid}"
                   + (f", born in {run.born_in}" if run.born_in else ""))
         try:
-            cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id, born, run.pid)
+            cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id, born, run.pid, layout)
         except BaseException:
             if born is not None:
                 state["cgroup"] = born.state  # removed by _abort_create, once the init is dead
@@ -204,9 +205,14 @@ class Container:
             self.dir.write(state)
             reached("create.created")
 
+        def apply_limits() -> None:
+            creation.apply_resources(cgroup, spec, self.id)
+            state["cgroup"] = cgroup.to_state()  # with the controllers the limits enabled
+
         creation.complete(run, spec, cgroup, hook_state=lambda: self._hook_state(state, "creating"),
                           persist=lambda: self.dir.write(state), record_created=record_created,
-                          meanwhile=_import_for_wait if options.foreground else None)
+                          meanwhile=_import_for_wait if options.foreground else None,
+                          limits=apply_limits if cgroup is not None else None)
         if options.pid_file:
             write_pid_file(options.pid_file, run.pid)
         reached("create.done")

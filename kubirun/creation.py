@@ -6,9 +6,10 @@ waiting in its ``created`` state.
     2. one fork, into the container's PID namespace (``container_init``
        takes over in the child); on a hybrid host, into its cgroup of the
        unified hierarchy too, made just before (``Birthplace``)
-    3. the container's cgroup, made and limited while the init sets up
-       its namespaces and mounts (overlapping them saves ~4 ms per start);
-       the init learns its files with the answer to its CGROUP stop
+    3. the container's cgroup, made while the init sets up its namespaces
+       and mounts (overlapping them saves ~4 ms per start); the init
+       learns its files with the answer to its CGROUP stop, and the spec's
+       limits are written while it joins and finishes its mounts
     4. the init's stops: run the prestart + createRuntime hooks; ``created``
 """
 from __future__ import annotations
@@ -58,16 +59,16 @@ class Birthplace:
             self.fd = -1
 
 
-def birthplace(path: str, spec: Spec) -> Birthplace | None:
+def birthplace(path: str, spec: Spec, layout) -> Birthplace | None:
     """Make the container's unified directory now when the init is to join
     it (a hybrid host, as root: see ``joins_unified``); None otherwise, and
     when it exists already (someone else's, possibly frozen or busy: it is
-    checked and joined as any other, after the fork)."""
-    if os.geteuid() != 0 or not joins_unified(spec):
+    checked and joined as any other, after the fork).  ``layout``: the
+    host's (``host_layout``)."""
+    if os.geteuid() != 0 or not joins_unified(spec) or layout is None:
         return None
-    from kubirun.cgroups import detect_layout, fs, normalise_path
+    from kubirun.cgroups import fs, normalise_path
 
-    layout = detect_layout()
     if layout.kind != "hybrid":
         return None
     norm = normalise_path(path)
@@ -109,29 +110,45 @@ def limits_requested(spec: Spec) -> bool:
     return any(key != "devices" and value for key, value in (spec.resources or {}).items())
 
 
-def cgroup_exists(path: str) -> bool:
-    """Is there a directory for cgroup ``path`` already, in any hierarchy?"""
-    from kubirun.cgroups import detect_layout, normalise_path
-    from kubirun.cgroups.cgroup import exists_anywhere
+def host_layout():
+    """The host's cgroup layout (a ``mountinfo.Layout``), read once for a
+    whole create: each read parses /proc/self/mountinfo.  None when there
+    is none to read (``set_up_cgroup`` then says why)."""
+    from kubirun.cgroups import detect_layout
 
     try:
-        return exists_anywhere(normalise_path(path), detect_layout())
-    except Exception:  # noqa: BLE001 - no cgroups to speak of: nothing exists
+        return detect_layout()
+    except Exception:  # noqa: BLE001 - no cgroups to speak of
+        return None
+
+
+def cgroup_exists(path: str, layout) -> bool:
+    """Is there a directory for cgroup ``path`` already, in any hierarchy
+    of ``layout`` (``host_layout``'s)?"""
+    from kubirun.cgroups import normalise_path
+    from kubirun.cgroups.cgroup import exists_anywhere
+
+    if layout is None:
+        return False  # no cgroups to speak of: nothing exists
+    try:
+        return exists_anywhere(normalise_path(path), layout)
+    except Exception:  # noqa: BLE001 - an invalid path: create says so, later
         return False
 
 
 def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | None = None,
-                  init_pid: int = 0):
-    """Make the cgroup, check it (``check_cgroup``) and apply the spec's
-    resources, while the init sets itself up (it joins once we answer its
-    CGROUP stop); ``born``: the directory made before the fork, which the
-    cgroup then includes."""
+                  init_pid: int = 0, layout=None):
+    """Make the cgroup and check it (``check_cgroup``) while the init sets
+    itself up; it joins once we answer its CGROUP stop, and the spec's
+    resources are written then (``apply_resources``), while it finishes
+    its mounts.  ``born``: the directory made before the fork, which the
+    cgroup then includes; ``layout``: the host's (detected if None)."""
     from kubirun.cgroups import open_cgroup
 
     if born is not None:
         cgroup = open_cgroup(path, born.state, layout=born.layout)
     else:
-        cgroup = open_cgroup(path)
+        cgroup = open_cgroup(path, layout=layout)
     try:
         cgroup.create()
     except Exception as err:
@@ -149,8 +166,6 @@ def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | N
         return None
     try:
         check_cgroup(cgroup, container_id, init_pid)
-        for warning in cgroup.apply(with_default_devices(spec)):
-            log.warning(f"container {container_id}: {warning}")
     except BaseException:
         if born is None:
             cgroup.destroy()
@@ -160,6 +175,15 @@ def set_up_cgroup(path: str, spec: Spec, container_id: str, born: Birthplace | N
             born.state = cgroup.to_state()
         raise
     return cgroup
+
+
+def apply_resources(cgroup, spec: Spec, container_id: str) -> None:
+    """Write the spec's ``linux.resources`` into the container's cgroup.
+    Done once the init was told to join, while it finishes its mounts (as
+    runc's ``Set`` comes after its ``Apply``): nothing of the container's
+    own runs before ``start``, and ``create`` returns only after this."""
+    for warning in cgroup.apply(with_default_devices(spec)):
+        log.warning(f"container {container_id}: {warning}")
 
 
 def check_cgroup(cgroup, container_id: str, init_pid: int) -> None:
@@ -419,28 +443,34 @@ def cgroup_answer(spec: Spec, cgroup, joined: bool = False, born_in: str | None 
 
 
 def complete(run: InitRun, spec: Spec, cgroup, hook_state, persist, record_created,
-             meanwhile=None) -> None:
+             meanwhile=None, limits=None) -> None:
     """Step 4: run the hooks when the init stops for them; once it is
     ready, record it as ``created`` and let it wait for ``start``.
-    ``meanwhile()`` runs while the init finishes its set-up (we would only
-    wait for it otherwise): what the caller needs next, imported then.
+    ``limits()`` (``apply_resources``) and ``meanwhile()`` run while the
+    init joins its cgroup and finishes its set-up (we would only wait for
+    it otherwise): the spec's resources, then what the caller needs next,
+    imported then.
 
     The init keeps its PDEATHSIG until the state file says ``created``
     with its PID (so a runtime killed before that takes the half-made
     container with it), and drops it before we exit (``WAITING``)."""
     channel = run.channel
-    channel.expect(CGROUP, "setting up its namespaces and mounts")
+    # The answer to its CGROUP stop goes now, whether it has asked yet or
+    # not (it finds it in the pipe): a round trip less between us.
     if cgroup is None:
         from kubirun.base import jsonio
 
-        channel.go(jsonio.dumps({"join": [], "binds": []}).encode())
+        channel.go_ahead(jsonio.dumps({"join": [], "binds": []}).encode())
     elif runtime_joins_cgroup(spec):
         cgroup.add(run.pid, include_unified=joins_unified(spec) and run.born_in is None)
-        channel.go(cgroup_answer(spec, cgroup, joined=True))
+        channel.go_ahead(cgroup_answer(spec, cgroup, joined=True))
     else:
-        channel.go(cgroup_answer(spec, cgroup, born_in=run.born_in))  # made (set_up_cgroup) while it mounted
+        channel.go_ahead(cgroup_answer(spec, cgroup, born_in=run.born_in))  # made (set_up_cgroup) while it mounted
+    if limits is not None:
+        limits()
     if meanwhile is not None:
         meanwhile()
+    channel.expect(CGROUP, "setting up its namespaces and mounts")
     if has_runtime_hooks(spec):
         from kubirun.hooks import run_hooks
 
