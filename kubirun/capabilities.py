@@ -7,6 +7,8 @@ then set the three thread sets with ``capset`` and raise the ambient ones.
 """
 from __future__ import annotations
 
+import os
+
 from kubirun.base import explain
 from kubirun._native import (
     PR_CAP_AMBIENT,
@@ -38,13 +40,24 @@ def container_default_sets() -> dict[str, list[str]]:
     return {name: list(CONTAINER_DEFAULTS) for name in ("bounding", "effective", "permitted")}
 
 
+_last_cap: int | None = None
+
+
 def last_cap() -> int:
-    """The highest capability this kernel knows (names beyond it are skipped)."""
-    try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return int(f.read())
-    except (OSError, ValueError):
-        return len(_NAMES) - 1
+    """The highest capability this kernel knows (names beyond it are skipped).
+    Read once per process: the runtime reads it while checking the spec, and
+    the init it forks then has it without opening /proc after ``start``."""
+    global _last_cap
+    if _last_cap is None:
+        try:
+            fd = os.open("/proc/sys/kernel/cap_last_cap", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _last_cap = int(os.read(fd, 32))
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            _last_cap = len(_NAMES) - 1
+    return _last_cap
 
 
 def mask(names: list[str], highest: int) -> int:
