@@ -461,6 +461,33 @@ def test_malformed_device_rules_are_refused(bad_create, devices, words):
     assert line.startswith("kubirun: config.json: linux.resources: ") and words in line
 
 
+def test_a_limit_the_kernel_refuses_leaves_no_cgroup_and_no_init(bad_create, tmp_path):
+    """The limits are written once the init was told to join its cgroup
+    (runc's order): one the kernel refuses still fails create with one
+    line, and takes the init, its cgroup and its state with it."""
+    absent = max(os.sched_getaffinity(0)) + 64  # a CPU this host lacks
+    line = bad_create(lambda c: c["linux"]["resources"].update(cpu={"cpus": str(absent)}))
+    assert "cpuset.cpus" in line and str(absent) in line
+    path = f"{TEST_CGROUP_PARENT}/bad-bundle0-{os.getpid()}".lstrip("/")
+    cgroups = Path("/sys/fs/cgroup")
+    assert [*cgroups.glob(f"*/{path}"), *cgroups.glob(path)] == []
+    # The init is a fork of `kubirun create`: its command line names the bundle.
+    bundle = str(tmp_path / "bundle0").encode()
+    assert [pid for pid, line in _command_lines().items() if bundle in line] == []
+
+
+def _command_lines() -> dict[int, bytes]:
+    found = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    found[int(entry)] = f.read()
+            except OSError:
+                pass
+    return found
+
+
 def test_a_nested_state_json_is_reported_as_corrupt(tmp_path, busybox_dir):
     import json
 
