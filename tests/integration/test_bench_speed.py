@@ -38,7 +38,11 @@ def test_speed_benchmark_reports_each_chosen_row_with_goals_and_leaves_nothing_b
         for goal in row["goals"]:
             assert goal["met"] in (True, False, None), name
             assert goal["text"].split()[0] in ("MET", "SHORT", "n/a"), goal["text"]
+            if goal["met"] is False:  # a short goal says why
+                assert goal["why"] and f"why: {goal['why']}" in goal["text"], goal
     assert isinstance(report["goals_met"], bool)
+    floor = report["floor"]  # the interpreter's start, the why's measure
+    assert floor["wall_ms"]["median"] > 0 and floor["cpu_ms"]["median"] > 0
     assert set(report["unavailable"]) <= {"runc", "crun"}
 
     assert report["left_behind"] == []
@@ -54,3 +58,24 @@ def test_speed_benchmark_refuses_an_unknown_row_in_one_line(tmp_path):
     assert "unknown row warp" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_short_goal_says_whether_the_interpreter_alone_is_over_it():
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        import speed
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    floor = speed.Floor(8.0, "the interpreter")
+    results = {"kubirun": {"wall_ms": {"median": 12.0}}, "runc": {"wall_ms": {"median": 5.0}}}
+    out_of_reach = speed.ratio_goal("wall", results, "wall_ms", "runc", 1.0, {}, floor)
+    assert out_of_reach["met"] is False
+    assert out_of_reach["why"] == ("out of reach with an interpreter per command: the"
+                                   " interpreter alone 8.0 ms, the goal allows 5.0")
+    results["kubirun"]["wall_ms"]["median"] = 9.0
+    reachable = speed.ratio_goal("wall", results, "wall_ms", "runc", 2.0, {}, floor)
+    assert reachable["met"] is True and "why" not in reachable
+    results["kubirun"]["wall_ms"]["median"] = 13.0
+    short = speed.ratio_goal("wall", results, "wall_ms", "runc", 2.0, {}, floor)
+    assert short["why"] == ("the interpreter 8.0 of the 10.0 ms allowed; kubirun's own part"
+                            " 5.0 ms would have to be 2.0")
