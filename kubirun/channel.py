@@ -16,12 +16,14 @@ program (``execve`` closed its end).  Pipes, not a socketpair: the
                             the errno of the failed call, when known
                             (the exec helper's too), becomes the raised
                             error's ``errno``
-    runtime -> init   b"G"  go on (after C: the cgroup's files and mounts, JSON)
+    runtime -> init   b"G" + length (4 bytes, little-endian) + payload:
+                            go on (after C: the cgroup's files and mounts, JSON)
 
 The runtime may say go before the init asks (the cgroup's answer is sent
 as soon as the cgroup is made): it waits in the pipe, and the init's ask
-returns at once.  So two tags can be in the pipe together: the runtime
-reads them one byte at a time.
+returns at once.  So two messages can be in a pipe together: the runtime
+reads the init's tags one byte at a time, the init reads each go-ahead by
+its length.
 """
 from __future__ import annotations
 
@@ -30,6 +32,19 @@ import os
 from kubirun.base.errors import ContainerStartError
 
 USERNS, CGROUP, HOOKS, READY, WAITING, ERROR, GO = b"U", b"C", b"H", b"R", b"W", b"E", b"G"
+LENGTH = 4  # bytes of a go-ahead's payload length, after its b"G"
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    """``size`` bytes of the pipe (the init exits if the runtime is gone
+    before they all came)."""
+    data = b""
+    while len(data) < size:
+        more = os.read(fd, size - len(data))
+        if not more:
+            os._exit(1)
+        data += more
+    return data
 
 
 class InitChannel:
@@ -47,10 +62,11 @@ class InitChannel:
         """Report ``tag`` and wait for the go-ahead (exit if the runtime
         died); what the runtime sent with it."""
         os.write(self._to_runtime_w, tag)
-        answer = os.read(self._to_init_r, 65536)
-        if not answer.startswith(GO):
+        head = _read_exactly(self._to_init_r, 1 + LENGTH)
+        if head[:1] != GO:
             os._exit(1)
-        return answer[1:]
+        size = int.from_bytes(head[1:], "little")
+        return _read_exactly(self._to_init_r, size) if size else b""
 
     def report_fd(self) -> int:
         """The fd an error report goes to (the exec helper writes there)."""
@@ -92,8 +108,10 @@ class InitChannel:
 
     def go(self, payload: bytes = b"") -> None:
         """Let the init go on; ``payload`` (one write, so under PIPE_BUF = 4 KiB
-        it arrives whole) is what ``ask`` returns there."""
-        os.write(self._to_init_w, GO + payload)
+        it arrives whole) is what ``ask`` returns there.  Framed with its
+        length: a go-ahead sent before the init asked may share the pipe
+        with the one before it."""
+        os.write(self._to_init_w, GO + len(payload).to_bytes(LENGTH, "little") + payload)
 
     def go_ahead(self, payload: bytes = b"") -> None:
         """``go`` before the init has asked: an init that died meanwhile
