@@ -68,17 +68,6 @@ class InitChannel:
         size = int.from_bytes(head[1:], "little")
         return _read_exactly(self._to_init_r, size) if size else b""
 
-    def runtime_gone(self) -> bool:
-        """Whether the runtime died (its end of our pipe is closed), asked
-        without waiting, once every go-ahead it sent has been read."""
-        os.set_blocking(self._to_init_r, False)
-        try:
-            return os.read(self._to_init_r, 1) == b""
-        except BlockingIOError:
-            return False
-        finally:
-            os.set_blocking(self._to_init_r, True)
-
     def report_fd(self) -> int:
         """The fd an error report goes to (the exec helper writes there)."""
         return self._to_runtime_w

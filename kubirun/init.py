@@ -299,14 +299,6 @@ def setup_and_exec(config: InitConfig, kernel) -> None:
                      config.hook_state, config.exec_helper, execveat_allowed)
 
     def wait_for_start() -> int:
-        if config.die_with_runtime:
-            # The user switch cleared our PDEATHSIG (any change of
-            # credentials does): a foreground run's init still dies with
-            # its runtime, as runc's does (it restores it too).  Set again,
-            # it misses a runtime already gone: hence the check after.
-            kernel.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            if channel.runtime_gone():
-                os._exit(1)
         _wait_for_start(kernel, fifo)
         return _start_report_fd
 

@@ -43,11 +43,3 @@ def test_a_go_ahead_to_an_init_that_died_is_not_the_error_its_report_is(channel)
     channel.go_ahead(b"{}")  # no BrokenPipeError
     with pytest.raises(ContainerStartError, match="mount: No such file"):
         channel.expect(CGROUP, "setting up its namespaces and mounts")
-
-
-def test_the_init_tells_whether_its_runtime_is_gone_without_waiting(channel):
-    assert channel.runtime_gone() is False  # its end is open: no wait, no answer
-    channel.go()
-    assert channel.ask(USERNS) == b""
-    os.close(channel._to_init_w)  # the runtime died
-    assert channel.runtime_gone() is True

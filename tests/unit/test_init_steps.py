@@ -56,10 +56,6 @@ class FakeChannel:
     def report_fd(self) -> int:
         return 7
 
-    def runtime_gone(self) -> bool:
-        self.calls.append(("runtime_gone",))
-        return False
-
 
 def oci_process(**fields) -> ProcessSpec:
     spec = ProcessSpec(args=["/bin/true"], cwd="/")
@@ -249,20 +245,6 @@ def test_the_init_becomes_its_user_before_it_waits_for_start_as_runcs():
         ("chdir", "/"), ("setgroups", []), ("setgid", 1000), ("setuid", 1000),
         ("open", f"/proc/self/fd/{fifo}"), ("write", f"/proc/self/fd/{fifo}", b"0"),
         ("execve", "/bin/true", ["/bin/true"])]
-
-
-def test_a_foreground_runs_init_dies_with_its_runtime_while_it_waits_as_its_user():
-    """setuid clears PDEATHSIG: a foreground run's init sets it again
-    before it waits for start, then checks that the runtime still lives."""
-    kernel = RecordingKernel()
-    fifo = kernel.open("/run/kubirun/c1/exec.fifo", os.O_PATH)
-    kernel.calls.clear()
-    calls = run_init(kernel, config(kernel, oci_process(uid=1000, gid=1000), exec_fifo=fifo,
-                                    die_with_runtime=True))
-    setuid = calls.index(("setuid", 1000))
-    assert calls[setuid + 1:setuid + 4] == [
-        ("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0), ("runtime_gone",),
-        ("open", f"/proc/self/fd/{fifo}")]
 
 
 def test_a_filter_that_must_come_before_the_user_is_loaded_after_start():
