@@ -247,30 +247,16 @@ def setup_and_exec(config: InitConfig, kernel) -> None:
         console.give_terminal_to(kernel, slave, identity.uid)
         console.become_controlling_terminal(kernel, slave)
 
-    # 14. Created: wait for `start` (it opens the exec fifo), once who runs
-    #     is settled (steps 15 and 16 come first, as in runc, when they can).
+    # 14. Created: wait for `start` (it opens the exec fifo).
     explain.step(14, "open(exec.fifo) blocks until `start`", "created: it waits to be started")
     channel.ask(READY)
     if not config.die_with_runtime:
         kernel.prctl(PR_SET_PDEATHSIG, 0)
     channel.tell(WAITING)
-    # Who runs is settled before we wait for `start` (runc's order: its
-    # finalizeNamespace comes before the exec fifo), so that `start` waits
-    # only for the filter and execve: step 16 is done while the runtime
-    # records us and `start` gets going.  Not when the filter must come
-    # before it, nor for a seccomp agent: `start` connects to us first.
-    become_first = fifo is not None and not spec.absent and config.seccomp_socket is None \
-        and not (config.seccomp is not None and config.seccomp.must_load_early(spec)) \
-        and not _few_fds_allowed(spec)
-    if fifo is not None and not become_first:
+    if fifo is not None:
         _wait_for_start(kernel, fifo)
     if spec.absent:  # released all the same, by hand: there is nothing to run
         os._exit(1)
-    if become_first and identity.uid != 0:
-        # The fifo is the runtime's, 0600 (its owner reads it at `start`,
-        # rootless too): the user we become writes it through its group.
-        kernel.chown(f"/proc/self/fd/{fifo}", -1, identity.gid)
-        kernel.chmod(f"/proc/self/fd/{fifo}", 0o620)
 
     # 15. Leave nothing of the runtime behind: signal dispositions Python
     #     changed, and every fd but stdio and the preserved ones
@@ -298,24 +284,13 @@ def setup_and_exec(config: InitConfig, kernel) -> None:
         _after_start(_run_hooks, "startContainer", config.hooks_start_container,
                      config.hook_state, config.exec_helper, execveat_allowed)
 
-    def wait_for_start() -> int:
-        _wait_for_start(kernel, fifo)
-        return _start_report_fd
-
     report_fds = (channel.report_fd(),) if _start_report_fd is None else \
         (channel.report_fd(), _start_report_fd)
     finish_and_exec(kernel, spec, identity, program, env, preserve_fds=config.preserve_fds,
                     seccomp=config.seccomp, exec_helper=config.exec_helper,
                     report_fds=report_fds, say_on_stderr=True, as_init=spec.init,
                     seccomp_conn=start_connection, before_exec=start_container_hooks,
-                    guard=_after_start, init_steps=True,
-                    wait_for_start=wait_for_start if become_first else None)
-
-
-def _few_fds_allowed(spec: process.ProcessSpec) -> bool:
-    """An RLIMIT_NOFILE too low for the fifo's fd to come under it (the
-    init holds a dozen): such a process opens the fifo before its limits."""
-    return any(name == "RLIMIT_NOFILE" and soft < 64 for name, soft, _ in spec.rlimits or ())
+                    guard=_after_start, init_steps=True)
 
 
 def _after_start(step, *args):
@@ -405,15 +380,10 @@ def _wait_for_start(kernel, fifo: int) -> None:
     going (one byte).  Reopened through /proc/self/fd: the O_PATH fd
     cannot be written to."""
     global _start_report_fd
-    explain.say("open('/proc/self/fd/{}', O_WRONLY)", "the exec fifo: blocks until `start` opens"
-                " it to read", fifo)
-    for sig in CREATED_FATAL_SIGNALS:
-        signal.signal(sig, _die_of)
+    previous = {sig: signal.signal(sig, _die_of) for sig in CREATED_FATAL_SIGNALS}
     fd = kernel.open(f"/proc/self/fd/{fifo}", os.O_WRONLY)
-    for sig in CREATED_FATAL_SIGNALS:
-        # Back to the default, as step 15 leaves every signal (it may have
-        # come first): no Python handler between here and execve.
-        signal.signal(sig, signal.SIG_DFL)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     kernel.write(fd, b"0")
     kernel.close(fifo)
     _start_report_fd = fd

@@ -41,8 +41,7 @@ def finish_and_exec(kernel, spec: process.ProcessSpec, identity, program: str,
                     report_fds: tuple[int, ...], say_on_stderr: bool, as_init: bool = False,
                     seccomp_conn: Callable[[], object] | None = None,
                     before_exec: Callable[[bool], None] | None = None,
-                    guard: Callable = _call, init_steps: bool = False,
-                    wait_for_start: Callable[[], int] | None = None) -> None:
+                    guard: Callable = _call, init_steps: bool = False) -> None:
     """Become ``program`` as the container's process, every system call
     through ``kernel`` (a ``_native.Kernel``); returns only by raising.
     ``seccomp_conn()`` gives where a filter's listener goes
@@ -50,10 +49,7 @@ def finish_and_exec(kernel, spec: process.ProcessSpec, identity, program: str,
     is the caller's last step, and ``guard(step, *args)`` runs each step
     that may fail (init: also says the failure on stderr, once ``start``
     has returned).  ``init_steps``: narrate (``--explain``) as the init's
-    steps 15 to 18.  ``wait_for_start()`` (an init that becomes its user
-    before it waits, as runc's does) is called once step 16 is done, or
-    has failed (its failure is then said to ``start``); it returns one
-    more fd to report an ``execve`` failure on."""
+    steps 15 to 18."""
     step = explain.step if init_steps else _unnumbered
     step(15, "close_range({}, ~0, CLOSE_RANGE_CLOEXEC)", "no fd of the runtime survives"
          " execve (the CVE-2024-21626 lesson)", 3 + preserve_fds)
@@ -70,17 +66,10 @@ def finish_and_exec(kernel, spec: process.ProcessSpec, identity, program: str,
          "who runs: the process's identity and privileges")
     conn = seccomp_conn() if seccomp_conn is not None else None
     early = seccomp is not None and seccomp.must_load_early(spec)
-    try:
-        if early:
-            process.set_oom_score(spec)  # a procfs write the profile may not allow
-            guard(load_seccomp, kernel, seccomp, conn)
-        process.become(spec, identity, kernel)
-    except BaseException:
-        if wait_for_start is not None:
-            wait_for_start()  # then the error goes to `start`, which reads it there
-        raise
-    if wait_for_start is not None:
-        report_fds = (*report_fds, wait_for_start())
+    if early:
+        process.set_oom_score(spec)  # a procfs write the profile may not allow
+        guard(load_seccomp, kernel, seccomp, conn)
+    process.become(spec, identity, kernel)
     if seccomp is not None and not early:
         guard(load_seccomp, kernel, seccomp, conn)
 

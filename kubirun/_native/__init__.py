@@ -432,12 +432,6 @@ class Kernel:
     def fchown(self, fd: int, uid: int, gid: int) -> None:
         os.fchown(fd, uid, gid)
 
-    def chown(self, path: str, uid: int, gid: int) -> None:
-        os.chown(path, uid, gid)
-
-    def chmod(self, path: str, mode: int) -> None:
-        os.chmod(path, mode)
-
     def setsid(self) -> None:
         os.setsid()
 

@@ -109,12 +109,6 @@ class RecordingKernel:
     def fchown(self, fd, uid, gid):
         self.calls.append(("fchown", self.fds.get(fd, fd), uid, gid))
 
-    def chown(self, path, uid, gid):
-        self.calls.append(("chown", path, uid, gid))
-
-    def chmod(self, path, mode):
-        self.calls.append(("chmod", path, mode))
-
     def setsid(self):
         self.calls.append(("setsid",))
 

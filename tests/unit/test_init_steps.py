@@ -76,11 +76,7 @@ def config(kernel: RecordingKernel, spec: ProcessSpec | None = None, **fields) -
 def run_init(kernel: RecordingKernel, made: init.InitConfig) -> list[tuple]:
     with pytest.raises(Execed):
         init.setup_and_exec(made, kernel)
-    # The fifo's write end stays open for `start` to read to its end: execve
-    # closes it (close-on-exec), which the fake does not do.
-    kept = {fd for fd, path in kernel.fds.items()
-            if made.exec_fifo is not None and path == f"/proc/self/fd/{made.exec_fifo}"}
-    assert set(kernel.fds) - kept - {made.exec_fifo} == set(), "file descriptors were leaked"
+    assert not kernel.fds, "file descriptors were leaked"
     return kernel.calls
 
 
@@ -227,40 +223,6 @@ def test_a_filter_without_no_new_privs_is_loaded_before_the_user_switch():
     assert calls[start:] == [("seccomp", 1, 0), ("chdir", "/"), ("setgroups", []),
                              ("setgid", 1000), ("setuid", 1000),
                              ("execve", "/bin/true", ["/bin/true"])]
-
-
-def test_the_init_becomes_its_user_before_it_waits_for_start_as_runcs():
-    """runc's finalizeNamespace (fds, limits, capabilities, user) comes
-    before its exec fifo: `start` then waits only for execve.  The fifo,
-    the runtime's (it reads it), is given the user's group to write it."""
-    kernel = RecordingKernel()
-    fifo = kernel.open("/run/kubirun/c1/exec.fifo", os.O_PATH)
-    kernel.calls.clear()
-    spec = oci_process(uid=1000, gid=1000)
-    calls = run_init(kernel, config(kernel, spec, exec_fifo=fifo))
-    start = calls.index(("tell", WAITING)) + 1
-    assert calls[start:] == [
-        ("chown", f"/proc/self/fd/{fifo}", -1, 1000), ("chmod", f"/proc/self/fd/{fifo}", 0o620),
-        ("reset_signals",), ("close_range", 3, LOST, CLOSE_RANGE_CLOEXEC),
-        ("chdir", "/"), ("setgroups", []), ("setgid", 1000), ("setuid", 1000),
-        ("open", f"/proc/self/fd/{fifo}"), ("write", f"/proc/self/fd/{fifo}", b"0"),
-        ("execve", "/bin/true", ["/bin/true"])]
-
-
-def test_a_filter_that_must_come_before_the_user_is_loaded_after_start():
-    """Without no_new_privs the filter is loaded before the user switch:
-    the init waits for `start` first, so that its own calls to open the
-    fifo are not the filter's to allow."""
-    kernel = RecordingKernel()
-    fifo = kernel.open("/run/kubirun/c1/exec.fifo", os.O_PATH)
-    kernel.calls.clear()
-    spec = oci_process(uid=1000, gid=1000)
-    calls = run_init(kernel, config(kernel, spec, exec_fifo=fifo, seccomp=Program(b"\0" * 8)))
-    start = calls.index(("tell", WAITING)) + 1
-    assert calls[start:start + 3] == [
-        ("open", f"/proc/self/fd/{fifo}"), ("write", f"/proc/self/fd/{fifo}", b"0"),
-        ("reset_signals",)]
-    assert ("chown", f"/proc/self/fd/{fifo}", -1, 1000) not in calls
 
 
 def test_preserved_fds_and_a_readonly_root_in_their_places():
