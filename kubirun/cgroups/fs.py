@@ -95,7 +95,8 @@ def make_path(cgpath: str, root: str, made: list[str], setup) -> None:
     to ``made`` and calling setup(root, dir, new) for every level.
 
     A parent can vanish between two levels (another container's destroy
-    removing a shared, now empty parent): then we start again from the top.
+    removing a shared, now empty parent), even between our mkdir that found
+    it and ``setup`` reading its files: then we start again from the top.
     """
     parts = cgpath.strip("/").split("/")
     for _ in range(10):
@@ -116,7 +117,12 @@ def make_path(cgpath: str, root: str, made: list[str], setup) -> None:
                 new = True
                 made.append(d)
                 explain.say("mkdir({!r})", "a new cgroup: a directory of the cgroup file system", d)
-            setup(root, d, new)
+            try:
+                setup(root, d, new)
+            except CgroupError as e:
+                if e.errno != _errno.ENOENT or os.path.isdir(d):
+                    raise
+                break  # it vanished: again from the top
         else:
             return
         sleep(0.001)

@@ -1146,3 +1146,26 @@ def test_stats_of_a_missing_cgroup_are_empty(tmp_path, monkeypatch, kind):
     s = open_cgroup("/kubirun-test/none", layout=fake.layout).stats()
     assert s["pids"] == {} and s["memory"]["usage"] == {"limit": 0, "failcnt": 0}
     assert s["hugetlb"] == {} and s["blkio"] == {}
+
+
+def test_a_shared_parent_removed_while_its_files_are_read_is_made_again(tmp_path):
+    """Another container's delete can remove a shared parent (empty for a
+    moment) after our mkdir found it and before we read its files (its
+    v1 cpuset.cpus): then the path is made again from the top, not refused."""
+    from kubirun.base.errors import CgroupError
+    from kubirun.cgroups import fs
+
+    (tmp_path / "shared").mkdir()
+    calls = []
+
+    def setup(root: str, directory: str, new: bool) -> None:
+        calls.append((os.path.relpath(directory, root), new))
+        if len(calls) == 1:  # the other container's delete, right now
+            os.rmdir(directory)
+            raise CgroupError("cannot read cpuset.cpus", path="/shared/c1",
+                              file=os.path.join(directory, "cpuset.cpus"), errno=errno.ENOENT)
+
+    made: list[str] = []
+    fs.make_path("/shared/c1", str(tmp_path), made, setup)
+    assert calls == [("shared", False), ("shared", True), ("shared/c1", True)]
+    assert (tmp_path / "shared" / "c1").is_dir()
