@@ -2,7 +2,9 @@
 next to ``runc run`` and ``crun run`` of the same bundle, in one run.
 
     kubirun.api   ``create`` + ``start`` + ``wait`` + ``delete`` of /bin/true,
-                  in this process, the fork server already running
+                  in this process, the fork server already running; the
+                  same bundle as the others (its config.json read by kubirun,
+                  its cgroupsPath), as they run it
     kubirun run   the CLI's ``run --bundle`` (a new interpreter each time)
     runc, crun    ``RUNTIME --root STATE run --bundle B ID`` (if installed)
 
@@ -60,7 +62,9 @@ def _config(bundle: Path, name: str) -> dict:
 
 
 def api_cycle(runtime, bundle: Path, name: str) -> None:
-    box = runtime.create(name, bundle, config=_config(bundle, name))
+    """One cycle of the bundle as it is, as the CLIs run it: its config.json
+    read by kubirun (the fork server), its cgroupsPath theirs too."""
+    box = runtime.create(name, bundle)
     box.start()
     status = box.wait()
     box.delete()
