@@ -2,8 +2,10 @@
 and crun, with MET or SHORT (and by how much, and why) on every row.
 
 Why: every kubirun command starts a Python interpreter, whose own start
-(``python -I -S -c pass`` on kubirun's interpreter, measured in the same
-run: the floor) no Python runtime can go below.  A SHORT verdict says
+(``python -I -S -c pass`` on kubirun's interpreter: the floor) no Python
+runtime can go below.  It is measured in every row of single commands,
+alternated with the runtimes as one more candidate (the host's speed
+drifts during a run), and once before the rows for the batches.  A SHORT verdict says
 whether that floor alone is over what the goal allows (out of reach while
 each command is an interpreter), or else how small kubirun's own part, its
 figure less the floor, would have to be.  A batch of N commands at once has
@@ -15,8 +17,7 @@ Rows (``--only`` takes their names; kill and delete are measured together):
                 busybox bundle of oci_run.py): wall and CPU (user+sys of the
                 command and its children, from wait4), and the peak RSS
                 (ru_maxrss as GNU time reports it, in untimed rounds).  Goals: <= 0.8x runc and <= 2.5x crun, wall and
-                CPU; peak RSS <= runc's.  ``python -I -S -c pass`` on
-                kubirun's interpreter runs beside them, for reference.
+                CPU; peak RSS <= runc's.
     exec        ``exec ID /bin/true`` into a running container (each runtime
                 its own, started once, outside the timing).  Goal <= runc.
     state, list ``state ID`` of that running container, ``list`` of a state
@@ -101,6 +102,7 @@ SLEEP = ["/bin/sleep", "100000"]
 DEBIAN = REPO / "rootfs" / "debian.tar.gz"  # the warm row's image, where built (issue 20's)
 GNU_TIME = "/usr/bin/time"  # for the peak RSS of run (see Bench.peak_rss)
 TIMEOUT = 30.0  # seconds a single command may take before the benchmark gives up
+FLOOR = "python -I -S"  # the interpreter's start, alternated in a row (see timed)
 
 
 class Sample(NamedTuple):
@@ -398,10 +400,10 @@ class Bench:
     def measure_floor(self) -> dict:
         """``python -I -S -c pass`` on kubirun's interpreter: its wall and
         CPU (the runs of every row), its peak RSS (GNU time, as peak_rss)."""
-        samples = alternate({"python -I -S": lambda n: {"floor": self.runner.measure(
+        samples = alternate({FLOOR: lambda n: {"floor": self.runner.measure(
             [self.python, "-I", "-S", "-c", "pass"])}}, self.args.warmup, self.args.runs,
             self.counter)
-        floor = figures(samples["python -I -S"]["floor"])
+        floor = figures(samples[FLOOR]["floor"])
         if os.access(GNU_TIME, os.X_OK):
             out = self.tmp / "time.out"
             rss = []
@@ -412,11 +414,14 @@ class Bench:
             floor["maxrss_kb"] = stats(rss, 1)
         return floor
 
-    def floor_of(self, key: str, commands: int = 1) -> Floor | None:
+    def floor_of(self, key: str, commands: int = 1, results: dict | None = None) -> Floor | None:
         """The floor of a goal on KEY for ``commands`` kubirun commands (a
         batch of them at once shares the CPUs: its wall cannot be below
-        their CPU over the CPUs)."""
-        figure = self.floor.get("cpu_ms" if commands > 1 else key)
+        their CPU over the CPUs): the row's own interpreter rounds if it
+        has them (``results[FLOOR]``: the same minutes as its runtimes'),
+        else measure_floor's."""
+        figures_ = (results or {}).get(FLOOR) or self.floor
+        figure = figures_.get("cpu_ms" if commands > 1 else key)
         if figure is None:
             return None
         if commands == 1:
@@ -428,8 +433,15 @@ class Bench:
         return Floor(figure["median"] * commands / cpus,
                      f"{commands} interpreters' CPU over {cpus} CPUs")
 
-    def timed(self, steps: dict[str, Step],
-              runs: int | None = None) -> dict[str, dict[str, list[Sample]]]:
+    def timed(self, steps: dict[str, Step], runs: int | None = None,
+              floor: tuple[str, ...] = ()) -> dict[str, dict[str, list[Sample]]]:
+        """The steps alternated; with ``floor`` (a step's sample names), the
+        interpreter's start among them too, one sample per name a round,
+        so that a row's why is measured in the same minutes as its figures
+        (the host's speed drifts by a third over a run here)."""
+        if floor:
+            steps = {**steps, FLOOR: lambda n: {name: self.runner.measure(
+                [self.python, "-I", "-S", "-c", "pass"]) for name in floor}}
         return alternate(steps, self.args.warmup, runs or self.args.runs, self.counter)
 
     # -- rows --
@@ -437,18 +449,18 @@ class Bench:
     def row_run(self) -> dict:
         steps: dict[str, Step] = {name: (lambda n, rt=rt: {"run": self.run_once(rt, n)})
                                   for name, rt in self.runtimes.items()}
-        steps["python -I -S"] = lambda n: {"run": self.runner.measure(
-            [self.python, "-I", "-S", "-c", "pass"])}
-        samples = self.timed(steps)
+        samples = self.timed(steps, floor=("run",))
         results = {name: figures(s["run"]) for name, s in samples.items()}
         for name, rss in self.peak_rss().items():
             results[name]["maxrss_kb"] = stats(rss, 1)
+        if "maxrss_kb" in self.floor:
+            results[FLOOR]["maxrss_kb"] = self.floor["maxrss_kb"]
         goals = [ratio_goal(f"{what}", results, key, ref, limit, self.unavailable,
-                            self.floor_of(key))
+                            self.floor_of(key, results=results))
                  for what, key in (("wall", "wall_ms"), ("CPU", "cpu_ms"))
                  for ref, limit in (("runc", 0.8), ("crun", 2.5))]
         goals.append(ratio_goal("peak RSS", results, "maxrss_kb", "runc", 1.0, self.unavailable,
-                                self.floor_of("maxrss_kb")))
+                                self.floor_of("maxrss_kb", results=results)))
         return {"title": "run --bundle B ID of /bin/true (busybox)", "results": results,
                 "ratios": ratios(results), "cpu_ratios": ratios(results, "cpu_ms"),
                 "goals": goals}
@@ -496,11 +508,11 @@ class Bench:
         self.start_running()
         steps = {name: (lambda n, rt=rt: {row: self.runner.measure(
             rt.argv(*words(self.running[rt.name])))}) for name, rt in self.runtimes.items()}
-        samples = self.timed(steps)
+        samples = self.timed(steps, floor=(row,))
         results = {name: figures(s[row]) for name, s in samples.items()}
         return {"title": title, "results": results, "ratios": ratios(results),
                 "goals": [ratio_goal("wall", results, "wall_ms", "runc", limit,
-                                     self.unavailable, self.floor_of("wall_ms"))]}
+                                     self.unavailable, self.floor_of("wall_ms", results=results))]}
 
     def kill_delete_cycle(self, rt: Runtime, n: int) -> dict[str, Sample]:
         container_id = f"{rt.name}-{n}"
@@ -518,14 +530,15 @@ class Bench:
     def rows_kill_delete(self) -> dict[str, dict]:
         steps = {name: (lambda n, rt=rt: self.kill_delete_cycle(rt, n))
                  for name, rt in self.runtimes.items()}
-        samples = self.timed(steps)
+        samples = self.timed(steps, floor=("kill", "delete"))
         rows = {}
         for row, title in (("kill", "kill ID KILL (a running container)"),
                            ("delete", "delete ID (a stopped container)")):
             results = {name: figures(s[row]) for name, s in samples.items()}
             rows[row] = {"title": title, "results": results, "ratios": ratios(results),
                          "goals": [ratio_goal("wall", results, "wall_ms", "runc", 2.0,
-                                              self.unavailable, self.floor_of("wall_ms"))]}
+                                              self.unavailable,
+                                              self.floor_of("wall_ms", results=results))]}
         return rows
 
     def help_commands(self) -> list[list[str]]:
@@ -594,13 +607,13 @@ class Bench:
                     return {"warm": self.runner.measure(
                         rt.argv("run", "--bundle", str(where), container_id))}
                 steps[name] = step
-        samples = self.timed(steps)
+        samples = self.timed(steps, floor=("warm",))
         results = {name: figures(s["warm"]) for name, s in samples.items()}
         return {"title": f"warm run --network none {self.image.name} -- /bin/true vs a bundle"
                          " on the same root", "image": str(self.image), "results": results,
                 "ratios": ratios(results),
                 "goals": [ratio_goal("wall", results, "wall_ms", "runc", 1.2, self.unavailable,
-                                     self.floor_of("wall_ms"))]}
+                                     self.floor_of("wall_ms", results=results))]}
 
     def concurrent_cycle(self, rt: Runtime, n: int) -> dict[str, Sample]:
         ids = [f"{rt.name}-{n}-{i}" for i in range(CONCURRENT)]
