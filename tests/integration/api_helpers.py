@@ -2,15 +2,18 @@
 test_api_async.py): ``make_bundle`` (a factory of busybox bundles, each in
 a cgroup of its own under the suite's parent), ``runtime`` (a
 ``kubirun.api.Runtime`` of the test's own, its containers deleted after),
-``own_cgroup`` and ``cgroup_dirs``."""
+``own_cgroup`` and ``cgroup_dirs``; ``MANY_HEAD`` and ``run_many`` for the
+tests of many containers from a child interpreter of 256 fds."""
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
-from tests.conftest import TEST_CGROUP_PARENT
+from tests.conftest import REPO, TEST_CGROUP_PARENT
 
 
 @pytest.fixture
@@ -63,3 +66,44 @@ def cgroup_dirs(name: str) -> list[str]:
         else os.listdir("/sys/fs/cgroup")
     return [path for path in (os.path.join("/sys/fs/cgroup", h, relative) for h in hierarchies)
             if os.path.isdir(path)]
+
+
+# The head of a script run by ``run_many``: its arguments (state root,
+# bundle, cgroup parent), ``own(name)`` (the bundle's config in a cgroup of
+# its own under that parent), 256 fds at most, and a Runtime whose fork
+# server is warm, with the fds and threads open before the test's part
+# (indented in its ``with``) for it to compare.
+MANY_HEAD = """\
+import asyncio, json, os, resource, sys, threading
+from kubirun.api import Runtime, Stdio
+from tests.procs import children
+
+root, bundle, parent = sys.argv[1], sys.argv[2], sys.argv[3]
+config = json.load(open(os.path.join(bundle, "config.json")))
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+def own(name):
+    return dict(config, linux=dict(config["linux"], cgroupsPath=f"{parent}/{name}"))
+
+with Runtime(root=root) as rt:
+    rt.create("warm", bundle, config=own("warm")).delete(force=True)
+    fds, threads = set(os.listdir("/proc/self/fd")), threading.active_count()
+"""
+
+
+def run_many(script: str, tmp_path, bundle: str, name: str) -> tuple[dict, dict]:
+    """Run ``script`` (``MANY_HEAD`` and the test's part) in a child
+    interpreter, its containers under cgroup ``TEST_CGROUP_PARENT/NAME``
+    (removed after); the two JSON lines it prints, parsed."""
+    from tests.conftest import remove_cgroup_parent
+
+    parent = f"{TEST_CGROUP_PARENT}/{name}"
+    try:
+        result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "root"), bundle,
+                                 parent], capture_output=True, text=True, timeout=600,
+                                cwd=str(REPO))
+    finally:
+        remove_cgroup_parent(parent)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report, after = (json.loads(line) for line in result.stdout.splitlines())
+    return report, after

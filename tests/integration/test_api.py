@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.conftest import REPO, TEST_CGROUP_PARENT
+from tests.integration.api_helpers import MANY_HEAD, run_many
 from tests.integration.api_helpers import make_bundle, own_cgroup, runtime  # noqa: F401 (fixtures)
 from tests.procs import children
 
@@ -357,21 +358,7 @@ def test_an_oom_kill_is_an_event_and_in_the_exit_status(runtime, make_bundle):
     assert isinstance(events[-1], ExitEvent) and events[-1].status.oom_killed
 
 
-MANY = """
-import asyncio, json, os, resource, sys, threading
-from kubirun.api import Runtime, Stdio
-from tests.procs import children
-
-root, bundle, parent = sys.argv[1], sys.argv[2], sys.argv[3]
-config = json.load(open(os.path.join(bundle, "config.json")))
-resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-
-def own(name):
-    return dict(config, linux=dict(config["linux"], cgroupsPath=f"{parent}/{name}"))
-
-with Runtime(root=root) as rt:
-    rt.create("warm", bundle, config=own("warm")).delete(force=True)
-    fds, threads = set(os.listdir("/proc/self/fd")), threading.active_count()
+MANY = MANY_HEAD + """\
     errors, codes = [], []
 
     def worker(w):
@@ -415,17 +402,7 @@ print(json.dumps({"children_after_close": len(children())}))
 
 
 def test_200_containers_from_10_threads_and_asyncio_with_256_fds(make_bundle, tmp_path):
-    from tests.conftest import remove_cgroup_parent
-
-    parent = f"{TEST_CGROUP_PARENT}/many"
-    try:
-        result = subprocess.run([sys.executable, "-c", MANY, str(tmp_path / "root"),
-                                 make_bundle(["hostname"]), parent], capture_output=True,
-                                text=True, timeout=600, cwd=str(REPO))
-    finally:
-        remove_cgroup_parent(parent)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report, after = (json.loads(line) for line in result.stdout.splitlines())
+    report, after = run_many(MANY, tmp_path, make_bundle(["hostname"]), "many")
     assert report == {"errors": [], "threaded": 100, "asyncio": 100, "ok": 200, "left": [],
                       "fds": [], "threads": 0, "children": 1}  # the fork server alone
     assert after == {"children_after_close": 0}

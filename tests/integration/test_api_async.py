@@ -6,14 +6,11 @@ the awaited call, and a cancelled create leaves nothing behind."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO, TEST_CGROUP_PARENT, remove_cgroup_parent
+from tests.integration.api_helpers import MANY_HEAD, run_many
 from tests.integration.api_helpers import cgroup_dirs, make_bundle, own_cgroup, runtime  # noqa: F401
 from tests.procs import children
 
@@ -250,21 +247,7 @@ def test_a_create_cancelled_with_its_answer_unread_leaves_nothing(runtime, make_
     assert _server_children(runtime) == []
 
 
-MANY_ASYNC = """
-import asyncio, json, os, resource, sys, threading
-from kubirun.api import Runtime, Stdio
-from tests.procs import children
-
-root, bundle, parent = sys.argv[1], sys.argv[2], sys.argv[3]
-config = json.load(open(os.path.join(bundle, "config.json")))
-resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
-
-def own(name):
-    return dict(config, linux=dict(config["linux"], cgroupsPath=f"{parent}/{name}"))
-
-with Runtime(root=root) as rt:
-    rt.create("warm", bundle, config=own("warm")).delete(force=True)
-    fds, threads = set(os.listdir("/proc/self/fd")), threading.active_count()
+MANY_ASYNC = MANY_HEAD + """\
 
     async def one(n):
         box = await rt.create_async(f"a{n}", bundle, config=own(f"a{n}"),
@@ -290,15 +273,7 @@ print(json.dumps({"children_after_close": len(children())}))
 
 
 def test_200_containers_from_asyncio_through_the_awaited_calls_with_256_fds(make_bundle, tmp_path):
-    parent = f"{TEST_CGROUP_PARENT}/many-async"
-    try:
-        result = subprocess.run([sys.executable, "-c", MANY_ASYNC, str(tmp_path / "root"),
-                                 make_bundle(["hostname"]), parent], capture_output=True,
-                                text=True, timeout=600, cwd=str(REPO))
-    finally:
-        remove_cgroup_parent(parent)
-    assert result.returncode == 0, result.stderr[-2000:]
-    report, after = (json.loads(line) for line in result.stdout.splitlines())
+    report, after = run_many(MANY_ASYNC, tmp_path, make_bundle(["hostname"]), "many-async")
     assert report == {"errors": [], "ok": 200, "left": [], "fds": [], "threads": 0,
                       "children": 1}  # the fork server alone
     assert after == {"children_after_close": 0}
