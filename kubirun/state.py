@@ -160,7 +160,9 @@ class StateDir:
         return state
 
     def write(self, state: dict) -> None:
-        jsonio.write_atomically(os.path.join(self.path, STATE_FILE), state)
+        from kubirun._native import replace_file
+
+        jsonio.write_atomically(os.path.join(self.path, STATE_FILE), state, replace=replace_file)
 
     def remove_seccomp_socket(self) -> None:
         try:

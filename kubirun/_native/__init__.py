@@ -238,6 +238,22 @@ def open_pty_peer(master: int) -> int:
     return fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
 
 
+def replace_file(new: str, path: str) -> None:
+    """``rename(new, path)`` for a ``path`` that may exist: readers see the
+    old file or the new one, never neither.  When ``path`` exists, the two
+    names are exchanged (renameat2 RENAME_EXCHANGE) and the old file, now at
+    ``new``, is removed: a file renamed over another is written out by
+    ext4 before the rename returns (its blocks allocated and the write
+    started: auto_da_alloc, for editors that never fsync), 0.15-0.5 ms
+    measured on a container's state, and an exchange skips that."""
+    if lib.kubi_exchange(_enc(new), _enc(path)) == 0:
+        os.unlink(new)
+        return
+    if ffi.errno not in (errno.ENOENT, errno.EINVAL, errno.ENOSYS):
+        raise _fail("renameat2(RENAME_EXCHANGE)", new, path)
+    os.rename(new, path)  # no file there yet, or a file system without exchange
+
+
 def pidfd_open(pid: int) -> int:
     fd = lib.kubi_pidfd_open(pid, 0)
     if fd < 0:

@@ -31,6 +31,7 @@ int kubi_pivot_root(const char *new_root, const char *put_old);
 int kubi_close_range(unsigned int first, unsigned int last, unsigned int flags);
 long kubi_bpf(int cmd, void *attr, unsigned int size);
 int kubi_pidfd_open(int pid, unsigned int flags);
+int kubi_exchange(const char *a, const char *b);
 int kubi_pidfd_send_signal(int pidfd, int sig, unsigned int flags);
 int kubi_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode,
                  uint64_t resolve);
@@ -160,6 +161,13 @@ static long kubi_bpf(int cmd, void *attr, unsigned int size)
 
 static int kubi_pidfd_open(int pid, unsigned int flags)
 { return (int)syscall(SYS_pidfd_open, pid, flags); }
+
+/* renameat2(RENAME_EXCHANGE): swap two names atomically (Linux 3.15). */
+#ifndef SYS_renameat2
+#define SYS_renameat2 316
+#endif
+static int kubi_exchange(const char *a, const char *b)
+{ return (int)syscall(SYS_renameat2, AT_FDCWD, a, AT_FDCWD, b, 2 /* RENAME_EXCHANGE */); }
 
 static int kubi_pidfd_send_signal(int pidfd, int sig, unsigned int flags)
 { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, flags); }

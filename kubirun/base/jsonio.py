@@ -152,15 +152,17 @@ def _pretty(value: object, indent: int, level: int, out: list[str]) -> None:
         out.append("".join(_encode(value, 0)))
 
 
-def write_atomically(path: str, value: object, mode: int = 0o600) -> None:
+def write_atomically(path: str, value: object, mode: int = 0o600, replace=os.rename) -> None:
     """Write ``value`` as JSON to ``path`` so readers see the old file or the
-    new one, never half of either (a temporary file, renamed).  No fsync:
-    state lives in /run, and no container survives the power loss that an
-    fsync would guard against (it cost ~1 ms per write on disk)."""
+    new one, never half of either (a temporary file, ``replace``d onto
+    ``path``: ``os.rename``, or ``_native.replace_file`` from the layers
+    that may reach it).  No fsync: state lives in /run, and no container
+    survives the power loss that an fsync would guard against (it cost
+    ~1 ms per write on disk)."""
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         os.write(fd, dumps(value).encode())
     finally:
         os.close(fd)
-    os.rename(tmp, path)
+    replace(tmp, path)

@@ -65,3 +65,29 @@ def test_close_range_cloexec_marks_fds(tmp_path):
     _, status = os.waitpid(pid, 0)
     os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_replace_file_puts_the_new_file_at_the_path_and_leaves_no_other(tmp_path):
+    path, new = tmp_path / "state.json", tmp_path / "state.json.tmp"
+    path.write_text("old")
+    old_inode = path.stat().st_ino
+    new.write_text("new")
+    new_inode = new.stat().st_ino
+    _native.replace_file(str(new), str(path))
+    assert path.read_text() == "new" and path.stat().st_ino == new_inode != old_inode
+    assert sorted(os.listdir(tmp_path)) == ["state.json"]
+
+
+def test_replace_file_with_nothing_at_the_path_is_a_rename(tmp_path):
+    path, new = tmp_path / "exit.json", tmp_path / "exit.json.tmp"
+    new.write_text("first")
+    _native.replace_file(str(new), str(path))
+    assert path.read_text() == "first"
+    assert sorted(os.listdir(tmp_path)) == ["exit.json"]
+
+
+def test_replace_file_names_both_paths_when_it_fails(tmp_path):
+    with pytest.raises(OSError) as failed:
+        _native.replace_file(str(tmp_path / "missing.tmp"), str(tmp_path / "missing"))
+    assert failed.value.errno == errno.ENOENT
+    assert "missing.tmp" in str(failed.value)
