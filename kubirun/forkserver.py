@@ -510,6 +510,11 @@ def _warm_up() -> None:
     import gc
 
     from kubirun import container, creation, exec_into, init, spec  # noqa: F401
+    # What an init imports just before pivot_root (process.preload) for
+    # the usual config (rlimits, capabilities, oomScoreAdj): imported here
+    # once, not read from disk by every init (0.9 ms measured).
+    from kubirun import capabilities, rlimits  # noqa: F401
+    from kubirun.ns import procfs  # noqa: F401
     from kubirun.cgroups import hybrid, v1, v2  # noqa: F401
 
     gc.freeze()
