@@ -55,8 +55,9 @@ class InitChannel:
     # -- the init's side ------------------------------------------------------
 
     def child_side(self) -> None:
-        os.close(self._to_runtime_r)
-        os.close(self._to_init_w)
+        for fd in (self._to_runtime_r, self._to_init_w):
+            if fd is not None:  # None: a zygote's fork, which never had them
+                os.close(fd)
 
     def ask(self, tag: bytes) -> bytes:
         """Report ``tag`` and wait for the go-ahead (exit if the runtime

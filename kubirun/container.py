@@ -53,6 +53,9 @@ class CreateOptions:
         # -d or --keep): once that command is dead, the container is a
         # leftover that `gc` and `run` of the same name remove.
         self.ephemeral = ephemeral
+        # (pid_ns, InitConfig, Birthplace) -> (pid, born_in) of an init
+        # forked for us, or None: we fork it (the fork server's zygote)
+        self.init_forker = None
 
 
 class Container:
@@ -155,9 +158,23 @@ class Container:
             os.chown(self.dir.fifo, host_id(spec.uid_mappings, 0) or 0,
                      host_id(spec.gid_mappings, 0) or 0)
         state["cgroup_path"] = creation.cgroup_path(spec, self.id)
+        layout = creation.host_layout()
+
+        def fork(born: creation.Birthplace | None) -> creation.InitRun:
+            run = creation.start_init(self.id, spec, self.dir.fifo, options, state.get("host_mount"), born)
+            self._init_pid, self._channel, self._master = run.pid, run.channel, run.master
+            reached("create.forked")
+            state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
+            log.debug(f"container {self.id}: init forked, pid {run.pid}"
+                      + (f", born in {run.born_in}" if run.born_in else ""))
+            return run
+
+        # A spare init of the fork server (kubirun.zygote) starts setting
+        # itself up now, while we record it and make its cgroup; it dies
+        # with us (PDEATHSIG since its birth), as an init forked later would.
+        run = fork(None) if creation.init_before_record(spec, options, layout) else None
         # A cgroup someone made before us (an engine's, a test's) is never
         # ours to remove when this create fails half-way.
-        layout = creation.host_layout()
         state["cgroup_existed"] = creation.cgroup_exists(state["cgroup_path"], layout)
         if spec.namespace("mount") is None:
             from kubirun.ns import hostmount
@@ -170,19 +187,16 @@ class Container:
         self.dir.write(state)
         reached("create.recorded")
 
-        born = creation.birthplace(state["cgroup_path"], spec, layout)
-        try:
-            if born is not None:
-                state["cgroup"] = born.state  # what a failed create removes, until set_up_cgroup's
-            run = creation.start_init(self.id, spec, self.dir.fifo, options, state.get("host_mount"), born)
-        finally:
-            if born is not None:
-                born.close()
-        self._init_pid, self._channel, self._master = run.pid, run.channel, run.master
-        reached("create.forked")
-        state["pid"], state["pid_start"] = run.pid, process_start_time(run.pid)
-        log.debug(f"container {self.id}: init forked, pid {run.pid}"
-                  + (f", born in {run.born_in}" if run.born_in else ""))
+        born = None
+        if run is None:
+            born = creation.birthplace(state["cgroup_path"], spec, layout)
+            try:
+                if born is not None:
+                    state["cgroup"] = born.state  # what a failed create removes, until set_up_cgroup's
+                run = fork(born)
+            finally:
+                if born is not None:
+                    born.close()
         try:
             cgroup = creation.set_up_cgroup(state["cgroup_path"], spec, self.id, born, run.pid, layout)
         except BaseException:

@@ -91,6 +91,20 @@ def birthplace(path: str, spec: Spec, layout) -> Birthplace | None:
     return Birthplace(layout, state, directory, fd)
 
 
+def init_before_record(spec: Spec, options, layout) -> bool:
+    """Whether the init may be forked before the container's first record
+    and its cgroup: when a spare init of the fork server can be it
+    (``options.init_forker``, kubirun.zygote), which is born with its
+    PDEATHSIG, and nothing is to be made before its birth (no cgroup to be
+    born in, see ``birthplace``; no host mount to record, when it shares
+    ours).  Its set-up then overlaps with our writing of the record."""
+    if options.init_forker is None or spec.namespace("mount") is None or spec.namespace("time"):
+        return False
+    born_somewhere = (os.geteuid() == 0 and joins_unified(spec) and layout is not None
+                      and layout.kind == "hybrid")
+    return not born_somewhere
+
+
 def cgroup_path(spec: Spec, container_id: str) -> str:
     """``linux.cgroupsPath``, or /kubirun/ID (a parent shared by kubirun's
     containers and left in place, as docker and runc leave theirs);
@@ -373,7 +387,10 @@ def start_init(container_id: str, spec: Spec, fifo: str, options,
         with namespaces.TimeNamespaceForChildren(spec.time_offsets, time_ns.path):
             pid, born_in = _fork_init(pid_ns, config, born)
     else:
-        pid, born_in = _fork_init(pid_ns, config, born)
+        # A spare init of the fork server's zygote, when it can be this one
+        # (kubirun.zygote); else we fork it.
+        forked = options.init_forker(pid_ns, config, born) if options.init_forker else None
+        pid, born_in = forked if forked is not None else _fork_init(pid_ns, config, born)
     if pid == 0:
         container_init(config)  # never returns
     channel.parent_side()

@@ -10,7 +10,9 @@ containers), and asks it over a unix socket:
 
     create  a container (the caller's stdio fds passed with SCM_RIGHTS and
             made the init's 0, 1, 2): ``Container.create`` runs here, and
-            the init is this server's child
+            the init is this server's child: a spare its zygote forked
+            before the create came (``kubirun.zygote``: as root, on a host
+            whose inits are not born in a cgroup), or forked by the server
     exec    a process in a container (detached: the server is its parent)
     watch   "tell me when PID 1 of this container (or this exec'd
             process) exits, and how"
@@ -85,10 +87,13 @@ def receive(sock: socket.socket) -> tuple[dict | None, list[int]]:
 class Server:
     """The event loop: the control socket, request sockets, children's pidfds."""
 
-    def __init__(self, control: socket.socket) -> None:
+    def __init__(self, control: socket.socket, zygote=None) -> None:
         self.control = control
         self.selector = selectors.DefaultSelector()
         self.selector.register(control, selectors.EVENT_READ, self._on_control)
+        self.zygote = zygote  # forks the inits (kubirun.zygote); None: we do
+        if zygote is not None:
+            self.selector.register(zygote, selectors.EVENT_READ, self._on_zygote)
         self.children: dict[int, tuple[str, str | None, str]] = {}  # pid: (kind, root, id)
         self.pidfds: dict[int, int] = {}  # pid: its pidfd, in the selector
         self.watchers: dict[int, list[socket.socket]] = {}  # pid: sockets told at its exit
@@ -100,9 +105,24 @@ class Server:
         self._own_netns: int | None = None  # opened at the first socket request
 
     def run(self) -> None:
-        while not self.done:
-            for key, _ in self.selector.select():
-                key.data(key.fileobj)
+        try:
+            while not self.done:
+                for key, _ in self.selector.select():
+                    key.data(key.fileobj)
+        finally:
+            if self.zygote is not None:
+                self.zygote.close()
+
+    def _on_zygote(self, zygote) -> None:
+        """The spare asked for is ready (or the zygote is gone)."""
+        zygote.on_readable()
+        self._forget_zygote_if_gone()
+
+    def _forget_zygote_if_gone(self) -> None:
+        """Once the zygote is gone (killed by someone), we fork the inits."""
+        if self.zygote is not None and self.zygote.sock is None:
+            self.selector.unregister(self.zygote)
+            self.zygote = None
 
     # control: new request sockets, or the owner gone
     def _on_control(self, control: socket.socket) -> None:
@@ -147,6 +167,9 @@ class Server:
                 _close_quietly(fd)
         if not keep_open:
             request.close()
+        if self.zygote is not None:
+            self.zygote.refill()  # the next create's init, forked while we wait
+            self._forget_zygote_if_gone()
 
     def _op_create(self, request: socket.socket, message: dict, fds: list[int]) -> bool:
         from kubirun.base import log
@@ -165,6 +188,8 @@ class Server:
                 options = CreateOptions(no_pivot=bool(message.get("no_pivot")),
                                         new_keyring=not message.get("no_new_keyring"),
                                         console_socket=console.path)
+                if self.zygote is not None:
+                    options.init_forker = self.zygote.fork_init
                 with _as_stdio(fds):
                     container = Container.create(message["id"], spec, root=message.get("root"),
                                                  options=options)
@@ -500,7 +525,12 @@ def serve(control_fd: int) -> None:
         os.dup2(null, target)
     os.close(null)
     _warm_up()
-    Server(control).run()
+    from kubirun import zygote
+
+    spares = zygote.Zygote() if zygote.spares_can_serve() else None
+    if spares is not None:
+        spares.refill()
+    Server(control, spares).run()
 
 
 def _warm_up() -> None:
@@ -509,7 +539,9 @@ def _warm_up() -> None:
     a full collection then walks what requests made, not all of kubirun."""
     import gc
 
-    from kubirun import container, creation, exec_into, init, spec  # noqa: F401
+    import pickle  # noqa: F401 - a request to the zygote is pickled
+
+    from kubirun import container, creation, exec_into, init, spec, zygote  # noqa: F401
     # What an init imports just before pivot_root (process.preload) for
     # the usual config (rlimits, capabilities, oomScoreAdj): imported here
     # once, not read from disk by every init (0.9 ms measured).

@@ -22,6 +22,7 @@ CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWTIME = 0x00000080
+CLONE_PARENT = 0x00008000  # the child is our parent's (kubirun.zygote)
 
 # mount(2) flags.
 MS_RDONLY = 0x1
@@ -350,6 +351,12 @@ def exec_helper_fd() -> int:
             raise _fail("memfd_create", EXEC_HELPER)
         _exec_helper_fd = memfd
     return _exec_helper_fd
+
+
+def forget_exec_helper() -> None:
+    """After closing every fd (kubirun.zygote): the helper's memfd is gone."""
+    global _exec_helper_fd
+    _exec_helper_fd = None
 
 
 def exec_through_helper(helper: int, path: str, args: list[str], env: dict[str, str],
