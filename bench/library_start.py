@@ -14,14 +14,18 @@ benchmark re-runs itself in a mount namespace of its own (``unshare -m``,
 private propagation) where that mount is unmounted, so every runtime of the
 comparison sees the same pure v1 host; the host's own mounts are untouched.
 
-Runs alternate, one of each per round, the order rotated (as in
+Every runtime's state root is a directory of its own under /run, where
+each keeps its state by default (/run/kubirun, /run/runc, /run/crun; a
+tmpfs on most hosts); the bundle and its root are in a temporary
+directory.  Runs alternate, one of each per round, the order rotated (as in
 start_latency.py).  Then 100 containers started at once, from 10 threads,
 from asyncio with the awaited calls (``create_async``, ``start_async``,
 ``delete_async``) and, for comparison, from asyncio with the blocking ones
 (the loop held during each create, start and delete): wall time, the
 median cycle per container and (asyncio) the longest the loop was held;
-three rounds of each, alternating, medians reported.  The fork server
-serves one create at a time whichever way they come.
+three rounds of each, alternating, medians reported; each container of
+those in a cgroup of its own.  The fork server serves one create at a time
+whichever way they come.
 
 Why: the library is for orchestrators, whose cost per container is this
 cycle; the goal is at or under crun's CLI cycle (crun is C, no interpreter
@@ -61,10 +65,11 @@ def _config(bundle: Path, name: str) -> dict:
     return config
 
 
-def api_cycle(runtime, bundle: Path, name: str) -> None:
+def api_cycle(runtime, bundle: Path, name: str, config: dict | None = None) -> None:
     """One cycle of the bundle as it is, as the CLIs run it: its config.json
-    read by kubirun (the fork server), its cgroupsPath theirs too."""
-    box = runtime.create(name, bundle)
+    read by kubirun (the fork server), its cgroupsPath theirs too (or
+    ``config``: containers that run at once need cgroups of their own)."""
+    box = runtime.create(name, bundle, config=config)
     box.start()
     status = box.wait()
     box.delete()
@@ -87,13 +92,18 @@ def timed(step) -> float:
 
 def concurrent_threads(runtime, bundle: Path) -> tuple[float, list[float]]:
     cycles: list[float] = []
+    failures: list[BaseException] = []
     lock = threading.Lock()
 
     def worker(w: int) -> None:
-        for n in range(CONCURRENT // THREADS):
-            took = timed(lambda: api_cycle(runtime, bundle, f"th{w}-{n}"))
-            with lock:
-                cycles.append(took)
+        try:
+            for n in range(CONCURRENT // THREADS):
+                name = f"th{w}-{n}"
+                took = timed(lambda: api_cycle(runtime, bundle, name, _config(bundle, name)))
+                with lock:
+                    cycles.append(took)
+        except BaseException as err:  # noqa: BLE001 - reported below, after the join
+            failures.append(err)
 
     start = time.perf_counter()
     workers = [threading.Thread(target=worker, args=(w,)) for w in range(THREADS)]
@@ -101,6 +111,8 @@ def concurrent_threads(runtime, bundle: Path) -> tuple[float, list[float]]:
         t.start()
     for t in workers:
         t.join()
+    if failures:
+        raise BenchError(f"kubirun.api from {THREADS} threads: {failures[0]}")
     return time.perf_counter() - start, cycles
 
 
@@ -159,6 +171,9 @@ def benchmark(args) -> dict:
     from kubirun.api import Runtime
 
     tmp = Path(tempfile.mkdtemp(prefix="kubirun-bench-lib-"))
+    # Every runtime's state where they all keep it by default (/run/runc,
+    # /run/crun, /run/kubirun): /run, a tmpfs on most hosts.
+    states = Path(tempfile.mkdtemp(prefix="kubirun-bench-lib-", dir="/run"))
     try:
         rootfs = unpack_rootfs(ensure_image(), tmp)
         reference = "runc" if shutil.which("runc") else None
@@ -170,16 +185,16 @@ def benchmark(args) -> dict:
             counter[0] += 1
             return f"bench-{counter[0]}"
 
-        with Runtime(root=str(tmp / "api-state")) as runtime:
+        with Runtime(root=str(states / "api-state")) as runtime:
             candidates = {
                 "kubirun.api": lambda: api_cycle(runtime, bundle, next_id()),
-                "kubirun run": lambda: cli_cycle([kubirun, "--root", str(tmp / "cli-state"), "run",
+                "kubirun run": lambda: cli_cycle([kubirun, "--root", str(states / "cli-state"), "run",
                                                   "--bundle", str(bundle), next_id()]),
             }
             for other in ("runc", "crun"):
                 if shutil.which(other):
                     step = (lambda other=other: cli_cycle(
-                        [other, "--root", str(tmp / f"{other}-state"), "run", "--bundle",
+                        [other, "--root", str(states / f"{other}-state"), "run", "--bundle",
                          str(bundle), next_id()]))
                     try:
                         step()
@@ -198,6 +213,7 @@ def benchmark(args) -> dict:
     finally:
         _remove_cgroup_parent()
         remove_tmp(tmp)
+        remove_tmp(states)
     results = {name: summary(s) for name, s in samples.items()}
     for name, row in results.items():
         for ref in ("runc", "crun"):
