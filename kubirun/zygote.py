@@ -153,6 +153,8 @@ class Zygote:
 
     def close(self) -> None:
         """End the spare and the zygote, and reap them."""
+        if self.asked and self.sock is not None:
+            self.sock.settimeout(1.0)  # a zygote that does not answer is ended all the same
         self.receive_spare()
         if self.spare is not None:
             _end_spare(*self.spare)

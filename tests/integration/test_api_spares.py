@@ -288,3 +288,56 @@ report["left"] = sorted(children())
 """, tmp_path, busybox_dir, "spare-close")
     assert report["helpers"] and report["gone"]
     assert report["left"] == []
+
+
+@pytest.mark.parametrize("step", ["create.claimed", "create.fifo", "create.forked", "create.recorded",
+                                  "create.cgroup", "create.created"])
+def test_a_fork_server_killed_in_a_create_from_a_spare_leaves_what_delete_force_removes(
+        tmp_path, busybox_dir, step):
+    """With a spare, the init is handed its config before the first record
+    (creation.init_before_record): a server killed at any step of that
+    create takes the init with it (PDEATHSIG, set at the spare's birth),
+    and `delete --force` removes the rest, as after a killed `kubirun
+    create` (test_killed_runtime.py).  The server dies at STEP by
+    KUBIRUN_TEST_KILL_AT, which it inherits; its zygote, spare and the
+    init carry a marker in their environment, by which they are found."""
+    report = run_script(f"""
+import subprocess, uuid
+marker = uuid.uuid4().hex
+os.environ["KUBIRUN_SPARE_CASE"] = marker
+os.environ["KUBIRUN_TEST_KILL_AT"] = "{step}"
+victim = bundle("victim", ["sleep", "30"])
+rt = Runtime(root=state)
+try:
+    rt.create("victim", victim)
+    report["error"] = None
+except Exception as err:
+    report["error"] = str(err)
+del os.environ["KUBIRUN_TEST_KILL_AT"]
+
+def marked_alive():
+    alive = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{{pid}}/environ", "rb") as f:
+                if marker.encode() in f.read() and not gone(pid):
+                    alive.append(int(pid))
+        except OSError:
+            pass
+    return alive
+
+report["ended"] = wait_for(lambda: not marked_alive())
+deleted = subprocess.run([sys.executable, "-m", "kubirun", "--root", state, "delete", "--force",
+                          "victim"], capture_output=True, text=True)
+report["delete"] = [deleted.returncode, deleted.stderr]
+report["state"] = sorted(os.listdir(state)) if os.path.isdir(state) else []
+report["cgroups"] = [h for h in os.listdir("/sys/fs/cgroup")
+                     if os.path.isdir(f"/sys/fs/cgroup/{{h}}{{parent}}/victim")]
+rt.close()
+""", tmp_path, busybox_dir, f"spare-killed-{step.split('.')[1]}")
+    assert report["error"], "the create reported no failure"
+    assert report["ended"], "a process of the killed server's lived on"
+    assert report["delete"][0] == 0, report["delete"]
+    assert report["state"] == [] and report["cgroups"] == []
