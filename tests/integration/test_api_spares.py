@@ -29,9 +29,11 @@ UNIFIED = "/sys/fs/cgroup/unified"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="spares serve root only")
 
 # Every script's head: its arguments (state root, busybox root, cgroup
-# parent), ``bundle(name, args, edit)`` (a bundle of that root in a cgroup
-# of its own), ``children(pid)`` and ``server(rt)`` (the fork server's
-# PID), and ``report`` (printed as the script's last line).
+# parent, scratch directory), ``bundle(name, args, edit)`` (a bundle of
+# that root in a cgroup of its own), ``children(pid)``, ``server(rt)``
+# (the fork server's PID), ``wait_for``, ``warm_with_helpers``,
+# ``exit_code``, ``gone(pid)`` (ended: a zombie or no more), and
+# ``report`` (printed as the script's last line).
 HEAD = """\
 import json, os, sys, time
 from kubirun.api import Runtime, Stdio
@@ -64,6 +66,25 @@ def wait_for(predicate, seconds=5):
             return False
         time.sleep(0.02)
     return True
+
+def warm_with_helpers():
+    # A Runtime whose server has made a container, its PID, and its
+    # children once they are only its zygote and the zygote's next spare
+    # (the warm container's init reaped): report["helpers"] says if so.
+    rt = Runtime(root=state)
+    rt.create("warm", bundle("warm", ["true"])).delete(force=True)
+    pid = server(rt)
+    report["helpers"] = wait_for(lambda: len(children(pid)) == 2)
+    return rt, pid, children(pid)
+
+def exit_code(rt, name, args):
+    # Create, start and wait for a container of bundle(name, args); deleted.
+    box = rt.create(name, bundle(name, args))
+    try:
+        box.start()
+        return box.wait(timeout=30).code
+    finally:
+        box.delete(force=True)
 
 def gone(pid):
     try:
@@ -217,12 +238,7 @@ with Runtime(root=state) as rt:
     # reaped: what is left is the zygote and its next spare, none a zombie
     report["reaped"] = wait_for(lambda: len(children(server(rt))) == 2
                                 and not any(gone(pid) for pid in children(server(rt))))
-    box = rt.create("good", bundle("good", ["true"]))
-    try:
-        box.start()
-        report["next"] = box.wait(timeout=30).code
-    finally:
-        box.delete(force=True)
+    report["next"] = exit_code(rt, "good", ["true"])
 """, tmp_path, busybox_dir, "spare-bad")
     assert report["error"] and "\n" not in report["error"]
     assert "/no/such/program" in report["error"]
@@ -253,21 +269,11 @@ with Runtime(root=state) as rt:
 def test_the_zygote_and_its_spare_die_with_the_fork_server(tmp_path, busybox_dir):
     report = run_script("""
 import signal
-rt = Runtime(root=state)
-rt.create("warm", bundle("warm", ["true"])).delete(force=True)
-pid = server(rt)
-# the zygote and the spare it forked (once the warm container's init is reaped)
-report["helpers"] = wait_for(lambda: len(children(pid)) == 2)
-helpers = children(pid)
+rt, pid, helpers = warm_with_helpers()
 os.kill(pid, signal.SIGKILL)
 os.waitpid(pid, 0)
 report["gone"] = wait_for(lambda: all(gone(helper) for helper in helpers))
-box = rt.create("after", bundle("after", ["true"]))
-try:
-    box.start()
-    report["after"] = box.wait(timeout=30).code
-finally:
-    box.delete(force=True)
+report["after"] = exit_code(rt, "after", ["true"])
 rt.close()
 """, tmp_path, busybox_dir, "spare-kill")
     assert report["helpers"]
@@ -277,11 +283,7 @@ rt.close()
 
 def test_close_ends_the_zygote_and_its_spare(tmp_path, busybox_dir):
     report = run_script("""
-rt = Runtime(root=state)
-rt.create("warm", bundle("warm", ["true"])).delete(force=True)
-pid = server(rt)
-report["helpers"] = wait_for(lambda: len(children(pid)) == 2)
-helpers = children(pid)
+rt, pid, helpers = warm_with_helpers()
 rt.close()
 report["gone"] = wait_for(lambda: gone(pid) and all(gone(helper) for helper in helpers))
 report["left"] = sorted(children())
