@@ -343,3 +343,32 @@ rt.close()
     assert report["ended"], "a process of the killed server's lived on"
     assert report["delete"][0] == 0, report["delete"]
     assert report["state"] == [] and report["cgroups"] == []
+
+
+def test_creates_go_on_when_the_spare_or_the_zygote_is_killed(tmp_path, busybox_dir):
+    """Someone kills the waiting spare, then the zygote: each create after
+    that still makes its container (from the next spare, or forked by the
+    server once the zygote is gone), and nothing is left a zombie."""
+    report = run_script("""
+import signal
+
+def own_pid_namespace(pid):
+    # A spare is PID 1 of a PID namespace of its own: two NSpid entries.
+    with open(f"/proc/{pid}/status") as f:
+        return len(next(line for line in f if line.startswith("NSpid:")).split()) > 2
+
+rt, pid, helpers = warm_with_helpers()
+spare = next(helper for helper in helpers if own_pid_namespace(helper))
+zygote = next(helper for helper in helpers if helper != spare)
+os.kill(spare, signal.SIGKILL)
+report["after spare"] = exit_code(rt, "after-spare", ["true"])
+os.kill(zygote, signal.SIGKILL)
+report["zygote reaped"] = wait_for(lambda: zygote not in children(pid))
+report["after zygote"] = [exit_code(rt, f"after-zygote{n}", ["true"]) for n in range(3)]
+report["zombies"] = not wait_for(lambda: not any(gone(child) for child in children(pid)))
+rt.close()
+""", tmp_path, busybox_dir, "spare-killed-helpers")
+    assert report["after spare"] == 0
+    assert report["zygote reaped"]
+    assert report["after zygote"] == [0, 0, 0]
+    assert not report["zombies"]
