@@ -372,3 +372,33 @@ rt.close()
     assert report["zygote reaped"]
     assert report["after zygote"] == [0, 0, 0]
     assert not report["zombies"]
+
+
+def test_a_spares_ipc_namespace_is_the_containers_only_when_it_asks_for_a_new_one(
+        tmp_path, busybox_dir):
+    """A spare makes an IPC namespace while it waits too: a container that
+    asks for a new one gets one of its own (not the host's, not the last
+    container's); one that asks for none shares the caller's."""
+    report = run_script("""
+def no_ipc(config):
+    config["linux"]["namespaces"] = [ns for ns in config["linux"]["namespaces"]
+                                     if ns["type"] != "ipc"]
+
+def ipc_of(rt, name, edit=None):
+    box = rt.create(name, bundle(name, ["readlink", "/proc/self/ns/ipc"], edit),
+                    stdio=Stdio(stdout=Stdio.PIPE))
+    try:
+        box.start()
+        return box.stdout.read().decode().strip()
+    finally:
+        box.wait(timeout=30)
+        box.delete(force=True)
+
+report["host"] = os.readlink("/proc/self/ns/ipc")
+with Runtime(root=state) as rt:
+    report["new"] = [ipc_of(rt, f"ipc{n}") for n in range(2)]
+    report["none"] = ipc_of(rt, "noipc", no_ipc)
+""", tmp_path, busybox_dir, "spare-ipc")
+    first, second = report["new"]
+    assert first != report["host"] and second != report["host"] and first != second
+    assert report["none"] == report["host"]
