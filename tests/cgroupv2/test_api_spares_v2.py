@@ -16,6 +16,8 @@ test_a_spares_network_namespace_is_new_with_loopback_up = \
     spares.test_a_spares_network_namespace_is_new_with_loopback_up
 test_a_container_without_a_network_namespace_has_the_hosts = \
     spares.test_a_container_without_a_network_namespace_has_the_hosts
+test_a_spares_ipc_namespace_is_the_containers_only_when_it_asks_for_a_new_one = \
+    spares.test_a_spares_ipc_namespace_is_the_containers_only_when_it_asks_for_a_new_one
 test_a_failed_create_from_a_spare_leaves_nothing_and_the_next_works = \
     spares.test_a_failed_create_from_a_spare_leaves_nothing_and_the_next_works
 test_the_zygote_and_its_spare_die_with_the_fork_server = \
