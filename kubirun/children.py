@@ -16,6 +16,16 @@ def reap(pid: int) -> int:
     return 128 - code if code < 0 else code
 
 
+def kill_and_reap(pid: int) -> None:
+    """SIGKILL our child ``pid`` and reap it (its PID is its own until
+    then): even a stopped child cannot hold us up."""
+    try:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
 def write_pid_file(path: str, pid: int) -> None:
     """Bare digits, no newline (as runc); written atomically."""
     path = os.path.abspath(path)

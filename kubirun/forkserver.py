@@ -377,7 +377,9 @@ class Server:
                 container.delete(force=True, leftovers=False)
             finally:
                 if container._init_pid is not None:  # the delete failed before reaping it
-                    _kill_and_reap(pid)
+                    from kubirun.children import kill_and_reap
+
+                    kill_and_reap(pid)
                 if store is not None:
                     reclaim.leftovers_of(container_id, root, store)
             raise
@@ -497,15 +499,6 @@ def _hung_up(request: socket.socket) -> bool:
     poller = select.poll()
     poller.register(request, select.POLLHUP)
     return any(events & select.POLLHUP for _, events in poller.poll(0))
-
-
-def _kill_and_reap(pid: int) -> None:
-    """SIGKILL our child ``pid`` and reap it."""
-    try:
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
 
 
 def _close_quietly(fd: int) -> None:

@@ -148,10 +148,12 @@ class Zygote:
     def _gone(self) -> None:
         """The zygote is gone, or to be (killed by someone, or closed): the
         server forks from now on."""
+        from kubirun.children import kill_and_reap
+
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        _end(self.pid)
+        kill_and_reap(self.pid)
 
     def close(self) -> None:
         """End the spare and the zygote, and reap them."""
@@ -186,19 +188,11 @@ def fits(pid_ns, config, born) -> bool:
 
 
 def _end_spare(pid: int, sock: socket.socket) -> None:
+    """A spare holds nothing that needs its end of file: killed, reaped."""
+    from kubirun.children import kill_and_reap
+
     sock.close()
-    _end(pid)
-
-
-def _end(pid: int) -> None:
-    """SIGKILL our child ``pid`` (a spare, or the zygote: it holds nothing
-    that needs its end of file) and reap it: even a stopped one cannot
-    hold us up."""
-    try:
-        os.kill(pid, 9)  # our child, not yet reaped: its PID is its own
-        os.waitpid(pid, 0)
-    except (ProcessLookupError, ChildProcessError):
-        pass
+    kill_and_reap(pid)
 
 
 # --- the zygote -----------------------------------------------------------------
@@ -272,9 +266,11 @@ class _Ahead:
         self.host: dict[int, int] = {}  # CLONE_NEW* flag: an fd of the host's namespace
         for name, flag in (("net", _native.CLONE_NEWNET), ("ipc", _native.CLONE_NEWIPC)):
             self.host[flag] = os.open(f"/proc/self/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+        from kubirun.ns.loopback import bring_up_loopback
+
         try:
             _native.unshare(sum(self.host))
-            _native.Kernel().link_up("lo")
+            bring_up_loopback(_native.Kernel())
         except OSError:
             self.settle(None)  # the init makes them, as without a spare
 

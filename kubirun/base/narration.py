@@ -20,8 +20,9 @@ def set_colour(value: bool | None) -> None:
 
 
 # Names for flag words, in the order the kernel headers list them.
-_CLONE = (("CLONE_NEWTIME", 0x80), ("CLONE_PARENT", 0x8000), ("CLONE_NEWNS", 0x20000), ("CLONE_NEWCGROUP", 0x2000000),
-          ("CLONE_NEWUTS", 0x4000000), ("CLONE_NEWIPC", 0x8000000), ("CLONE_NEWUSER", 0x10000000),
+_CLONE = (("CLONE_NEWTIME", 0x80), ("CLONE_PARENT", 0x8000), ("CLONE_NEWNS", 0x20000),
+          ("CLONE_NEWCGROUP", 0x2000000), ("CLONE_NEWUTS", 0x4000000),
+          ("CLONE_NEWIPC", 0x8000000), ("CLONE_NEWUSER", 0x10000000),
           ("CLONE_NEWPID", 0x20000000), ("CLONE_NEWNET", 0x40000000))
 _MS = (("MS_RDONLY", 0x1), ("MS_NOSUID", 0x2), ("MS_NODEV", 0x4), ("MS_NOEXEC", 0x8),
        ("MS_REMOUNT", 0x20), ("MS_NOATIME", 0x400), ("MS_NODIRATIME", 0x800),
