@@ -155,6 +155,15 @@ def _dirs_deepest_first(top: Path) -> list[Path]:
     return [Path(base) for base, _, _ in os.walk(top, topdown=False)]
 
 
+def names_under(top: Path) -> list[Path]:
+    """Every file and directory below ``top``, read while others may be
+    removing them: containerd collects a removed pod's snapshots in the
+    background, and ``Path.rglob`` raises when a directory it listed is
+    gone before it enters it (os.walk skips it, which is what a search for
+    leftovers wants)."""
+    return [Path(base, n) for base, dirs, files in os.walk(top) for n in dirs + files]
+
+
 def cgroup_procs(name: str) -> set[int]:
     """Every process in the tree ``name``, in any hierarchy."""
     pids = set()

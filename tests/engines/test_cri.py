@@ -10,6 +10,7 @@ from tests.engines.harness import (
     CRI_NAMESPACE,
     IMAGE,
     cgroup_tops,
+    names_under,
     pids_mentioning,
     wait_for,
 )
@@ -26,12 +27,12 @@ def _leftovers(daemon, handler: str, ids: list[str]) -> list[str]:
     """What is left of the pod and container ``ids``, anywhere."""
     found = []
     for top in cgroup_tops(CRI_CGROUP_PARENT):
-        found += [f"cgroup {d}" for d in top.rglob("*") if d.is_dir() and d.name in ids]
+        found += [f"cgroup {d}" for d in names_under(top) if d.name in ids and d.is_dir()]
     found += [f"mount {m}" for m in _mount_points(daemon.process.pid) if any(i in m for i in ids)]
     state = daemon.runtime_root(handler) / CRI_NAMESPACE
     found += [f"runtime state {p}" for p in state.glob("*") if p.name in ids]
     for where in (daemon.base / "state", daemon.base / "root"):
-        found += [f"containerd's {p}" for p in where.rglob("*") if p.name in ids]
+        found += [f"containerd's {p}" for p in names_under(where) if p.name in ids]
     found += [f"process {p}" for i in ids for p in pids_mentioning(i)]
     for kind in ("tasks", "containers"):
         listed = daemon.ctr(kind, "list", "--quiet", namespace=CRI_NAMESPACE).stdout.split()
