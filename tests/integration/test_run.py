@@ -352,14 +352,17 @@ def test_without_privileges_one_clear_error_and_nothing_left():
     top = tempfile.mkdtemp(prefix="kubirun-nobody-", dir="/tmp")  # reachable by nobody
     try:
         os.chmod(top, 0o755)
-        store, image = os.path.join(top, "store"), os.path.join(top, "root")
-        os.mkdir(store)
-        os.mkdir(image)
+        store, image, run = (os.path.join(top, name) for name in ("store", "root", "run"))
+        for path in (store, image, run):
+            os.mkdir(path)
         os.chown(store, 65534, 65534)
+        os.chown(run, 65534, 65534)
+        # The user's own runtime dir, as a login gives it: without one the
+        # state root would be /tmp/kubirun-65534, outside what this test removes.
         result = subprocess.run(
             [*as_nobody, str(KUBIRUN_SCRIPT), "run", "--name", "unprivileged", image, "--", "true"],
-            env={"KUBIRUN_STORE": store, "KUBIRUN_NETWORK": "none"}, capture_output=True, text=True,
-            timeout=30)
+            env={"KUBIRUN_STORE": store, "KUBIRUN_NETWORK": "none", "XDG_RUNTIME_DIR": run},
+            capture_output=True, text=True, timeout=30)
         # Rootless runs work (tests/integration/test_rootless.py), but not in
         # a root the user may not write (an empty directory of root's here):
         # one error line, after the warning that no cgroup is delegated.
