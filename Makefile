@@ -35,17 +35,25 @@ test: test-deps image test-images
 
 # On a pure cgroup v2 host (systemd's default) tests/cgroupv2 ran natively in
 # the pytest above.  Elsewhere they run in the VM: a test failing there, or
-# the VM going over V2VM_TIMEOUT seconds (124), fails the build; a VM that
-# cannot start at all (125: no qemu, no kernel) or no harness (a clone
+# the VM going over V2VM_TIMEOUT seconds (124) twice, fails the build; a VM
+# that cannot start at all (125: no qemu, no kernel) or no harness (a clone
 # outside this workspace) is said loudly and skipped, never failing the host's
-# half.
+# half.  Why twice: the VM is emulated (TCG), and once in some sixty runs its
+# kernel locked up ("soft lockup", both vCPUs, no trace) and never came back,
+# the same tests passing in every other boot; a hang of kubirun's own would
+# hang the second, fresh VM too.  The first VM's console tail is printed.
+V2VM_PYTEST = "$(abspath $(PY))" -m pytest -m cgroupv2 tests/cgroupv2 -q -p no:cacheprovider
+
 test-v2:
 	@if [ -e /sys/fs/cgroup/cgroup.controllers ]; then \
 		echo "== tests/cgroupv2 ran natively above: this host is pure cgroup v2"; \
 	elif [ -e "$(V2VM)" ]; then \
 		echo "== tests/cgroupv2 in the pure cgroup v2 VM ($(V2VM))"; \
-		rc=0; "$(V2VM)" --timeout $(V2VM_TIMEOUT) -- "$(abspath $(PY))" -m pytest -m cgroupv2 tests/cgroupv2 \
-			-q -p no:cacheprovider || rc=$$?; \
+		rc=0; "$(V2VM)" --timeout $(V2VM_TIMEOUT) -- $(V2VM_PYTEST) || rc=$$?; \
+		if [ $$rc -eq 124 ]; then \
+			echo "== the VM went over $(V2VM_TIMEOUT) s (its console's last lines above): the tests once more, in a fresh VM"; \
+			rc=0; "$(V2VM)" --timeout $(V2VM_TIMEOUT) -- $(V2VM_PYTEST) || rc=$$?; \
+		fi; \
 		if [ $$rc -eq 125 ]; then \
 			echo "SKIPPED: the cgroup v2 tests (tests/cgroupv2): the VM could not start (see v2vm's message above)"; \
 		elif [ $$rc -ne 0 ]; then exit $$rc; fi; \
